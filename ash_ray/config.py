@@ -1,0 +1,163 @@
+"""The one settings object. Built once (CLI or ingress) and passed down, never global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ash_ray.errors import ConfigError
+
+ENV_PREFIX = "ASH_"
+
+
+class Settings(BaseSettings):
+    """Every knob of ash-ray, read from ``ASH_*`` variables (plus ``ANTHROPIC_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # -- HTTP
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(4100, ge=1, le=65535, description="HTTP port.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer key required on /api/*. Empty: no auth (local dev only)."
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest accepted request body."
+    )
+    sse_heartbeat_s: float = Field(15.0, gt=0, le=300, description="SSE comment interval.")
+    serve_replicas: int = Field(1, ge=1, le=64, description="Ingress replicas per app.")
+    max_ongoing_requests: int = Field(
+        1000, ge=1, description="Concurrent requests per replica; each SSE stream holds one."
+    )
+    drain_timeout_s: float = Field(
+        25.0, ge=0, le=3600, description="Grace period to pause sessions on shutdown."
+    )
+
+    # -- storage
+    data_dir: Path = Field(
+        Path.home() / ".ash-ray", description="Workspaces, snapshots and the SQLite file."
+    )
+    database_url: str = Field(
+        "", description="postgresql://... for Postgres/CockroachDB; empty: SQLite in data_dir."
+    )
+    snapshot_url: str = Field(
+        "", description="Where workspace snapshots go; empty: <data_dir>/snapshots."
+    )
+    store_flush_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Write-behind batching window of the registry."
+    )
+
+    # -- Ray
+    namespace: str = Field("ash", min_length=1, description="Ray namespace of all actors.")
+    ray_address: str = Field(
+        "", description="Ray cluster to join; empty: start a local one on loopback."
+    )
+    dashboard: bool = Field(True, description="Start the Ray dashboard with a local cluster.")
+
+    # -- sessions
+    max_sandboxes: int = Field(100, ge=1, le=100_000, description="Live session limit.")
+    idle_timeout_ms: int = Field(
+        30 * 60 * 1000, ge=1000, description="Idle sessions go cold after this long."
+    )
+    sweep_interval_s: float = Field(10.0, gt=0, le=3600, description="Idle sweep period.")
+    cold_ttl_s: float = Field(
+        7 * 24 * 3600, ge=0, description="Workspaces of cold sessions are removed after this."
+    )
+    warm_pool_size: int = Field(2, ge=0, le=1000, description="Pre-started session workers.")
+    session_num_cpus: float = Field(0.1, ge=0, le=64, description="CPUs a session reserves.")
+    session_memory_mb: int = Field(
+        0, ge=0, description="Memory a session reserves in Ray (0: none reserved)."
+    )
+    session_slot_resource: str = Field(
+        "ash_session_slot", description="Custom Ray resource a session takes when declared."
+    )
+    capacity_wait_s: float = Field(
+        0.0, ge=0, le=600, description="How long a create waits for a free slot before 503."
+    )
+    default_model: str = Field("claude-sonnet-4-5", description="Model when none is given.")
+    max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")
+    max_tokens: int = Field(8192, ge=1, description="max_tokens of each model request.")
+
+    # -- sandbox
+    sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
+        "auto", description="bwrap: require bubblewrap; auto: use it when installed."
+    )
+    sandbox_limits: Literal["auto", "cgroup2", "cgroup1", "rlimit"] = Field(
+        "auto", description="How limits are enforced; auto picks the strongest available."
+    )
+    sandbox_memory_mb: int = Field(2048, ge=16, description="Memory per tool process tree.")
+    sandbox_cpu_s: int = Field(600, ge=1, description="CPU seconds per tool process.")
+    sandbox_max_procs: int = Field(256, ge=4, description="Processes per sandbox.")
+    sandbox_file_size_mb: int = Field(1024, ge=1, description="Largest file a tool may write.")
+    sandbox_open_files: int = Field(1024, ge=16, description="Open files per tool process.")
+    sandbox_timeout_s: float = Field(120.0, gt=0, le=86_400, description="Wall time per tool.")
+    sandbox_network: bool = Field(True, description="False cuts tool network (unshare --net).")
+
+    # -- logging
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: str = Field("INFO", description="Python log level name.")
+
+    # -- model endpoint (standard Anthropic variables, no ASH_ prefix)
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+
+    @field_validator("api_key", "anthropic_api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://", "sqlite:")):
+            raise ValueError("must start with postgresql:// (or be empty for SQLite)")
+        return value
+
+    @property
+    def store_kind(self) -> str:
+        return "postgres" if self.database_url.startswith("postgres") else "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path:
+        if self.database_url.startswith("sqlite:"):
+            return Path(self.database_url.removeprefix("sqlite:").lstrip("/") or "ash.db")
+        return self.data_dir / "ash.db"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        url = self.snapshot_url.removeprefix("file://")
+        return Path(url) if url else self.data_dir / "snapshots"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.data_dir / "sessions"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.data_dir / "agents"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_key is not None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            var = field if field.isupper() else ENV_PREFIX + field.upper()
+            problems.append(f"{var}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
