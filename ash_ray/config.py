@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         "", description="Ray cluster to join; empty: start a local one on loopback."
     )
     dashboard: bool = Field(True, description="Start the Ray dashboard with a local cluster.")
+    ray_role: Literal["auto", "head", "worker"] = Field(
+        "auto", description="serve: head starts Ray+Serve; worker joins; auto: pod ordinal 0 is head."
+    )
+    ray_head_address: str = Field(
+        "", description="host:port of the Ray head (GCS) that worker pods join."
+    )
+    pod_name: str = Field(
+        "", description="This pod's name (StatefulSet ordinal decides the head in auto role)."
+    )
 
     # -- sessions
     max_sandboxes: int = Field(100, ge=1, le=100_000, description="Live session limit.")
