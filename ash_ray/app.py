@@ -1,0 +1,96 @@
+"""Wiring: the only module that names the concrete registry, worker and Serve app."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve import Application
+
+from ash_ray.api.app import create_api
+from ash_ray.api.context import IngressContext
+from ash_ray.config import Settings, load_settings
+from ash_ray.logs import configure_logging
+from ash_ray.registry.actor import REGISTRY_NAME, Registry
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "ash"
+INGRESS_NAME = "AshIngress"
+
+
+def ensure_registry(settings: Settings) -> Any:
+    """The detached registry, created on the head node if it is not running yet."""
+    handle = (
+        ray.remote(Registry)
+        .options(
+            name=REGISTRY_NAME,
+            namespace=settings.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,
+            max_concurrency=10_000,
+            num_cpus=0,
+            resources={"node:__internal_head__": 0.001},
+        )
+        .remote(settings)
+    )
+    ray.get(handle.ping.remote(), timeout=120)
+    return handle
+
+
+@serve.ingress()
+class AshIngress:
+    """Stateless HTTP front door; every replica talks to the one registry."""
+
+    def __init__(self, settings: Settings) -> None:
+        configure_logging(settings)
+        ensure_registry(settings)
+        self.ctx = IngressContext(settings)
+        if not settings.auth_enabled:
+            logger.warning("ASH_API_KEY is not set: /api/* is served WITHOUT authentication")
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self.ctx)
+
+
+def application(settings: Settings) -> Application:
+    """The Serve app, sized for long SSE streams and a graceful drain."""
+    deployment = serve.deployment(
+        AshIngress,
+        name=INGRESS_NAME,
+        num_replicas=settings.serve_replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        graceful_shutdown_timeout_s=max(settings.drain_timeout_s, 1.0),
+        ray_actor_options={"num_cpus": 0},
+    )
+    return deployment.bind(settings)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Application builder for ``serveConfigV2`` (``import_path: ash_ray.app:build_app``)."""
+    return application(load_settings(**(args or {})))
+
+
+def loopback_ray_env() -> None:
+    """Keep a local Ray node on 127.0.0.1 (no traffic beyond loopback)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def start_serve(settings: Settings) -> None:
+    """Run the ash app on the connected Ray cluster, HTTP on ASH_HOST:ASH_PORT."""
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port, "location": "EveryNode"},
+    )
+    serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def drain(settings: Settings, timeout_s: float | None = None) -> dict[str, Any]:
+    """Pause and snapshot every live session (graceful shutdown)."""
+    registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+    timeout = settings.drain_timeout_s if timeout_s is None else timeout_s
+    return ray.get(registry.drain.remote(timeout), timeout=timeout + 10)

@@ -1,0 +1,370 @@
+"""The ``ash-ray`` command: run the server, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ash_ray import __version__
+from ash_ray.errors import AshError
+
+DEFAULT_URL = "http://127.0.0.1:4100"
+
+
+def out(text: str = "", *, err: bool = False, end: str = "\n") -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + end)
+    stream.flush()
+
+
+# ---------------------------------------------------------------------- HTTP client
+
+
+class Client:
+    def __init__(self, url: str, api_key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=60)
+        self.url = url
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise SystemExit(f"error: cannot reach ash-ray at {self.url}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                msg = resp.json().get("error", resp.text)
+            except ValueError:
+                msg = resp.text
+            raise SystemExit(f"error: {resp.status_code}: {msg}")
+        return resp.json()
+
+    def stream(self, path: str, body: dict[str, Any]) -> Any:
+        with self.http.stream("POST", path, json=body, timeout=httpx.Timeout(60, read=None)) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise SystemExit(f"error: {r.status_code}: {r.json().get('error', r.text)}")
+            event = "message"
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    yield event, json.loads(line[6:])
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.api_key)
+
+
+def _print_json(data: Any) -> None:
+    out(json.dumps(data, indent=2))
+
+
+# ---------------------------------------------------------------------- server commands
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Local Ray (loopback) + Serve + registry, in the foreground."""
+    from ash_ray.config import load_settings
+
+    settings = load_settings(**_overrides(args))
+    import ray
+
+    from ash_ray import app
+    from ash_ray.logs import configure_logging
+
+    configure_logging(settings)
+    app.loopback_ray_env()
+    out(f"starting ash-ray {__version__}: local Ray on 127.0.0.1 ...", err=True)
+    ray.init(
+        address="local",
+        namespace=settings.namespace,
+        include_dashboard=settings.dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        app.ensure_registry(settings)
+        app.start_serve(settings)
+        _wait_healthy(f"http://127.0.0.1:{settings.port}")
+        _announce(settings, ray)
+        _block_until_signal()
+        out("draining: pausing and snapshotting live sessions ...", err=True)
+        result = app.drain(settings)
+        out(f"paused {result['paused']} session(s); stopping", err=True)
+    finally:
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Container entry point: head pod starts Ray + Serve; other pods join the head."""
+    from ash_ray.config import load_settings
+
+    settings = load_settings(**_overrides(args))
+    role = settings.ray_role
+    if role == "auto":
+        role = "worker" if settings.pod_name and not settings.pod_name.endswith("-0") else "head"
+    if role == "worker":
+        if not settings.ray_head_address:
+            raise SystemExit("error: ASH_RAY_HEAD_ADDRESS is required for a worker pod")
+        out(f"joining Ray head at {settings.ray_head_address}", err=True)
+        return subprocess.call(["ray", "start", "--address", settings.ray_head_address, "--block"])
+    import ray
+
+    from ash_ray import app
+    from ash_ray.logs import configure_logging
+
+    configure_logging(settings)
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=settings.namespace)
+    else:
+        subprocess.check_call(
+            ["ray", "start", "--head", "--port", "6379", "--dashboard-host", "0.0.0.0",
+             "--disable-usage-stats"]
+        )
+        ray.init(address="auto", namespace=settings.namespace)
+    try:
+        app.ensure_registry(settings)
+        app.start_serve(settings)
+        _announce(settings, ray)
+        _block_until_signal()
+        result = app.drain(settings)
+        out(f"drained: paused {result['paused']} session(s)", err=True)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        if not settings.ray_address:
+            subprocess.call(["ray", "stop", "--force"])
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for key in ("host", "port", "data_dir"):
+        value = getattr(args, key, None)
+        if value is not None:
+            over[key] = value
+    return over
+
+
+def _wait_healthy(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"error: ash-ray did not become healthy at {url}")
+
+
+def _announce(settings: Any, ray: Any) -> None:
+    where = settings.database_url.split("@")[-1] if settings.database_url else settings.sqlite_path
+    out(f"ash-ray {__version__} listening on http://{settings.host}:{settings.port}")
+    out(f"  store:     {settings.store_kind} ({where})")
+    out(f"  data dir:  {settings.data_dir}")
+    auth = "on (Bearer ASH_API_KEY)" if settings.auth_enabled else "OFF (set ASH_API_KEY)"
+    out(f"  auth:      {auth}")
+    model = settings.anthropic_base_url or "https://api.anthropic.com"
+    out(f"  model API: {model}")
+    ctx = ray.get_runtime_context()
+    dash = getattr(ray, "_private", None) and ray._private.worker.get_dashboard_url()
+    if dash:
+        out(f"  dashboard: http://{dash}")
+    out(f"  ray node:  {ctx.get_node_id()[:12]}  (Ctrl-C to stop)")
+
+
+def _block_until_signal() -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(1):
+        pass
+
+
+# ---------------------------------------------------------------------- client commands
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    _print_json(_client(args).call("GET", "/health"))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    path = Path(args.dir).expanduser().resolve()
+    name = args.name or path.name
+    agent = _client(args).call("POST", "/api/agents", json={"name": name, "path": str(path)})
+    out(f"deployed agent {agent['agent']['name']} v{agent['agent']['version']} from {path}")
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.action == "list":
+        for a in c.call("GET", "/api/agents")["agents"]:
+            out(f"{a['name']:<24} v{a['version']:<4} {a['path']}")
+    elif args.action == "get":
+        _print_json(c.call("GET", f"/api/agents/{args.name}")["agent"])
+    elif args.action == "delete":
+        c.call("DELETE", f"/api/agents/{args.name}")
+        out(f"deleted agent {args.name}")
+    return 0
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    c = _client(args)
+    action = args.action
+    if action == "create":
+        body: dict[str, Any] = {"agent": args.agent}
+        if args.model:
+            body["model"] = args.model
+        s = c.call("POST", "/api/sessions", json=body)["session"]
+        out(s["id"])
+    elif action == "list":
+        params = {k: v for k, v in (("agent", args.agent), ("status", args.status)) if v}
+        for s in c.call("GET", "/api/sessions", params=params)["sessions"]:
+            out(f"{s['id']}  {s['status']:<8} {s['agentName']:<20} {s['lastActiveAt']}")
+    elif action == "get":
+        _print_json(c.call("GET", f"/api/sessions/{args.id}")["session"])
+    elif action == "send":
+        return _send(c, args.id, args.message)
+    elif action == "end":
+        s = c.call("DELETE", f"/api/sessions/{args.id}")["session"]
+        out(f"{s['id']} {s['status']}")
+    else:  # pause, resume, stop, fork
+        s = c.call("POST", f"/api/sessions/{args.id}/{action}")["session"]
+        out(f"{s['id']} {s['status']}")
+    return 0
+
+
+def _send(c: Client, session_id: str, message: str) -> int:
+    body = {"content": message, "includePartialMessages": True}
+    streamed = False
+    code = 0
+    for event, data in c.stream(f"/api/sessions/{session_id}/messages", body):
+        if event == "text_delta":
+            out(data["delta"], end="")
+            streamed = True
+        elif event == "tool_use":
+            out(f"\n[tool {data['name']}] {json.dumps(data['input'])[:200]}", err=True)
+        elif event == "tool_result" and data.get("is_error"):
+            out(f"[tool error] {str(data.get('content'))[:200]}", err=True)
+        elif event == "turn_complete" and not streamed:
+            out(data.get("result") or "", end="")
+        elif event == "error":
+            out(f"\nerror: {data['error']}", err=True)
+            code = 1
+    out()
+    return code
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from ash_ray.inspect import live_sessions
+
+    rows = live_sessions(args.address, args.namespace)
+    if args.json:
+        _print_json(rows)
+        return 0
+    cols = ("sessionId", "agent", "status", "turnRunning", "nodeId", "pid", "idleSeconds", "rssMB")
+    out("  ".join(f"{c:<12}" for c in cols))
+    for r in rows:
+        out("  ".join(f"{str(r.get(c, ''))[:36]:<12}" for c in cols))
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ash-ray", description="Claude agents as HTTP APIs on Ray")
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--url", default=os.environ.get("ASH_URL", DEFAULT_URL), help="server URL")
+    p.add_argument("--api-key", default=os.environ.get("ASH_API_KEY") or None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name, func, helptext in (
+        ("start", cmd_start, "run locally: Ray on loopback, Serve, SQLite (foreground)"),
+        ("serve", cmd_serve, "run in a container or on a Ray cluster"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--host")
+        sp.add_argument("--port", type=int)
+        sp.add_argument("--data-dir")
+        sp.set_defaults(func=func)
+
+    sub.add_parser("health", help="server health").set_defaults(func=cmd_health)
+
+    dp = sub.add_parser("deploy", help="deploy an agent folder (with CLAUDE.md)")
+    dp.add_argument("dir")
+    dp.add_argument("--name")
+    dp.set_defaults(func=cmd_deploy)
+
+    ap = sub.add_parser("agent", help="list, get or delete agents")
+    ap.add_argument("action", choices=["list", "get", "delete"])
+    ap.add_argument("name", nargs="?")
+    ap.set_defaults(func=cmd_agent)
+
+    sp = sub.add_parser("session", help="create, send to, list and manage sessions")
+    ssub = sp.add_subparsers(dest="action", required=True)
+    c = ssub.add_parser("create")
+    c.add_argument("agent")
+    c.add_argument("--model")
+    ls = ssub.add_parser("list")
+    ls.add_argument("--agent")
+    ls.add_argument("--status")
+    snd = ssub.add_parser("send")
+    snd.add_argument("id")
+    snd.add_argument("message")
+    for action in ("get", "pause", "resume", "stop", "end", "fork"):
+        ssub.add_parser(action).add_argument("id")
+    sp.set_defaults(func=cmd_session)
+
+    pp = sub.add_parser("ps", help="live session workers from Ray's state API")
+    pp.add_argument("--json", action="store_true")
+    pp.add_argument("--address", default=os.environ.get("ASH_RAY_ADDRESS") or "auto")
+    pp.add_argument("--namespace", default=os.environ.get("ASH_NAMESPACE", "ash"))
+    pp.set_defaults(func=cmd_ps)
+
+    try:
+        from ash_ray.kuberay.cli import add_kuberay_parser
+    except ImportError:  # pragma: no cover - the kuberay package is part of the install
+        pass
+    else:
+        add_kuberay_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("agent",) and args.action in ("get", "delete") and not args.name:
+        raise SystemExit("error: agent name required")
+    try:
+        return int(args.func(args) or 0)
+    except AshError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Operator views of a running cluster: live session workers joined with Ray's state API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from ash_ray.registry.actor import REGISTRY_NAME
+
+
+def live_sessions(address: str = "auto", namespace: str = "ash") -> list[dict[str, Any]]:
+    """One row per live session worker: the registry's view plus Ray's actor state."""
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+    registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
+    rows: list[dict[str, Any]] = ray.get(registry.describe_all.remote(), timeout=30)
+    try:
+        from ray.util.state import list_actors
+
+        states = {
+            a.name: a
+            for a in list_actors(
+                filters=[("ray_namespace", "=", namespace)], limit=10_000,
+                raise_on_missing_output=False,
+            )
+        }
+    except Exception:
+        states = {}
+    for row in rows:
+        actor = states.get(f"ash-session-{row.get('sandboxId', '')}")
+        if actor is not None:
+            row["actorId"] = actor.actor_id
+            row["state"] = actor.state
+    return rows

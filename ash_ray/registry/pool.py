@@ -1,0 +1,124 @@
+"""Session workers: how they are placed, started, and kept warm before a session needs one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from ash_ray.config import Settings
+from ash_ray.errors import Unavailable
+from ash_ray.models import new_id
+from ash_ray.session.actor import SessionWorker, actor_name
+
+logger = logging.getLogger(__name__)
+
+# A worker that cannot start in this time is not coming (no node can place it).
+READY_TIMEOUT_S = 120.0
+
+Worker = tuple[str, Any]  # (sandbox id, actor handle)
+
+
+class Placement:
+    """Ray options of a session worker, from the settings and what the cluster declares."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.slots_total = 0.0
+
+    def refresh(self) -> None:
+        self.slots_total = float(
+            ray.cluster_resources().get(self.settings.session_slot_resource, 0.0)
+        )
+
+    @property
+    def uses_slots(self) -> bool:
+        return self.slots_total > 0
+
+    def options(self, sandbox_id: str) -> dict[str, Any]:
+        s = self.settings
+        opts: dict[str, Any] = {
+            "name": actor_name(sandbox_id),
+            "namespace": s.namespace,
+            "lifetime": "detached",
+            "max_restarts": 0,
+            "max_concurrency": 1000,
+            "num_cpus": s.session_num_cpus,
+        }
+        if s.session_memory_mb:
+            opts["memory"] = s.session_memory_mb * 1024 * 1024
+        if self.uses_slots:
+            opts["resources"] = {s.session_slot_resource: 1}
+        return opts
+
+    def has_room(self, live_workers: int) -> bool:
+        """Whether one more worker can be placed now (slots when declared, else CPU/memory)."""
+        if self.uses_slots:
+            return live_workers < self.slots_total
+        avail = ray.available_resources()
+        need_mem = self.settings.session_memory_mb * 1024 * 1024
+        return avail.get("CPU", 0.0) + 1e-9 >= self.settings.session_num_cpus and (
+            not need_mem or avail.get("memory", 0.0) >= need_mem
+        )
+
+
+class WorkerPool:
+    """Pre-started, unbound workers; refilled in the background up to ``warm_pool_size``."""
+
+    def __init__(self, settings: Settings, placement: Placement) -> None:
+        self.settings = settings
+        self.placement = placement
+        self.idle: list[Worker] = []
+        self.warming = 0
+        self._refill: asyncio.Task[None] | None = None
+
+    async def spawn(self, sandbox_id: str | None = None) -> Worker:
+        """Start a worker and wait until it answers; Unavailable when it cannot be placed."""
+        sid = sandbox_id or new_id()
+        actor_cls = ray.remote(SessionWorker)
+        handle = actor_cls.options(**self.placement.options(sid)).remote(self.settings, sid)
+        try:
+            await asyncio.wait_for(handle.ready.remote(), READY_TIMEOUT_S)
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            ray.kill(handle)
+            raise Unavailable(
+                f"a session worker could not start ({type(exc).__name__}); "
+                "check the cluster's free CPU/memory/ash_session_slot resources"
+            ) from None
+        return sid, handle
+
+    def take(self) -> Worker | None:
+        worker = self.idle.pop() if self.idle else None
+        self.refill_soon()
+        return worker
+
+    def refill_soon(self, live_workers: int | None = None) -> None:
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.create_task(self._fill())
+
+    def room_for_pool(self) -> bool:
+        return True
+
+    async def _fill(self) -> None:
+        while len(self.idle) + self.warming < self.settings.warm_pool_size:
+            if not self.placement.has_room(self.count_hook()):
+                return
+            self.warming += 1
+            try:
+                self.idle.append(await self.spawn())
+            except Exception:
+                logger.warning("warm pool refill failed; will retry on next use", exc_info=True)
+                return
+            finally:
+                self.warming -= 1
+
+    def count_hook(self) -> int:
+        """Live workers in the cluster; the registry replaces this with its own count."""
+        return len(self.idle) + self.warming
+
+    def drain(self) -> None:
+        for _sid, handle in self.idle:
+            ray.kill(handle)
+        self.idle.clear()

@@ -1,0 +1,393 @@
+"""SessionWorker: the Ray actor that holds one live session and runs its turns.
+
+A worker starts unbound (in the warm pool), is bound to a session by the registry, and
+then runs each turn as its own asyncio task, so that a client that goes away does not
+cancel the turn. Every event is numbered in the session's :class:`EventLog`; persistence
+goes to the registry's write-behind queue in small batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import psutil
+import ray
+
+from ash_ray import __version__
+from ash_ray.agent import AgentLoop, TurnOptions, load_agent
+from ash_ray.config import Settings
+from ash_ray.errors import AshError, Conflict, SessionBusy, SessionEnded
+from ash_ray.models import (
+    MessageRecord,
+    SessionRecord,
+    Usage,
+    UsageRecord,
+    WriteBatch,
+    new_id,
+    utcnow,
+)
+from ash_ray.sandbox import Sandbox, create_sandbox
+from ash_ray.session import workspace
+from ash_ray.session.events import Event, EventLog
+from ash_ray.session.metrics import SessionMetrics
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_NAME = "ash-registry"
+FLUSH_INTERVAL_S = 0.02
+
+
+def actor_name(sandbox_id: str) -> str:
+    return f"ash-session-{sandbox_id}"
+
+
+class SessionWorker:
+    """One session's process. Created only by the registry (see DESIGN section 2)."""
+
+    def __init__(self, settings: Settings, sandbox_id: str) -> None:
+        self.settings = settings
+        self.sandbox_id = sandbox_id
+        key = settings.anthropic_api_key
+        self.client = anthropic.AsyncAnthropic(
+            api_key=key.get_secret_value() if key else "unset",
+            base_url=settings.anthropic_base_url,
+            max_retries=2,
+        )
+        self.metrics = SessionMetrics()
+        self.record: SessionRecord | None = None
+        self.log: EventLog | None = None
+        self.sandbox: Sandbox | None = None
+        self.loop: AgentLoop | None = None
+        self.conversation: list[dict] = []
+        self.saved_messages = 0
+        self.turn_task: asyncio.Task[None] | None = None
+        self.turn_open = False  # True from session_start until done
+        self.interrupt_flag = asyncio.Event()
+        self.last_signature: tuple | None = None
+        self.pending_usage: list[UsageRecord] = []
+        self.dirty = asyncio.Event()
+        self.flusher: asyncio.Task[None] | None = None
+        self.flush_lock = asyncio.Lock()
+        self._registry: Any = None
+        self._stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def ready(self) -> dict[str, Any]:
+        """Cheap liveness probe; also tells where the worker runs."""
+        ctx = ray.get_runtime_context()
+        rss = psutil.Process().memory_info().rss / (1024 * 1024)
+        return {
+            "sandboxId": self.sandbox_id,
+            "pid": os.getpid(),
+            "nodeId": ctx.get_node_id(),
+            "rssMB": round(rss, 1),
+        }
+
+    async def bind(
+        self,
+        record: SessionRecord,
+        agent_path: str,
+        conversation: list[dict],
+        snapshot: bytes | None,
+    ) -> dict[str, Any]:
+        """Attach this worker to a session: workspace, sandbox, loop, conversation."""
+        if self.record is not None and self.record.id != record.id:
+            raise Conflict(f"worker {self.sandbox_id} already serves {self.record.id}")
+        ws = self.settings.workspaces_dir / record.id
+        if snapshot is not None:
+            await asyncio.to_thread(workspace.restore, ws, snapshot)
+        elif not ws.exists():
+            await asyncio.to_thread(workspace.seed, ws, Path(agent_path))
+        spec = load_agent(Path(agent_path))
+        self.sandbox = create_sandbox(self.settings, ws, extra_env=record.config.extra_env)
+        self.loop = AgentLoop(self.client, spec, self.sandbox, self.settings)
+        self.record = record
+        self.log = EventLog(record.id, last_seq=record.last_seq)
+        self.conversation = list(conversation)
+        self.saved_messages = len(self.conversation)
+        self.last_signature = await asyncio.to_thread(workspace.signature, ws)
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_loop())
+        return await self.ready()
+
+    def _session(self) -> tuple[SessionRecord, EventLog]:
+        if self.record is None or self.log is None:
+            raise Conflict("this session worker is not bound to a session")
+        return self.record, self.log
+
+    async def set_status(self, status: str, wait: bool = True) -> dict[str, Any]:
+        record, _ = self._session()
+        self.record = record.model_copy(update={"status": status, "last_active_at": utcnow()})
+        await self._flush(wait=wait)
+        return self.record.public()
+
+    async def update_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        record, _ = self._session()
+        new_config = record.config.model_copy(update=config)
+        self.record = record.model_copy(update={"config": new_config})
+        if "extra_env" in config and self.sandbox is not None:
+            self.sandbox = create_sandbox(
+                self.settings, self.sandbox.workspace, extra_env=new_config.extra_env
+            )
+            assert self.loop is not None
+            self.loop.sandbox = self.sandbox
+        await self._flush(wait=True)
+        return self.record.public()
+
+    async def describe(self) -> dict[str, Any]:
+        """What an operator wants to see in `ash-ray ps` or the dashboard."""
+        info = await self.ready()
+        if self.record is None:
+            return {**info, "bound": False}
+        idle = 0.0 if self.turn_open else (utcnow() - self.record.last_active_at).total_seconds()
+        return {
+            **info,
+            "bound": True,
+            "sessionId": self.record.id,
+            "agent": self.record.agent_name,
+            "status": self.record.status,
+            "turnRunning": self.turn_open,
+            "idleSeconds": round(idle, 3),
+            "numTurns": self.record.num_turns,
+            "lastSeq": self.log.last_seq if self.log else 0,
+            "usage": self.record.usage.model_dump(),
+        }
+
+    async def snapshot(self, force: bool = False) -> bytes | None:
+        """The workspace as tar.gz when it changed since the last snapshot (or ``force``)."""
+        if self.sandbox is None:
+            return None
+        ws = self.sandbox.workspace
+        sig = await asyncio.to_thread(workspace.signature, ws)
+        if not force and sig == self.last_signature:
+            return None
+        data = await asyncio.to_thread(workspace.archive, ws)
+        self.last_signature = sig
+        return data
+
+    async def release(self, status: str) -> dict[str, Any]:
+        """Finish before the registry kills this worker: stop the turn, save, snapshot."""
+        record, _ = self._session()
+        if self.turn_task is not None and not self.turn_task.done():
+            self.interrupt_flag.set()
+            await asyncio.wait({self.turn_task}, timeout=self.settings.drain_timeout_s)
+        self.record = record.model_copy(update={"status": status})
+        if status != "ended":
+            data = await self.snapshot(force=True)
+            if data is not None:
+                await self._registry_handle().put_snapshot.remote(record.id, data)
+        await self._flush(wait=True)
+        # The store holds the snapshot now; a later cold resume may land on another node.
+        if self.sandbox is not None:
+            await asyncio.to_thread(shutil.rmtree, self.sandbox.workspace, True)
+        return self.record.public()
+
+    # ------------------------------------------------------------------ turns
+
+    async def send(self, prompt: str, options: dict[str, Any]) -> int:
+        """Start a turn; returns the sequence number of its ``session_start`` event."""
+        record, log = self._session()
+        if record.status == "ended":
+            raise SessionEnded(f"session {record.id} has ended", session_id=record.id)
+        if self.turn_task is not None and not self.turn_task.done():
+            if self.turn_open:
+                raise SessionBusy(
+                    f"session {record.id} is running a turn; wait for it or interrupt it",
+                    session_id=record.id,
+                )
+            await self.turn_task  # only the end-of-turn snapshot is left
+        self.interrupt_flag = asyncio.Event()
+        self.turn_open = True
+        self.record = record.model_copy(update={"status": "active", "last_active_at": utcnow()})
+        start, _, _ = log.emit("session_start", {"sessionId": record.id, "version": __version__})
+        self.turn_task = asyncio.create_task(self._run_turn(prompt, options))
+        return start
+
+    async def interrupt(self) -> bool:
+        running = self.turn_open
+        self.interrupt_flag.set()
+        return running
+
+    async def wait_events(self, after: int, timeout_s: float) -> list[Event]:
+        """Events with seq > after, waiting up to timeout_s for the first."""
+        _, log = self._session()
+        return await log.wait(after, timeout_s)
+
+    async def oldest_seq(self) -> int:
+        _, log = self._session()
+        return log.oldest_seq()
+
+    async def _run_turn(self, prompt: str, options: dict[str, Any]) -> None:
+        record, log = self._session()
+        assert self.loop is not None
+        cfg = record.config
+        turn_opts = TurnOptions(
+            model=options.get("model") or cfg.model or self.settings.default_model,
+            max_turns=options.get("max_turns") or self.settings.max_turns,
+            max_budget_usd=options.get("max_budget_usd"),
+            include_partial=bool(options.get("include_partial_messages")),
+            system_prompt=cfg.system_prompt,
+            allowed_tools=cfg.allowed_tools,
+            disallowed_tools=cfg.disallowed_tools,
+            output_format=options.get("output_format"),
+        )
+        started = time.perf_counter()
+        first_token_ms: float | None = None
+        usage = Usage()
+        turns = 0
+        try:
+            async for ev in self.loop.run_turn(
+                self.conversation, prompt, turn_opts, self.interrupt_flag
+            ):
+                if first_token_ms is None and ev.type in ("text_delta", "message"):
+                    first_token_ms = (time.perf_counter() - started) * 1000
+                log.emit(ev.type, ev.data)
+                if ev.type == "tool_use":
+                    self.metrics.tool_call(record.agent_name, ev.data.get("name", "?"))
+                elif ev.type == "message" and ev.data.get("type") == "result":
+                    usage = Usage.model_validate(ev.data.get("usage") or {})
+                    turns = int(ev.data.get("num_turns") or 0)
+                self._queue_new_messages()
+        except asyncio.CancelledError:
+            log.emit("error", {"error": "turn cancelled"})
+            raise
+        except AshError as exc:
+            log.emit("error", {"error": str(exc)})
+        except anthropic.APIError as exc:
+            log.emit("error", {"error": f"model API error: {exc}"})
+        except Exception as exc:
+            logger.exception("turn failed", extra={"session_id": record.id})
+            log.emit("error", {"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self._repair_conversation()
+            self._queue_new_messages()
+            latency_ms = (time.perf_counter() - started) * 1000
+            current = self.record or record
+            self.record = current.model_copy(
+                update={
+                    "status": "active" if current.status == "active" else current.status,
+                    "last_active_at": utcnow(),
+                    "num_turns": current.num_turns + 1,
+                    "usage": current.usage.add(usage),
+                }
+            )
+            self.pending_usage.append(
+                UsageRecord(
+                    session_id=record.id,
+                    agent_name=record.agent_name,
+                    turn=self.record.num_turns,
+                    model=turn_opts.model,
+                    usage=usage,
+                    created_at=utcnow(),
+                )
+            )
+            self.metrics.turn(record.agent_name, usage, latency_ms, turns)
+            self._stats = {"turn_ms": latency_ms, "first_token_ms": first_token_ms}
+            log.emit("done", {"sessionId": record.id})
+            self.turn_open = False
+        # After `done`: persist (awaited, so the next turn sees it) and snapshot.
+        await self._flush(wait=True)
+        data = await self.snapshot()
+        if data is not None:
+            await self._registry_handle().put_snapshot.remote(record.id, data)
+
+    def _repair_conversation(self) -> None:
+        """Keep the conversation valid for the Messages API after an error or interrupt."""
+        if not self.conversation:
+            return
+        last = self.conversation[-1]
+        if last["role"] == "assistant" and isinstance(last["content"], list):
+            pending = [b["id"] for b in last["content"] if b.get("type") == "tool_use"]
+            if pending:
+                self.conversation.append(
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": tid,
+                                "content": "interrupted before the tool ran",
+                                "is_error": True,
+                            }
+                            for tid in pending
+                        ],
+                    }
+                )
+        elif last["role"] == "user":
+            self.conversation.append(
+                {"role": "assistant", "content": [{"type": "text", "text": "(turn interrupted)"}]}
+            )
+
+    # ------------------------------------------------------------------ tools for HTTP
+
+    async def exec(self, command: str, timeout_s: float | None) -> dict[str, Any]:
+        self._session()
+        assert self.sandbox is not None
+        result = await self.sandbox.run(command, timeout_s=timeout_s)
+        return {"exitCode": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
+
+    async def workspace_path(self) -> str:
+        self._session()
+        assert self.sandbox is not None
+        return str(self.sandbox.workspace)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _registry_handle(self) -> Any:
+        if self._registry is None:
+            self._registry = ray.get_actor(REGISTRY_NAME, namespace=self.settings.namespace)
+        return self._registry
+
+    def _queue_new_messages(self) -> None:
+        self.dirty.set()
+
+    def _collect(self) -> tuple[WriteBatch, dict[str, Any]]:
+        record, log = self._session()
+        now = utcnow()
+        messages = []
+        for i in range(self.saved_messages, len(self.conversation)):
+            msg = self.conversation[i]
+            messages.append(
+                MessageRecord(
+                    id=new_id(),
+                    session_id=record.id,
+                    sequence=i + 1,
+                    role=msg["role"],
+                    content=msg["content"],
+                    created_at=now,
+                )
+            )
+        self.saved_messages = len(self.conversation)
+        events = log.take_unsaved()
+        session = record.model_copy(update={"last_seq": log.last_seq})
+        usage, self.pending_usage = self.pending_usage, []
+        stats, self._stats = {**self._stats, "running": self.turn_open}, {}
+        batch = WriteBatch(sessions=[session], messages=messages, events=events, usage=usage)
+        return batch, stats
+
+    async def _flush(self, wait: bool) -> None:
+        async with self.flush_lock:
+            batch, stats = self._collect()
+            ref = self._registry_handle().record.remote(batch, stats)
+            if wait:
+                await ref
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self._flush(wait=True)
+            except Exception:
+                logger.exception("background flush failed; retrying")
+                self.dirty.set()
+                await asyncio.sleep(0.5)

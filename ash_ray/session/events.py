@@ -1,0 +1,67 @@
+"""The numbered event log of one session: what SSE streams and re-attach read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ash_ray.models import EventRecord, utcnow
+
+# Plain tuples cross the Ray boundary cheaper than pydantic objects on the hot path.
+Event = tuple[int, str, dict]
+
+
+class EventLog:
+    """Events with increasing sequence numbers and a wait-for-newer primitive.
+
+    Only the newest ``capacity`` events stay in memory; older ones are in the store.
+    """
+
+    def __init__(self, session_id: str, last_seq: int = 0, capacity: int = 50_000) -> None:
+        self.session_id = session_id
+        self.last_seq = last_seq
+        self._events: deque[Event] = deque(maxlen=capacity)
+        # Set and replaced on every emit: waiters hold the one current when they started.
+        self._new = asyncio.Event()
+        self._unsaved: list[EventRecord] = []
+
+    def emit(self, type_: str, data: dict) -> Event:
+        self.last_seq += 1
+        event = (self.last_seq, type_, data)
+        self._events.append(event)
+        self._unsaved.append(
+            EventRecord(
+                session_id=self.session_id,
+                seq=self.last_seq,
+                type=type_,
+                data=data,
+                created_at=utcnow(),
+            )
+        )
+        self._new.set()
+        self._new = asyncio.Event()
+        return event
+
+    def take_unsaved(self) -> list[EventRecord]:
+        out, self._unsaved = self._unsaved, []
+        return out
+
+    def oldest_seq(self) -> int:
+        return self._events[0][0] if self._events else self.last_seq + 1
+
+    def since(self, after: int, limit: int = 1000) -> list[Event]:
+        if after >= self.last_seq:
+            return []
+        start = max(0, len(self._events) - (self.last_seq - after))
+        return [self._events[i] for i in range(start, min(len(self._events), start + limit))]
+
+    async def wait(self, after: int, timeout_s: float, limit: int = 1000) -> list[Event]:
+        """Events with seq > after; waits up to ``timeout_s`` for the first one."""
+        ready = self.since(after, limit)
+        if ready:
+            return ready
+        try:
+            await asyncio.wait_for(self._new.wait(), timeout_s)
+        except TimeoutError:
+            return []
+        return self.since(after, limit)

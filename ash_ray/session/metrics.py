@@ -1,0 +1,42 @@
+"""Ray metrics of session workers, tagged by agent (never by session: unbounded cardinality)."""
+
+from __future__ import annotations
+
+from ray.util import metrics
+
+from ash_ray.models import Usage
+
+_LATENCY_BOUNDARIES_MS = [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000]
+
+
+class SessionMetrics:
+    """Counters and a histogram exported through Ray's metrics agent to the dashboard."""
+
+    def __init__(self) -> None:
+        tags = ("agent",)
+        self.turns = metrics.Counter("ash_turns_total", "Turns run by sessions.", tags)
+        self.model_calls = metrics.Counter(
+            "ash_model_calls_total", "Model requests made by turns.", tags
+        )
+        self.tokens = metrics.Counter(
+            "ash_tokens_total", "Tokens used by turns, by kind.", ("agent", "kind")
+        )
+        self.tool_calls = metrics.Counter(
+            "ash_tool_calls_total", "Tool calls made by turns.", ("agent", "tool")
+        )
+        self.turn_latency = metrics.Histogram(
+            "ash_turn_latency_ms", "Wall time of a turn.", _LATENCY_BOUNDARIES_MS, tags
+        )
+
+    def turn(self, agent: str, usage: Usage, latency_ms: float, model_calls: int) -> None:
+        tags = {"agent": agent}
+        self.turns.inc(1, tags)
+        if model_calls:
+            self.model_calls.inc(model_calls, tags)
+        for kind, value in usage.model_dump().items():
+            if value:
+                self.tokens.inc(value, {"agent": agent, "kind": kind})
+        self.turn_latency.observe(latency_ms, tags)
+
+    def tool_call(self, agent: str, tool: str) -> None:
+        self.tool_calls.inc(1, {"agent": agent, "tool": tool})

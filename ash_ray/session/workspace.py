@@ -1,0 +1,61 @@
+"""Session workspaces on disk: seeded from the agent folder, archived as snapshots."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+from ash_ray.errors import InvalidInput
+
+# Never copied from an agent folder into a session: VCS metadata and caches.
+_SKIP = shutil.ignore_patterns(".git", "__pycache__", "node_modules", ".venv")
+
+
+def seed(workspace: Path, agent_path: Path) -> None:
+    """Make ``workspace`` a fresh copy of the agent folder."""
+    if workspace.exists():
+        shutil.rmtree(workspace)
+    shutil.copytree(agent_path, workspace, ignore=_SKIP, symlinks=True)
+
+
+def signature(workspace: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detector: (path, size, mtime_ns) of every file."""
+    out = []
+    for root, _dirs, files in os.walk(workspace):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            out.append((os.path.relpath(full, workspace), st.st_size, st.st_mtime_ns))
+    out.sort()
+    return tuple(out)
+
+
+def archive(workspace: Path) -> bytes:
+    """The workspace as tar.gz bytes (symlinks kept as links, never followed)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        tar.add(workspace, arcname=".")
+    return buf.getvalue()
+
+
+def restore(workspace: Path, data: bytes) -> None:
+    """Replace ``workspace`` with the archive's content; refuses members that escape it."""
+    if workspace.exists():
+        shutil.rmtree(workspace)
+    workspace.mkdir(parents=True)
+    extract(workspace, data)
+
+
+def extract(workspace: Path, data: bytes) -> None:
+    """Unpack a tar.gz into ``workspace`` with the 'data' filter (no escapes, no devices)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            tar.extractall(workspace, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidInput(f"workspace archive rejected: {exc}") from None

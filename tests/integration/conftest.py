@@ -1,0 +1,132 @@
+"""One Ray cluster, one Serve app and one fake model per test session, all on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import ray  # noqa: E402
+
+from ash_ray import app  # noqa: E402
+from ash_ray.config import Settings, load_settings  # noqa: E402
+from ash_ray.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+
+API_KEY = "test-ash-key"
+MODEL_KEY = "sk-ant-test-model-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout_s: float = 30, interval_s: float = 0.1, what: str = ""):  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is truthy; fail naming ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def fake_model() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic(port=0, api_key=MODEL_KEY)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic) -> Settings:
+    return load_settings(
+        data_dir=tmp_path_factory.mktemp("ash-data"),
+        port=free_port(),
+        api_key=API_KEY,
+        anthropic_api_key=MODEL_KEY,
+        anthropic_base_url=fake_model.url,
+        warm_pool_size=1,
+        max_sandboxes=8,
+        session_num_cpus=0.01,
+        sweep_interval_s=3600,
+        dashboard=False,
+        sse_heartbeat_s=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(settings: Settings) -> Iterator[None]:
+    ray.init(
+        address="local",
+        namespace=settings.namespace,
+        include_dashboard=False,
+        log_to_driver=False,
+        num_cpus=2,
+    )
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server(ray_cluster: None, settings: Settings) -> str:
+    app.ensure_registry(settings)
+    app.start_serve(settings)
+    url = f"http://127.0.0.1:{settings.port}"
+    wait_for(lambda: _healthy(url), timeout_s=120, what="ash-ray /health")
+    return url
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture()
+def http(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("agents") / "helper"
+    root.mkdir()
+    (root / "CLAUDE.md").write_text("You are a helpful test agent.\n")
+    (root / "notes.txt").write_text("seed file\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def agent(server: str, agent_dir: Path) -> str:
+    r = httpx.post(
+        server + "/api/agents",
+        json={"name": "helper", "path": str(agent_dir)},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    return "helper"
+
+
+@pytest.fixture(autouse=True)
+def _reset_model(fake_model: FakeAnthropic) -> None:
+    fake_model.reset()

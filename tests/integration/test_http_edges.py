@@ -1,0 +1,81 @@
+"""Auth and bad input at the HTTP edge: clear 4xx with the problem named, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.sse import new_session, send
+
+pytestmark = pytest.mark.ray
+
+
+def _error(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["statusCode"] == status
+    return str(body["error"])
+
+
+def test_api_requires_the_bearer_key(server: str) -> None:
+    assert "missing API key" in _error(httpx.get(server + "/api/agents"), 401)
+    wrong = httpx.get(server + "/api/agents", headers={"Authorization": "Bearer nope"})
+    assert "invalid API key" in _error(wrong, 401)
+    basic = httpx.get(server + "/api/sessions", headers={"Authorization": "Basic abc"})
+    _error(basic, 401)
+
+
+def test_public_endpoints_need_no_key(server: str) -> None:
+    health = httpx.get(server + "/health").json()
+    assert health["status"] == "ok"
+    for key in ("version", "activeSessions", "activeSandboxes", "uptime", "pool"):
+        assert key in health
+    for key in ("total", "cold", "warming", "warm", "waiting", "running", "maxCapacity",
+                "resumeWarmHits", "resumeColdHits", "preWarmHits"):
+        assert key in health["pool"]
+    assert health["sandboxLimits"] in ("cgroup2", "cgroup1", "rlimit")
+    metrics = httpx.get(server + "/metrics").text
+    for name in ("ash_up 1.0", "ash_active_sessions", "ash_pool_max_capacity"):
+        assert name in metrics
+    assert httpx.get(server + "/openapi.json").json()["info"]["title"] == "ash-ray"
+    assert httpx.get(server + "/docs").status_code == 200
+
+
+def test_bad_input_gets_named_4xx(http: httpx.Client, agent: str, tmp_path: Path) -> None:
+    bad_json = http.post(
+        "/api/sessions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert "not valid JSON" in _error(bad_json, 400)
+    assert "agent is required" in _error(http.post("/api/sessions", json={}), 400)
+    assert "UUID" in _error(http.get("/api/sessions/not-a-uuid"), 400)
+    assert "does not exist" in _error(http.get(f"/api/sessions/{uuid.uuid4()}"), 404)
+    assert "not deployed" in _error(http.post("/api/sessions", json={"agent": "ghost"}), 404)
+    no_claude = http.post("/api/agents", json={"name": "empty", "path": str(tmp_path)})
+    assert "CLAUDE.md" in _error(no_claude, 400)
+    assert "name" in _error(http.post("/api/agents", json={"name": "../x", "path": "/"}), 400)
+    big = http.post("/api/sessions", content=b"x" * (11 * 1024 * 1024))
+    assert "limit" in _error(big, 413)
+    sid = new_session(http, agent)
+    assert "content" in _error(http.post(f"/api/sessions/{sid}/messages", json={}), 400)
+    assert "status" in _error(http.get("/api/sessions", params={"status": "zombie"}), 400)
+    assert http.delete(f"/api/sessions/{sid}").status_code == 200
+    ended = http.post(f"/api/sessions/{sid}/messages", json={"content": "hi"})
+    assert "ended" in _error(ended, 410)
+    assert "ended" in _error(http.post(f"/api/sessions/{sid}/resume"), 410)
+
+
+def test_one_turn_at_a_time(http: httpx.Client, agent: str, fake_model) -> None:  # type: ignore[no-untyped-def]
+    sid = new_session(http, agent)
+    fake_model.configure(first_token_delay_s=1.0)
+    try:
+        with http.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "slow"}) as r:
+            assert r.status_code == 200
+            second = http.post(f"/api/sessions/{sid}/messages", json={"content": "again"})
+            assert "running a turn" in _error(second, 409)
+            r.read()
+    finally:
+        fake_model.configure(first_token_delay_s=0)
+    assert send(http, sid, "now it is free")[-1][1] == "done"

@@ -1,0 +1,92 @@
+"""A client that goes away mid-turn misses nothing: the turn runs on, re-attach resumes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.integration.conftest import wait_for
+from tests.integration.sse import frames, new_session
+
+pytestmark = pytest.mark.ray
+
+LONG = " ".join(f"word{i}" for i in range(40))
+
+
+def test_disconnect_then_reattach_gets_every_event_once(
+    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    sid = new_session(http, agent)
+    fake_model.configure(chunk_delay_s=0.05)
+    try:
+        seen = []
+        with http.stream(
+            "POST",
+            f"/api/sessions/{sid}/messages",
+            json={"content": LONG, "includePartialMessages": True},
+        ) as r:
+            for frame in frames(r.iter_lines()):
+                seen.append(frame)
+                if len(seen) == 4:
+                    break  # the client goes away mid-turn
+        last_id = seen[-1][0]
+        with http.stream(
+            "GET", f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": str(last_id)}
+        ) as r:
+            assert r.status_code == 200
+            rest = list(frames(r.iter_lines()))
+    finally:
+        fake_model.configure(chunk_delay_s=0)
+    assert rest and rest[-1][1] == "done"
+    combined = [f[0] for f in seen] + [f[0] for f in rest]
+    assert len(combined) == len(set(combined)), "an event was delivered twice"
+    assert combined == list(range(combined[0], combined[-1] + 1)), "an event was lost"
+    text = "".join(f[2]["delta"] for f in seen + rest if f[1] == "text_delta")
+    assert text == f"echo: {LONG}"
+
+    # The turn finished although nobody was listening to the first stream.
+    events = http.get(f"/api/sessions/{sid}/events").json()["events"]
+    assert [e["sequence"] for e in events] == combined
+    replay = http.get(f"/api/sessions/{sid}/stream", params={"after": 0})
+    assert [f[0] for f in frames(iter(replay.text.splitlines()))] == combined
+
+
+def test_turn_survives_client_disconnect(
+    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    sid = new_session(http, agent)
+    fake_model.configure(first_token_delay_s=0.5)
+    try:
+        with http.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "bye"}) as r:
+            next(frames(r.iter_lines()))  # session_start only, then hang up
+    finally:
+        fake_model.configure(first_token_delay_s=0)
+
+    def finished() -> bool:
+        msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+        return len(msgs) == 2
+
+    wait_for(finished, timeout_s=20, what="the abandoned turn to finish")
+
+
+def test_interrupt_stops_a_running_turn(
+    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    sid = new_session(http, agent)
+    fake_model.configure(chunk_delay_s=0.2)
+    try:
+        with http.stream(
+            "POST", f"/api/sessions/{sid}/messages",
+            json={"content": LONG, "includePartialMessages": True},
+        ) as r:
+            got = []
+            for frame in frames(r.iter_lines()):
+                got.append(frame)
+                if frame[1] == "text_delta" and len(got) == 3:
+                    assert http.post(f"/api/sessions/{sid}/interrupt").json()["interrupted"]
+    finally:
+        fake_model.configure(chunk_delay_s=0)
+    result = next(f[2] for f in got if f[1] == "message" and f[2]["type"] == "result")
+    assert result["subtype"] == "interrupted"
+    assert got[-1][1] == "done"
+    assert len([f for f in got if f[1] == "text_delta"]) < 40
