@@ -211,6 +211,38 @@ class SessionWorker:
         self.turn_task = asyncio.create_task(self._run_turn(prompt, options))
         return start
 
+    async def ask(self, prompt: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run a turn and return its outcome (for ``ray.get`` from pipelines)."""
+        outcome: dict[str, Any] = {"sessionId": self._session()[0].id, "error": None}
+        async for _seq, type_, data in self._turn_events(prompt, options or {}):
+            if type_ == "message" and data.get("type") == "result":
+                outcome.update(
+                    result=data.get("result"),
+                    structuredOutput=data.get("structured_output"),
+                    usage=data.get("usage"),
+                    numTurns=data.get("num_turns"),
+                    subtype=data.get("subtype"),
+                    isError=data.get("is_error", False),
+                )
+            elif type_ == "error":
+                outcome["error"] = data.get("error")
+        return outcome
+
+    async def ask_stream(self, prompt: str, options: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+        """The same events as the SSE stream, as a Ray streaming generator of (seq, type, data)."""
+        async for event in self._turn_events(prompt, options or {}):
+            yield event
+
+    async def _turn_events(self, prompt: str, options: dict[str, Any]):  # type: ignore[no-untyped-def]
+        _, log = self._session()
+        seen = await self.send(prompt, options) - 1
+        while True:
+            for event in await log.wait(seen, 30.0):
+                yield event
+                seen = event[0]
+                if event[1] == "done":
+                    return
+
     async def interrupt(self) -> bool:
         running = self.turn_open
         self.interrupt_flag.set()

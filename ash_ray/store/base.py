@@ -27,7 +27,8 @@ class Store(Protocol):
     async def open(self) -> None:
         """Connect and run pending migrations."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
 
     # agents
     async def upsert_agent(self, name: str, path: str) -> AgentRecord:
@@ -53,6 +54,9 @@ class Store(Protocol):
         offset: int = 0,
     ) -> list[SessionRecord]:
         """Newest first."""
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Remove the session with its messages, events, usage and snapshot."""
 
     async def list_messages(
         self, session_id: str, *, after: int = 0, limit: int | None = None
