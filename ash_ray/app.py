@@ -84,7 +84,7 @@ def loopback_ray_env() -> None:
 def start_serve(settings: Settings) -> None:
     """Run the ash app on the connected Ray cluster, HTTP on ASH_HOST:ASH_PORT."""
     serve.start(
-        http_options={"host": settings.host, "port": settings.port, "location": "EveryNode"},
+        http_options={"host": settings.host, "port": settings.port}, proxy_location="EveryNode"
     )
     serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
 

@@ -274,7 +274,9 @@ class Registry:
         agent = await store.get_agent(body["agent"])
         if agent is None:
             raise AgentNotFound(f"agent {body['agent']!r} is not deployed", agent=body["agent"])
-        config = SessionConfig(**{k: v for k, v in body.items() if k in SessionConfig.model_fields})
+        config = SessionConfig(
+            **{k: v for k, v in body.items() if k in SessionConfig.model_fields and v is not None}
+        )
         (sid, handle), hit = await self._worker()
         now = utcnow()
         rec = SessionRecord(

@@ -323,10 +323,14 @@ class SessionWorker:
             )
             self.metrics.turn(record.agent_name, usage, latency_ms, turns)
             self._stats = {"turn_ms": latency_ms, "first_token_ms": first_token_ms}
+            # What a client reads after `done` is committed: flush before emitting it.
+            try:
+                await self._flush(wait=True)
+            except Exception:
+                logger.exception("end-of-turn flush failed; the background flusher retries")
             log.emit("done", {"sessionId": record.id})
             self.turn_open = False
-        # After `done`: persist (awaited, so the next turn sees it) and snapshot.
-        await self._flush(wait=True)
+            self.dirty.set()
         data = await self.snapshot()
         if data is not None:
             await self._registry_handle().put_snapshot.remote(record.id, data)
