@@ -1,0 +1,79 @@
+"""Kill things on the shared cluster: a session worker mid-turn, the registry itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+import ray
+
+from ash_ray.registry.actor import REGISTRY_NAME
+from tests.integration.conftest import wait_for
+from tests.integration.sse import frames, new_session, send
+
+pytestmark = pytest.mark.ray
+
+
+def _worker_pid(sid: str) -> int:
+    registry = ray.get_actor(REGISTRY_NAME, namespace="ash")
+    handle = ray.get(registry.live_handle.remote(sid))
+    return int(ray.get(handle.describe.remote())["pid"])
+
+
+def test_sigkill_worker_mid_turn_ends_stream_and_session_recovers(
+    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    sid = new_session(http, agent)
+    send(http, sid, "before the crash")
+    pid = _worker_pid(sid)
+    fake_model.configure(chunk_delay_s=0.2)
+    got = []
+    try:
+        with http.stream(
+            "POST", f"/api/sessions/{sid}/messages",
+            json={"content": "a long answer " * 20, "includePartialMessages": True},
+        ) as r:
+            for frame in frames(r.iter_lines()):
+                got.append(frame)
+                if len(got) == 3:
+                    os.kill(pid, signal.SIGKILL)
+                    killed_at = time.monotonic()
+        ended_after = time.monotonic() - killed_at
+    finally:
+        fake_model.configure(chunk_delay_s=0)
+    assert [f[1] for f in got[-2:]] == ["error", "done"], got[-3:]
+    assert ended_after < 10
+    seqs = [f[0] for f in got]
+    assert seqs == sorted(set(seqs))
+    assert http.get(f"/api/sessions/{sid}").json()["session"]["status"] == "error"
+    msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+    assert [m["role"] for m in msgs[:2]] == ["user", "assistant"]
+    assert "before the crash" in msgs[0]["content"]
+    after = send(http, sid, "after the crash")
+    assert after[-1][1] == "done"
+    assert any(f[1] == "turn_complete" for f in after)
+
+
+def test_registry_restart_loses_nothing(http: httpx.Client, agent: str) -> None:
+    sid = new_session(http, agent)
+    send(http, sid, "before the registry restart")
+    registry = ray.get_actor(REGISTRY_NAME, namespace="ash")
+    old_pid = ray.get(registry.ping.remote())["pid"]
+    ray.kill(registry, no_restart=False)
+
+    def restarted() -> bool:
+        try:
+            return bool(ray.get(registry.ping.remote(), timeout=10)["pid"] != old_pid)
+        except ray.exceptions.RayError:
+            return False
+
+    wait_for(restarted, timeout_s=60, what="the registry to restart")
+    session = http.get(f"/api/sessions/{sid}").json()["session"]
+    assert session["status"] == "active"  # its worker lived on and was adopted
+    assert send(http, sid, "after the registry restart")[-1][1] == "done"
+    msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+    assert len(msgs) == 4
+    assert http.get("/health").json()["status"] == "ok"
