@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     capacity_wait_s: float = Field(
         0.0, ge=0, le=600, description="How long a create waits for a free slot before 503."
     )
-    default_model: str = Field("claude-sonnet-4-5", description="Model when none is given.")
+    default_model: str = Field("claude-sonnet-4-6", description="Model when none is given.")
     max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens of each model request.")
 

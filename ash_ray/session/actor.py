@@ -21,7 +21,7 @@ import psutil
 import ray
 
 from ash_ray import __version__
-from ash_ray.agent import AgentLoop, TurnOptions, load_agent
+from ash_ray.agent import AgentLoop, AgentSpec, TurnOptions, load_agent
 from ash_ray.config import Settings
 from ash_ray.errors import AshError, Conflict, SessionBusy, SessionEnded
 from ash_ray.models import (
@@ -64,6 +64,7 @@ class SessionWorker:
         self.record: SessionRecord | None = None
         self.log: EventLog | None = None
         self.sandbox: Sandbox | None = None
+        self.spec: AgentSpec | None = None
         self.loop: AgentLoop | None = None
         self.conversation: list[dict] = []
         self.saved_messages = 0
@@ -77,6 +78,7 @@ class SessionWorker:
         self.flush_lock = asyncio.Lock()
         self._registry: Any = None
         self._stats: dict[str, Any] = {}
+        self._unsent: WriteBatch | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,9 +108,14 @@ class SessionWorker:
             await asyncio.to_thread(workspace.restore, ws, snapshot)
         elif not ws.exists():
             await asyncio.to_thread(workspace.seed, ws, Path(agent_path))
-        spec = load_agent(Path(agent_path))
-        self.sandbox = create_sandbox(self.settings, ws, extra_env=record.config.extra_env)
-        self.loop = AgentLoop(self.client, spec, self.sandbox, self.settings)
+        self.spec = load_agent(Path(agent_path))
+        self.sandbox = create_sandbox(
+            self.settings, ws, extra_env={**self.spec.env, **record.config.extra_env},
+            sandbox_id=self.sandbox_id,
+        )
+        self.loop = AgentLoop(
+            self.client, self.spec, self.sandbox, self.settings, session_id=record.id
+        )
         self.record = record
         self.log = EventLog(record.id, last_seq=record.last_seq)
         self.conversation = list(conversation)
@@ -133,12 +140,15 @@ class SessionWorker:
         record, _ = self._session()
         new_config = record.config.model_copy(update=config)
         self.record = record.model_copy(update={"config": new_config})
-        if "extra_env" in config and self.sandbox is not None:
+        if "extra_env" in config and self.sandbox is not None and self.spec is not None:
+            old = self.sandbox
             self.sandbox = create_sandbox(
-                self.settings, self.sandbox.workspace, extra_env=new_config.extra_env
+                self.settings, old.workspace, extra_env={**self.spec.env, **new_config.extra_env},
+                sandbox_id=self.sandbox_id,
             )
             assert self.loop is not None
             self.loop.sandbox = self.sandbox
+            await old.close()
         await self._flush(wait=True)
         return self.record.public()
 
@@ -187,6 +197,7 @@ class SessionWorker:
         await self._flush(wait=True)
         # The store holds the snapshot now; a later cold resume may land on another node.
         if self.sandbox is not None:
+            await self.sandbox.close()
             await asyncio.to_thread(shutil.rmtree, self.sandbox.workspace, True)
         return self.record.public()
 
@@ -262,7 +273,7 @@ class SessionWorker:
         assert self.loop is not None
         cfg = record.config
         turn_opts = TurnOptions(
-            model=options.get("model") or cfg.model or self.settings.default_model,
+            model=options.get("model") or cfg.model,  # None: the agent's, then the default
             max_turns=options.get("max_turns") or self.settings.max_turns,
             max_budget_usd=options.get("max_budget_usd"),
             include_partial=bool(options.get("include_partial_messages")),
@@ -316,7 +327,7 @@ class SessionWorker:
                     session_id=record.id,
                     agent_name=record.agent_name,
                     turn=self.record.num_turns,
-                    model=turn_opts.model,
+                    model=self.loop.model,
                     usage=usage,
                     created_at=utcnow(),
                 )
@@ -412,9 +423,22 @@ class SessionWorker:
     async def _flush(self, wait: bool) -> None:
         async with self.flush_lock:
             batch, stats = self._collect()
+            if self._unsent is not None:
+                # Rows of a failed flush go first; the store ignores rows it already has.
+                prior = self._unsent
+                batch = WriteBatch(
+                    sessions=batch.sessions,
+                    messages=prior.messages + batch.messages,
+                    events=prior.events + batch.events,
+                    usage=prior.usage + batch.usage,
+                )
+            self._unsent = batch
             ref = self._registry_handle().record.remote(batch, stats)
-            if wait:
-                await ref
+            if not wait:
+                self._unsent = None
+                return
+            await ref
+            self._unsent = None
 
     async def _flush_loop(self) -> None:
         while True:
