@@ -24,8 +24,9 @@ INGRESS_NAME = "AshIngress"
 
 def ensure_registry(settings: Settings) -> Any:
     """The detached registry, created on the head node if it is not running yet."""
+    registry_cls: Any = ray.remote(Registry)
     handle = (
-        ray.remote(Registry)
+        registry_cls
         .options(
             name=REGISTRY_NAME,
             namespace=settings.namespace,
@@ -60,12 +61,14 @@ class AshIngress:
 
 def application(settings: Settings) -> Application:
     """The Serve app, sized for long SSE streams and a graceful drain."""
-    deployment = serve.deployment(
+    deployment: Any = serve.deployment(
         AshIngress,
         name=INGRESS_NAME,
         num_replicas=settings.serve_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
         graceful_shutdown_timeout_s=max(settings.drain_timeout_s, 1.0),
+        # One replica a node: each pod of the chart then runs a proxy and answers /health.
+        max_replicas_per_node=1,
         ray_actor_options={"num_cpus": 0},
     )
     return deployment.bind(settings)
@@ -93,4 +96,5 @@ def drain(settings: Settings, timeout_s: float | None = None) -> dict[str, Any]:
     """Pause and snapshot every live session (graceful shutdown)."""
     registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
     timeout = settings.drain_timeout_s if timeout_s is None else timeout_s
-    return ray.get(registry.drain.remote(timeout), timeout=timeout + 10)
+    result: dict[str, Any] = ray.get(  # type: ignore[assignment]registry.drain.remote(timeout), timeout=timeout + 10)
+    return result

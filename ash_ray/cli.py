@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -115,46 +114,16 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Container entry point: head pod starts Ray + Serve; other pods join the head."""
+    from ash_ray import node
     from ash_ray.config import load_settings
-
-    settings = load_settings(**_overrides(args))
-    role = settings.ray_role
-    if role == "auto":
-        role = "worker" if settings.pod_name and not settings.pod_name.endswith("-0") else "head"
-    if role == "worker":
-        if not settings.ray_head_address:
-            raise SystemExit("error: ASH_RAY_HEAD_ADDRESS is required for a worker pod")
-        out(f"joining Ray head at {settings.ray_head_address}", err=True)
-        return subprocess.call(["ray", "start", "--address", settings.ray_head_address, "--block"])
-    import ray
-
-    from ash_ray import app
     from ash_ray.logs import configure_logging
 
+    settings = load_settings(**_overrides(args))
     configure_logging(settings)
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, namespace=settings.namespace)
-    else:
-        subprocess.check_call(
-            ["ray", "start", "--head", "--port", "6379", "--dashboard-host", "0.0.0.0",
-             "--disable-usage-stats"]
-        )
-        ray.init(address="auto", namespace=settings.namespace)
-    try:
-        app.ensure_registry(settings)
-        app.start_serve(settings)
-        _announce(settings, ray)
-        _block_until_signal()
-        result = app.drain(settings)
-        out(f"drained: paused {result['paused']} session(s)", err=True)
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
-        if not settings.ray_address:
-            subprocess.call(["ray", "stop", "--force"])
-    return 0
+    if node.role(settings) == "worker":
+        out(f"joining Ray head at {settings.ray_head_address}", err=True)
+        return node.run_worker(settings)
+    return node.run_head(settings, _announce)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     )
     dashboard: bool = Field(True, description="Start the Ray dashboard with a local cluster.")
     ray_role: Literal["auto", "head", "worker"] = Field(
-        "auto", description="serve: head starts Ray+Serve; worker joins; auto: pod ordinal 0 is head."
+        "auto", description="serve: head runs Ray+Serve, worker joins; auto: pod ordinal 0 is head."
     )
     ray_head_address: str = Field(
         "", description="host:port of the Ray head (GCS) that worker pods join."

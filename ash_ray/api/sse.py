@@ -20,7 +20,8 @@ HEARTBEAT = b": ping\n\n"
 
 
 def frame(seq: int, type_: str, data: Any) -> bytes:
-    return f"id: {seq}\nevent: {type_}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    payload = json.dumps(data, separators=(",", ":"))
+    return f"id: {seq}\nevent: {type_}\ndata: {payload}\n\n".encode()
 
 
 async def pump(

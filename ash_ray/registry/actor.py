@@ -59,6 +59,7 @@ class Live:
     record: SessionRecord
     handle: Any
     running: bool = False
+    node_id: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -121,7 +122,9 @@ class Registry:
                 if handle is not None:
                     info = await handle.describe.remote()
                     if info.get("bound") and info.get("sessionId") == rec.id:
-                        self.live[rec.id] = Live(rec, handle, running=info["turnRunning"])
+                        self.live[rec.id] = Live(
+                            rec, handle, running=info["turnRunning"], node_id=info["nodeId"]
+                        )
                         continue
                     ray.kill(handle)
                 fixes.append(await self._as_cold(rec))
@@ -178,16 +181,8 @@ class Registry:
 
     async def deploy_agent(self, name: str, path: str) -> dict[str, Any]:
         store = await self._ready()
-        folder = Path(path).expanduser()
-        if not folder.is_absolute():
-            raise AgentInvalid(f"agent path must be absolute, got {path!r}", path=path)
-        if not (folder / "CLAUDE.md").is_file():
-            raise AgentInvalid(
-                f"{folder} has no CLAUDE.md; an agent folder needs one (its system prompt)",
-                path=path,
-            )
-        load_agent(folder)  # settings.json and skills must parse, too
-        return (await store.upsert_agent(name, str(folder))).public()
+        folder = await asyncio.to_thread(_check_agent_folder, path)
+        return (await store.upsert_agent(name, folder)).public()
 
     async def get_agent(self, name: str) -> dict[str, Any]:
         store = await self._ready()
@@ -300,11 +295,11 @@ class Registry:
     ) -> None:
         assert self.writer is not None
         try:
-            await handle.bind.remote(rec, agent_path, conversation, snapshot)
+            info = await handle.bind.remote(rec, agent_path, conversation, snapshot)
         except Exception:
             ray.kill(handle)
             raise
-        self.live[rec.id] = Live(rec, handle)
+        self.live[rec.id] = Live(rec, handle, node_id=info["nodeId"])
         batch = extra or WriteBatch()
         batch.sessions.append(rec)
         await self.writer.submit(batch)
@@ -638,11 +633,11 @@ class Registry:
             except Exception:
                 logger.exception("idle sweep failed")
 
-    async def sweep(self) -> int:
+    async def sweep(self, idle_timeout_s: float | None = None) -> int:
         """Idle sessions go cold; dead workers are noticed; old cold workspaces removed."""
         await self._ready()
         now = utcnow()
-        limit = self.settings.idle_timeout_ms / 1000
+        limit = self.settings.idle_timeout_ms / 1000 if idle_timeout_s is None else idle_timeout_s
         swept = 0
         for live in list(self.live.values()):
             if not await self._usable(live):
@@ -669,17 +664,37 @@ class Registry:
             if ws.name not in self.live and ws.stat().st_mtime < cutoff:
                 shutil.rmtree(ws, ignore_errors=True)
 
-    async def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """Graceful shutdown: refuse new work, pause and snapshot every live session."""
+    async def drain(
+        self, timeout_s: float | None = None, node_id: str | None = None
+    ) -> dict[str, Any]:
+        """Graceful shutdown: pause and snapshot every live session (of one node, if given).
+
+        Draining the whole cluster also refuses new work until the registry restarts.
+        """
         await self._ready()
-        self.accepting = False
+        if node_id is None:
+            self.accepting = False
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
-        lives = list(self.live.values())
+        lives = [lv for lv in self.live.values() if node_id in (None, lv.node_id)]
         results = await asyncio.wait_for(
             asyncio.gather(*(self._go_cold(lv, "paused") for lv in lives), return_exceptions=True),
             timeout,
         )
-        self.pool.drain()
+        if node_id is None:
+            self.pool.drain()
         await self._flush()
         failed = [str(r) for r in results if isinstance(r, BaseException)]
         return {"paused": len(lives) - len(failed), "failed": failed}
+
+
+def _check_agent_folder(path: str) -> str:
+    folder = Path(path).expanduser()
+    if not folder.is_absolute():
+        raise AgentInvalid(f"agent path must be absolute, got {path!r}", path=path)
+    if not (folder / "CLAUDE.md").is_file():
+        raise AgentInvalid(
+            f"{folder} has no CLAUDE.md; an agent folder needs one (its system prompt)",
+            path=path,
+        )
+    load_agent(folder)  # settings.json and skills must parse, too
+    return str(folder)

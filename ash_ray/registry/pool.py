@@ -77,7 +77,7 @@ class WorkerPool:
     async def spawn(self, sandbox_id: str | None = None) -> Worker:
         """Start a worker and wait until it answers; Unavailable when it cannot be placed."""
         sid = sandbox_id or new_id()
-        actor_cls = ray.remote(SessionWorker)
+        actor_cls: Any = ray.remote(SessionWorker)
         handle = actor_cls.options(**self.placement.options(sid)).remote(self.settings, sid)
         try:
             await asyncio.wait_for(handle.ready.remote(), READY_TIMEOUT_S)

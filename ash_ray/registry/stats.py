@@ -14,7 +14,9 @@ class RegistryStats:
         self.prom = CollectorRegistry()
         r = self.prom
         self.up = Gauge("ash_up", "1 while the registry serves.", registry=r)
-        self.active_sessions = Gauge("ash_active_sessions", "Sessions in status active.", registry=r)
+        self.active_sessions = Gauge(
+            "ash_active_sessions", "Sessions in status active.", registry=r
+        )
         self.active_sandboxes = Gauge(
             "ash_active_sandboxes", "Session workers bound to a session.", registry=r
         )

@@ -13,11 +13,11 @@ import pytest
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-import ray  # noqa: E402
+import ray
 
-from ash_ray import app  # noqa: E402
-from ash_ray.config import Settings, load_settings  # noqa: E402
-from ash_ray.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from ash_ray import app
+from ash_ray.config import Settings, load_settings
+from ash_ray.testing.fake_anthropic import FakeAnthropic
 
 API_KEY = "test-ash-key"
 MODEL_KEY = "sk-ant-test-model-key"

@@ -50,6 +50,12 @@ def live_of(ash: AshRay, agent: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- sessions from a driver
 
 
+def test_the_registry_name_is_the_registrys_own() -> None:
+    from ash_ray.pipeline import client
+
+    assert client.REGISTRY_NAME == REGISTRY_NAME
+
+
 def test_connect_names_the_missing_registry(server: str) -> None:
     with pytest.raises(Unavailable, match=r"no ash-ray registry .* namespace 'elsewhere'"):
         connect(namespace="elsewhere")

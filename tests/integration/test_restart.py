@@ -35,7 +35,8 @@ def test_sigterm_drains_and_sigkill_loses_nothing(
 ) -> None:
     proc.start()
     with httpx.Client(base_url=proc.url, timeout=60) as http:
-        assert http.post("/api/agents", json={"name": "a", "path": str(agent_dir)}).status_code == 201
+        deployed = http.post("/api/agents", json={"name": "a", "path": str(agent_dir)})
+        assert deployed.status_code == 201
         sid = new_session(http, "a")
         send(http, sid, f"TOOL Write {json.dumps({'file_path': 'kiwi.txt', 'content': 'kiwi'})}")
         send(http, sid, "remember kiwi")

@@ -1,0 +1,186 @@
+"""An agent folder, read once: prompt, permissions, skills, MCP servers.
+
+Layout (Claude Code's)::
+
+    CLAUDE.md                       system prompt (required)
+    .claude/settings.json           {"permissions": {"allow": [...], "deny": [...]},
+                                     "env": {...}, "model": "..."}
+    .claude/settings.local.json     same keys; its rules are added to settings.json's
+    .claude/skills/<name>/SKILL.md  front matter (name, description) + skill text
+    .mcp.json                       {"mcpServers": {...}} (kept; no MCP client yet)
+
+Anything unusable raises AgentInvalid naming the file, so a broken agent fails at
+deploy time rather than in the middle of a session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ash_ray.agent.permissions import PermissionRules
+from ash_ray.errors import AgentInvalid
+
+_KEY_LINE = re.compile(r"^([A-Za-z_][\w-]*)\s*:\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One skill: ``.claude/skills/<dir>/SKILL.md``."""
+
+    name: str
+    description: str
+    body: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """Everything the loop needs to know about an agent folder."""
+
+    name: str
+    path: Path
+    system_prompt: str
+    permissions: PermissionRules = field(default_factory=PermissionRules)
+    skills: tuple[Skill, ...] = ()
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+
+    def skill(self, name: str) -> Skill | None:
+        """The skill called ``name``, if the agent has it."""
+        return next((s for s in self.skills if s.name == name), None)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentInvalid(f"cannot read {path}: {exc}", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise AgentInvalid(f"{path} is not valid JSON: {exc}", path=str(path)) from None
+    if not isinstance(data, dict):
+        raise AgentInvalid(f"{path} must hold a JSON object", path=str(path))
+    return data
+
+
+def _settings(folder: Path) -> tuple[PermissionRules, dict[str, str], str | None]:
+    allow: list[Any] = []
+    deny: list[Any] = []
+    env: dict[str, str] = {}
+    model: str | None = None
+    for name in ("settings.json", "settings.local.json"):
+        path = folder / ".claude" / name
+        if not path.is_file():
+            continue
+        data = _read_json(path)
+        permissions = data.get("permissions") or {}
+        if not isinstance(permissions, dict):
+            raise AgentInvalid(f"{path}: permissions must be an object", path=str(path))
+        try:
+            rules = PermissionRules.from_settings(permissions)
+        except AgentInvalid as exc:
+            raise AgentInvalid(f"{path}: {exc}", path=str(path)) from None
+        allow += rules.allow
+        deny += rules.deny
+        raw_env = data.get("env") or {}
+        if not isinstance(raw_env, dict):
+            raise AgentInvalid(f"{path}: env must be an object", path=str(path))
+        env.update({str(k): str(v) for k, v in raw_env.items()})
+        if isinstance(data.get("model"), str):
+            model = data["model"]
+    return PermissionRules(allow=tuple(allow), deny=tuple(deny)), env, model
+
+
+def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
+    if not text.startswith("---"):
+        return {}, text
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() == "---":
+            header, body = "".join(lines[1:i]), "".join(lines[i + 1 :])
+            break
+    else:
+        raise AgentInvalid(f"{path}: front matter has no closing ---", path=str(path))
+    try:
+        meta = yaml.safe_load(header) or {}
+    except yaml.YAMLError:
+        # Skill descriptions often hold an unquoted ": " that strict YAML rejects.
+        meta = _simple_front_matter(header, path)
+    if not isinstance(meta, dict):
+        raise AgentInvalid(f"{path}: front matter must be key: value lines", path=str(path))
+    return meta, body.lstrip("\n")
+
+
+def _simple_front_matter(header: str, path: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for line in header.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _KEY_LINE.match(line)
+        if match is None:
+            raise AgentInvalid(f"{path}: bad front matter line {line!r}", path=str(path))
+        meta[match.group(1)] = match.group(2).strip().strip("\"'")
+    return meta
+
+
+def _skills(folder: Path) -> tuple[Skill, ...]:
+    root = folder / ".claude" / "skills"
+    if not root.is_dir():
+        return ()
+    skills = []
+    for skill_file in sorted(root.glob("*/SKILL.md")):
+        try:
+            text = skill_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AgentInvalid(f"cannot read {skill_file}: {exc}", path=str(skill_file)) from None
+        meta, body = _split_front_matter(text, skill_file)
+        skills.append(
+            Skill(
+                name=str(meta.get("name") or skill_file.parent.name),
+                description=str(meta.get("description") or "").strip(),
+                body=body,
+                path=skill_file.parent,
+            )
+        )
+    return tuple(skills)
+
+
+def load_agent(path: Path) -> AgentSpec:
+    """Read the agent folder at ``path``; raises AgentInvalid when it is unusable."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AgentInvalid(f"agent path {folder} is not a directory", path=str(folder))
+    prompt_file = folder / "CLAUDE.md"
+    if not prompt_file.is_file():
+        raise AgentInvalid(
+            f"no CLAUDE.md in {folder}: an agent folder needs one (its system prompt)",
+            path=str(folder),
+        )
+    try:
+        system_prompt = prompt_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentInvalid(f"cannot read {prompt_file}: {exc}", path=str(folder)) from None
+    permissions, env, model = _settings(folder)
+    mcp_servers: dict[str, Any] = {}
+    mcp_file = folder / ".mcp.json"
+    if mcp_file.is_file():
+        servers = _read_json(mcp_file).get("mcpServers", {})
+        if not isinstance(servers, dict):
+            raise AgentInvalid(f"{mcp_file}: mcpServers must be an object", path=str(mcp_file))
+        mcp_servers = servers
+    return AgentSpec(
+        name=folder.resolve().name,
+        path=folder.resolve(),
+        system_prompt=system_prompt,
+        permissions=permissions,
+        skills=_skills(folder),
+        mcp_servers=mcp_servers,
+        env=env,
+        model=model,
+    )

@@ -1,0 +1,265 @@
+"""Built-in tools, named and shaped as Claude Code names them, and their dispatch.
+
+``Bash`` runs through :meth:`Sandbox.run`; the file tools (:mod:`.file_tools`) run in
+a worker thread and confine every path with ``sandbox.resolve``; ``Skill`` returns a
+skill's text. :func:`run_tool` never raises (except cancellation): a failure is a
+:class:`ToolResult` with ``is_error=True`` that the model can read and react to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ash_ray.agent import file_tools
+from ash_ray.agent.file_tools import FileContext, ToolFailure
+from ash_ray.agent.permissions import PermissionPolicy
+from ash_ray.agent.spec import AgentSpec
+from ash_ray.errors import AshError
+from ash_ray.sandbox import Sandbox
+
+logger = logging.getLogger(__name__)
+
+MAX_RESULT_CHARS = 30_000
+MAX_BASH_TIMEOUT_MS = 600_000
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What goes back to the model in a tool_result block."""
+
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Everything a tool call may use."""
+
+    sandbox: Sandbox
+    spec: AgentSpec
+    policy: PermissionPolicy
+    default_timeout_s: float
+    max_write_bytes: int
+
+
+Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool definition as the Messages API takes it, plus its handler."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    handler: Handler
+
+    def api(self) -> dict[str, Any]:
+        """The ``tools`` entry of a Messages API request."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+        }
+
+
+def _schema(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+_STR = {"type": "string"}
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_RESULT_CHARS:
+        return text
+    half = MAX_RESULT_CHARS // 2
+    return f"{text[:half]}\n... [{len(text) - 2 * half} characters truncated] ...\n{text[-half:]}"
+
+
+async def _bash(ctx: ToolContext, args: dict[str, Any]) -> str:
+    timeout_ms = args.get("timeout")
+    timeout_s = ctx.default_timeout_s
+    if timeout_ms:
+        ceiling = max(MAX_BASH_TIMEOUT_MS / 1000, ctx.default_timeout_s)
+        timeout_s = min(max(float(timeout_ms) / 1000, 1.0), ceiling)
+    result = await ctx.sandbox.run(str(args["command"]), timeout_s=timeout_s)
+    parts = [result.stdout.rstrip("\n")] if result.stdout else []
+    if result.stderr:
+        parts.append(result.stderr.rstrip("\n"))
+    if result.truncated:
+        parts.append("[output truncated: more than 1 MiB]")
+    if result.timed_out:
+        parts.append(f"Command timed out after {timeout_s:g}s and was killed")
+    elif result.exit_code != 0:
+        parts.append(f"Exit code {result.exit_code}")
+    text = "\n".join(parts) or "(no output)"
+    if not result.ok:
+        raise ToolFailure(text)
+    return text
+
+
+async def _skill(ctx: ToolContext, args: dict[str, Any]) -> str:
+    name = str(args["skill"])
+    skill = ctx.spec.skill(name)
+    if skill is None:
+        known = ", ".join(s.name for s in ctx.spec.skills) or "none"
+        raise ToolFailure(f"unknown skill {name!r}; available: {known}")
+    where = ctx.sandbox.workspace / ".claude" / "skills" / skill.path.name
+    return f"Base directory for this skill: {where}\n\n{skill.body}"
+
+
+def _threaded(func: Callable[[FileContext, dict[str, Any]], str]) -> Handler:
+    async def handler(ctx: ToolContext, args: dict[str, Any]) -> str:
+        fctx = FileContext(ctx.sandbox, ctx.policy, ctx.max_write_bytes)
+        return await asyncio.to_thread(func, fctx, args)
+
+    return handler
+
+
+BUILTIN_TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool(
+            "Bash",
+            "Run a bash command in the session workspace (its working directory) and return "
+            "stdout, stderr and the exit code. Each call is a fresh shell; background "
+            "processes are killed when the command ends. timeout is in milliseconds.",
+            _schema(
+                ["command"],
+                command=_STR,
+                timeout={"type": "number", "description": "milliseconds, max 600000"},
+                description=_STR,
+            ),
+            _bash,
+        ),
+        Tool(
+            "Read",
+            "Read a text file, numbered like `cat -n`. offset is the first line (1-based), "
+            "limit the number of lines (default 2000).",
+            _schema(
+                ["file_path"], file_path=_STR, offset={"type": "integer"}, limit={"type": "integer"}
+            ),
+            _threaded(file_tools.read),
+        ),
+        Tool(
+            "Write",
+            "Create or overwrite a file with the given content.",
+            _schema(["file_path", "content"], file_path=_STR, content=_STR),
+            _threaded(file_tools.write),
+        ),
+        Tool(
+            "Edit",
+            "Replace old_string with new_string in a file. old_string must occur exactly "
+            "once unless replace_all is true.",
+            _schema(
+                ["file_path", "old_string", "new_string"],
+                file_path=_STR,
+                old_string=_STR,
+                new_string=_STR,
+                replace_all={"type": "boolean", "default": False},
+            ),
+            _threaded(file_tools.edit),
+        ),
+        Tool(
+            "Glob",
+            "Find files whose path matches a glob pattern such as **/*.py, newest first.",
+            _schema(["pattern"], pattern=_STR, path=_STR),
+            _threaded(file_tools.glob),
+        ),
+        Tool(
+            "Grep",
+            "Search file contents with a regular expression (Python syntax). glob filters "
+            "files (e.g. *.py); output_mode is files_with_matches (default), content or count.",
+            _schema(
+                ["pattern"],
+                pattern=_STR,
+                path=_STR,
+                glob=_STR,
+                output_mode={"type": "string", "enum": ["content", "files_with_matches", "count"]},
+                **{"-i": {"type": "boolean"}},
+                head_limit={"type": "integer"},
+            ),
+            _threaded(file_tools.grep),
+        ),
+        Tool(
+            "LS",
+            "List a directory of the workspace.",
+            _schema([], path=_STR, ignore={"type": "array", "items": _STR}),
+            _threaded(file_tools.ls),
+        ),
+    )
+}
+
+SKILL_TOOL = Tool(
+    "Skill",
+    "Load a skill by name: returns its instructions. Use it when a listed skill fits the task.",
+    _schema(["skill"], skill=_STR),
+    _skill,
+)
+
+
+def available_tools(spec: AgentSpec) -> list[Tool]:
+    """The built-in tools, plus Skill when the agent has skills."""
+    tools = list(BUILTIN_TOOLS.values())
+    if spec.skills:
+        tools.append(SKILL_TOOL)
+    return tools
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int, float),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+}
+
+
+def _validate(tool: Tool, args: Mapping[str, Any]) -> str | None:
+    schema = tool.input_schema
+    missing = [key for key in schema["required"] if key not in args]
+    if missing:
+        return f"missing required parameter(s): {', '.join(missing)}"
+    for key, value in args.items():
+        prop = schema["properties"].get(key)
+        if prop is None:
+            # Models trained on Claude Code send extras (run_in_background, -n...): ignore.
+            continue
+        wanted = _TYPES.get(prop.get("type", ""), (object,))
+        if value is not None and (
+            not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
+        ):
+            return f"parameter {key!r} must be of type {prop['type']}"
+    return None
+
+
+async def run_tool(ctx: ToolContext, tool: Tool, args: Any) -> ToolResult:
+    """Run one tool call; every failure comes back as an error result."""
+    if not isinstance(args, dict):
+        return ToolResult(
+            f"<tool_use_error>{tool.name} input must be an object</tool_use_error>", True
+        )
+    problem = _validate(tool, args)
+    if problem:
+        return ToolResult(f"<tool_use_error>InputValidationError: {problem}</tool_use_error>", True)
+    try:
+        return ToolResult(_clip(await tool.handler(ctx, args)))
+    except ToolFailure as exc:
+        return ToolResult(_clip(str(exc)), True)
+    except AshError as exc:
+        return ToolResult(str(exc), True)
+    except (OSError, UnicodeError, ValueError) as exc:
+        return ToolResult(f"{tool.name} failed: {exc}", True)
+    except Exception as exc:
+        logger.exception("tool %s crashed", tool.name)
+        return ToolResult(f"{tool.name} failed unexpectedly: {type(exc).__name__}: {exc}", True)

@@ -1,0 +1,127 @@
+"""Versioned migrations: one logical schema for SQLite and Postgres.
+
+Each migration is a tuple of statements written once with type placeholders
+(``{ts}``, ``{json}``, ``{bytes}``, ``{int}``) that :func:`statements` fills in per
+dialect. ``open()`` of a store creates ``schema_version`` and applies, in order and
+each in its own transaction, every migration whose version is not recorded there.
+Append new migrations; never edit one that has shipped.
+
+JSON is TEXT in both dialects on purpose: Postgres ``jsonb`` rejects ``\\u0000``, and
+tool output may contain NUL bytes; ``json.dumps`` escapes them, TEXT keeps them.
+Snapshots have one table in both dialects: Postgres keeps the archive in ``data``
+(so any node can restore it), SQLite keeps a file name in ``location`` and the
+archive under the snapshot directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgres"]
+
+TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {"ts": "TEXT", "json": "TEXT", "bytes": "BLOB", "int": "INTEGER"},
+    "postgres": {"ts": "TIMESTAMPTZ", "json": "TEXT", "bytes": "BYTEA", "int": "BIGINT"},
+}
+
+SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+)"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step, applied once per database in a single transaction."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "agents, sessions, messages, events, usage, snapshots",
+        (
+            """CREATE TABLE agents (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                version {int} NOT NULL,
+                path TEXT NOT NULL,
+                created_at {ts} NOT NULL,
+                updated_at {ts} NOT NULL
+            )""",
+            """CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                agent_name TEXT NOT NULL,
+                sandbox_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at {ts} NOT NULL,
+                last_active_at {ts} NOT NULL,
+                parent_session_id TEXT,
+                config {json} NOT NULL,
+                usage {json} NOT NULL,
+                num_turns {int} NOT NULL,
+                last_seq {int} NOT NULL
+            )""",
+            "CREATE INDEX sessions_created ON sessions (created_at, id)",
+            "CREATE INDEX sessions_agent ON sessions (agent_name, created_at)",
+            "CREATE INDEX sessions_status ON sessions (status, created_at)",
+            """CREATE TABLE messages (
+                session_id TEXT NOT NULL,
+                sequence {int} NOT NULL,
+                id TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL,
+                content {json} NOT NULL,
+                created_at {ts} NOT NULL,
+                PRIMARY KEY (session_id, sequence)
+            )""",
+            """CREATE TABLE events (
+                session_id TEXT NOT NULL,
+                seq {int} NOT NULL,
+                type TEXT NOT NULL,
+                data {json} NOT NULL,
+                created_at {ts} NOT NULL,
+                PRIMARY KEY (session_id, seq)
+            )""",
+            # created_at is part of the key so a retried batch is a no-op while
+            # several records of one turn (one per model call) still fit.
+            """CREATE TABLE usage (
+                session_id TEXT NOT NULL,
+                turn {int} NOT NULL,
+                created_at {ts} NOT NULL,
+                agent_name TEXT NOT NULL,
+                model TEXT NOT NULL,
+                usage {json} NOT NULL,
+                PRIMARY KEY (session_id, turn, created_at)
+            )""",
+            "CREATE INDEX usage_created ON usage (created_at)",
+            """CREATE TABLE snapshots (
+                session_id TEXT PRIMARY KEY,
+                size_bytes {int} NOT NULL,
+                sha256 TEXT NOT NULL,
+                location TEXT,
+                data {bytes},
+                created_at {ts} NOT NULL
+            )""",
+        ),
+    ),
+)
+
+
+def statements(migration: Migration, dialect: Dialect) -> list[str]:
+    """The migration's SQL with the dialect's column types filled in."""
+    types = TYPES[dialect]
+    return [stmt.format(**types) for stmt in migration.statements]
+
+
+def pending(applied: int) -> list[Migration]:
+    """Migrations newer than ``applied`` (the highest recorded version), in order."""
+    return [m for m in MIGRATIONS if m.version > applied]
+
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,397 @@
+"""SQLite store: one aiosqlite connection in WAL mode, the embedded default.
+
+Every call takes one lock, so transactions never interleave on the shared connection.
+``synchronous=FULL`` (the default) makes each commit durable across power loss, which
+is what ``write`` promises; ``NORMAL`` trades that for speed (still safe on crashes).
+Snapshots are files under ``snapshot_dir`` written atomically (tmp + fsync + rename);
+the ``snapshots`` table holds their size and sha256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import aiosqlite
+
+from ash_ray.errors import StoreError
+from ash_ray.models import (
+    AgentRecord,
+    EventRecord,
+    MessageRecord,
+    SessionRecord,
+    UsageRecord,
+    WriteBatch,
+    new_id,
+    utcnow,
+)
+from ash_ray.store import _files as files
+from ash_ray.store import _rows as rows
+from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+
+logger = logging.getLogger(__name__)
+
+
+
+def _ts_out(ts: datetime) -> str:
+    # Fixed width (always microseconds, always +00:00) so text order is time order.
+    return rows.utc(ts).isoformat(timespec="microseconds")
+
+
+def _ts_in(value: Any) -> datetime:
+    return rows.utc(datetime.fromisoformat(value))
+
+
+def _insert(table: str, cols: tuple[str, ...], tail: str = "ON CONFLICT DO NOTHING") -> str:
+    marks = ", ".join("?" for _ in cols)
+    return f"INSERT INTO {table} ({rows.columns(cols)}) VALUES ({marks}) {tail}"
+
+
+_UPSERT_SESSION = _insert(
+    "sessions",
+    rows.SESSION_COLS,
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in rows.SESSION_COLS if c not in ("id", "created_at")),
+)
+_INSERT_MESSAGE = _insert("messages", rows.MESSAGE_COLS)
+_INSERT_EVENT = _insert("events", rows.EVENT_COLS)
+_INSERT_USAGE = _insert("usage", rows.USAGE_COLS)
+
+
+def _transient(exc: BaseException) -> bool:
+    # Another process holding the write lock longer than busy_timeout.
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+class SqliteStore:
+    """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
+
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        snapshot_dir: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = 5000,
+        retry_timeout_s: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.snapshot_dir = Path(snapshot_dir)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retry_timeout_s = retry_timeout_s
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Create the file and the snapshot directory if needed, run pending migrations."""
+        if self._db is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        db.row_factory = aiosqlite.Row
+        self._db = db
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            await self._retry("migrate", self._migrate)
+        except BaseException:
+            await self.close()
+            raise
+        logger.info("sqlite store open at %s (schema v%d)", self.path, LATEST_VERSION)
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _migrate(self) -> None:
+        db = self._conn()
+        async with self._lock:
+            await db.execute(SCHEMA_VERSION_TABLE)
+        async with self._tx() as tx:
+            applied = await self._version(tx)
+            if applied > LATEST_VERSION:
+                logger.warning(
+                    "database schema v%d is newer than this ash-ray (v%d)", applied, LATEST_VERSION
+                )
+            for migration in pending(applied):
+                logger.info("applying migration %d: %s", migration.version, migration.description)
+                for stmt in statements(migration, "sqlite"):
+                    await tx.execute(stmt)
+                await tx.execute(
+                    "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                    (migration.version, migration.description),
+                )
+
+    @staticmethod
+    async def _version(db: aiosqlite.Connection) -> int:
+        found = list(await db.execute_fetchall("SELECT max(version) AS v FROM schema_version"))
+        return int(found[0]["v"] or 0)
+
+    async def schema_version(self) -> int:
+        """The highest migration applied to this database."""
+        async with self._lock:
+            return await self._version(self._conn())
+
+    # ------------------------------------------------------------ plumbing
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the SQLite store is not open; call `await store.open()` first")
+        return self._db
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._conn()
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+
+    async def _retry(self, what: str, op: Any) -> Any:
+        return await rows.with_retry(
+            op, what=f"sqlite {what}", transient=_transient, timeout_s=self.retry_timeout_s
+        )
+
+    async def _fetch(self, what: str, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async def op() -> list[sqlite3.Row]:
+            async with self._lock:
+                return list(await self._conn().execute_fetchall(sql, tuple(args)))
+
+        result: list[sqlite3.Row] = await self._retry(what, op)
+        return result
+
+    # ------------------------------------------------------------ agents
+
+    async def upsert_agent(self, name: str, path: str) -> AgentRecord:
+        """Insert ``name`` at version 1, or bump its version and set ``path``."""
+
+        async def op() -> AgentRecord:
+            now = _ts_out(utcnow())
+            async with self._tx() as tx:
+                await tx.execute(
+                    "INSERT INTO agents (id, name, version, path, created_at, updated_at) "
+                    "VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "version = agents.version + 1, path = excluded.path, "
+                    "updated_at = excluded.updated_at",
+                    (new_id(), name, path, now, now),
+                )
+                cur = await tx.execute("SELECT * FROM agents WHERE name = ?", (name,))
+                row = await cur.fetchone()
+            assert row is not None
+            return rows.agent_from(row, _ts_in)
+
+        agent: AgentRecord = await self._retry("upsert_agent", op)
+        return agent
+
+    async def get_agent(self, name: str) -> AgentRecord | None:
+        """The agent called ``name``, or None."""
+        found = await self._fetch("get_agent", "SELECT * FROM agents WHERE name = ?", (name,))
+        return rows.agent_from(found[0], _ts_in) if found else None
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """All agents by name."""
+        found = await self._fetch("list_agents", "SELECT * FROM agents ORDER BY name")
+        return [rows.agent_from(r, _ts_in) for r in found]
+
+    async def delete_agent(self, name: str) -> bool:
+        """Remove the agent row (not its sessions); True if it existed."""
+
+        async def op() -> bool:
+            async with self._tx() as tx:
+                cur = await tx.execute("DELETE FROM agents WHERE name = ?", (name,))
+                return cur.rowcount > 0
+
+        deleted: bool = await self._retry("delete_agent", op)
+        return deleted
+
+    # ------------------------------------------------------------ sessions and logs
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Apply the whole batch in one transaction; a repeated batch changes nothing."""
+        if batch.empty():
+            return
+        sessions = [rows.session_row(s, _ts_out) for s in rows.last_per_id(batch.sessions)]
+        messages = [rows.message_row(m, _ts_out) for m in batch.messages]
+        events = [rows.event_row(e, _ts_out) for e in batch.events]
+        usage = [rows.usage_row(u, _ts_out) for u in batch.usage]
+
+        async def op() -> None:
+            async with self._tx() as tx:
+                for sql, params in (
+                    (_UPSERT_SESSION, sessions),
+                    (_INSERT_MESSAGE, messages),
+                    (_INSERT_EVENT, events),
+                    (_INSERT_USAGE, usage),
+                ):
+                    if params:
+                        await tx.executemany(sql, params)
+
+        await self._retry("write", op)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session, or None."""
+        found = await self._fetch(
+            "get_session", "SELECT * FROM sessions WHERE id = ?", (session_id,)
+        )
+        return rows.session_from(found[0], _ts_in) if found else None
+
+    async def list_sessions(
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SessionRecord]:
+        """Sessions newest first, optionally of one agent and/or in one status."""
+        where, args = [], []
+        if agent is not None:
+            where.append("agent_name = ?")
+            args.append(agent)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        sql = "SELECT * FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        found = await self._fetch("list_sessions", sql, [*args, limit, offset])
+        return [rows.session_from(r, _ts_in) for r in found]
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Remove the session with its messages, events, usage and snapshot."""
+
+        async def op() -> bool:
+            async with self._tx() as tx:
+                for table in ("messages", "events", "usage", "snapshots"):
+                    await tx.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+                cur = await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                return cur.rowcount > 0
+
+        deleted: bool = await self._retry("delete_session", op)
+        await asyncio.to_thread(self._snapshot_path(session_id).unlink, missing_ok=True)
+        return deleted
+
+    async def list_messages(
+        self, session_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[MessageRecord]:
+        """Messages with ``sequence > after`` in order."""
+        found = await self._fetch(
+            "list_messages",
+            "SELECT * FROM messages WHERE session_id = ? AND sequence > ? "
+            "ORDER BY sequence LIMIT ?",
+            (session_id, after, -1 if limit is None else limit),
+        )
+        return [rows.message_from(r, _ts_in) for r in found]
+
+    async def list_events(
+        self, session_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        """Events with ``seq > after`` in order."""
+        found = await self._fetch(
+            "list_events",
+            "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (session_id, after, -1 if limit is None else limit),
+        )
+        return [rows.event_from(r, _ts_in) for r in found]
+
+    async def list_usage(self, session_id: str | None = None) -> list[UsageRecord]:
+        """Usage records in time order, of one session or of all."""
+        args: tuple[str, ...] = ()
+        if session_id is None:
+            sql = "SELECT * FROM usage ORDER BY created_at, session_id, turn"
+        else:
+            sql = "SELECT * FROM usage WHERE session_id = ? ORDER BY created_at, turn"
+            args = (session_id,)
+        return [rows.usage_from(r, _ts_in) for r in await self._fetch("list_usage", sql, args)]
+
+    # ------------------------------------------------------------ snapshots
+
+    def _snapshot_path(self, session_id: str) -> Path:
+        return self.snapshot_dir / files.snapshot_name(session_id)
+
+    async def put_snapshot(self, session_id: str, data: bytes) -> None:
+        """Write the archive atomically, then record its size and digest."""
+        target = self._snapshot_path(session_id)
+        digest = await asyncio.to_thread(files.write_atomically, target, data)
+
+        async def op() -> None:
+            async with self._tx() as tx:
+                await tx.execute(
+                    "INSERT INTO snapshots (session_id, size_bytes, sha256, location, data, "
+                    "created_at) VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT (session_id) DO UPDATE "
+                    "SET size_bytes = excluded.size_bytes, sha256 = excluded.sha256, "
+                    "location = excluded.location, created_at = excluded.created_at",
+                    (session_id, len(data), digest, target.name, _ts_out(utcnow())),
+                )
+
+        await self._retry("put_snapshot", op)
+
+    async def get_snapshot(self, session_id: str) -> bytes | None:
+        """The last archive put for the session, or None; a corrupt file is a StoreError."""
+        found = await self._fetch(
+            "get_snapshot",
+            "SELECT location, sha256 FROM snapshots WHERE session_id = ?",
+            (session_id,),
+        )
+        if not found:
+            return None
+        path = self.snapshot_dir / found[0]["location"]
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            logger.warning("snapshot of session %s is recorded but %s is missing", session_id, path)
+            return None
+        if files.sha256(data) != found[0]["sha256"]:
+            raise StoreError(
+                f"snapshot {path} of session {session_id} does not match its recorded sha256; "
+                "the file was changed or truncated outside ash-ray",
+                session_id=session_id,
+            )
+        return data
+
+    async def delete_snapshot(self, session_id: str) -> None:
+        """Forget the session's snapshot and remove its file."""
+
+        async def op() -> None:
+            async with self._tx() as tx:
+                await tx.execute("DELETE FROM snapshots WHERE session_id = ?", (session_id,))
+
+        await self._retry("delete_snapshot", op)
+        await asyncio.to_thread(self._snapshot_path(session_id).unlink, missing_ok=True)
+
