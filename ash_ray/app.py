@@ -96,6 +96,6 @@ def drain(settings: Settings, timeout_s: float | None = None) -> dict[str, Any]:
     """Pause and snapshot every live session (graceful shutdown)."""
     registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
     timeout = settings.drain_timeout_s if timeout_s is None else timeout_s
-    ref = registry.drain.remote(timeout)
+    ref: Any = registry.drain.remote(timeout)
     result: dict[str, Any] = ray.get(ref, timeout=timeout + 10)  # type: ignore[assignment]
     return result

@@ -6,7 +6,9 @@ from ray.util import metrics
 
 from ash_ray.models import Usage
 
-_LATENCY_BOUNDARIES_MS: list[float] = [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000]
+_LATENCY_BOUNDARIES_MS: list[float] = [
+    50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000
+]
 
 
 class SessionMetrics:
