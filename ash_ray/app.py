@@ -69,7 +69,12 @@ def application(settings: Settings) -> Application:
         graceful_shutdown_timeout_s=max(settings.drain_timeout_s, 1.0),
         # One replica a node: each pod of the chart then runs a proxy and answers /health.
         max_replicas_per_node=1,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={
+            "num_cpus": 0,
+            # Our handlers never block the loop: running them on the replica's own loop
+            # (not a separate thread) removes a cross-thread hop per request and per chunk.
+            "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}},
+        },
     )
     return deployment.bind(settings)
 

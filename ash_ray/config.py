@@ -45,11 +45,16 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", description="postgresql://... for Postgres/CockroachDB; empty: SQLite in data_dir."
     )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "NORMAL",
+        description="NORMAL: commits survive a process crash (WAL); FULL: also power loss.",
+    )
     snapshot_url: str = Field(
         "", description="Where workspace snapshots go; empty: <data_dir>/snapshots."
     )
     store_flush_ms: float = Field(
-        5.0, ge=0, le=10_000, description="Write-behind batching window of the registry."
+        0.0, ge=0, le=10_000,
+        description="Extra wait before a registry write; 0 = group commit of what queued.",
     )
 
     # -- Ray

@@ -121,7 +121,10 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
             except ValueError:
                 raise InvalidInput("Last-Event-ID must be an event sequence number") from None
         handle = await _live_running(sid)
-        return _streaming(sse.pump(handle, reg.registry, sid, after, ctx.settings.sse_heartbeat_s))
+        if handle is None:
+            return _streaming(sse.from_store(reg.registry, sid, after))
+        heartbeat = ctx.settings.sse_heartbeat_s
+        return _streaming(sse.pump(handle, reg.registry, sid, after, heartbeat, replay=True))
 
     async def _live_running(sid: str) -> Any | None:
         """The worker when a turn is running in it; None means: replay from the store."""

@@ -30,52 +30,40 @@ async def pump(
     session_id: str,
     after: int,
     heartbeat_s: float,
-    until_done: bool = True,
+    replay: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Yield frames of events with seq > ``after`` until a ``done`` event.
+    """Yield frames of events with seq > ``after`` until the turn's ``done``.
 
-    Events older than the worker's memory come from the store; a dead worker ends the
-    stream with ``error`` and ``done`` that the registry also records.
+    The worker pushes event batches through a Ray streaming generator (no request per
+    batch). With ``replay``, events the worker no longer holds come from the store first.
+    A dead worker ends the stream with ``error`` and ``done``, which the registry records.
     """
     seen = after
-    if handle is not None:
-        try:
+    try:
+        if replay:
             oldest = await handle.oldest_seq.remote()
-        except ray.exceptions.RayError:
-            oldest = None
-        if oldest is None or oldest > seen + 1:
-            for seq, type_, data, _ts in await registry.list_events.remote(session_id, seen, None):
-                if oldest is not None and seq >= oldest:
-                    break
-                yield frame(seq, type_, data)
-                seen = seq
-                if type_ == "done" and until_done and oldest is None:
-                    return
-        if oldest is None:
-            handle = None
-    if handle is None:
-        async for chunk in _from_store(registry, session_id, seen):
-            yield chunk
-        return
-    while True:
-        try:
-            events = await handle.wait_events.remote(seen, heartbeat_s)
-        except ray.exceptions.RayError:
-            logger.warning("session %s worker died mid-stream", session_id)
-            for seq, type_, data in await registry.worker_failed.remote(session_id, seen):
-                yield frame(seq, type_, data)
-            return
-        if not events:
-            yield HEARTBEAT
-            continue
-        for seq, type_, data in events:
+            if oldest > seen + 1:
+                for seq, type_, data, _ts in await registry.list_events.remote(
+                    session_id, seen, oldest - seen - 1
+                ):
+                    yield frame(seq, type_, data)
+                    seen = seq
+        stream = handle.stream_events.options(num_returns="streaming").remote(seen, heartbeat_s)
+        async for ref in stream:
+            batch = await ref
+            if not batch:
+                yield HEARTBEAT
+                continue
+            # One chunk a batch: each chunk is a message from the replica to the proxy.
+            yield b"".join(frame(seq, type_, data) for seq, type_, data in batch)
+            seen = batch[-1][0]
+    except ray.exceptions.RayError:
+        logger.warning("session %s worker died mid-stream", session_id)
+        for seq, type_, data in await registry.worker_failed.remote(session_id, seen):
             yield frame(seq, type_, data)
-            seen = seq
-            if type_ == "done" and until_done:
-                return
 
 
-async def _from_store(registry: Any, session_id: str, after: int) -> AsyncIterator[bytes]:
-    rows = await registry.list_events.remote(session_id, after, None)
-    for seq, type_, data, _ts in rows:
+async def from_store(registry: Any, session_id: str, after: int) -> AsyncIterator[bytes]:
+    """Frames of a session's stored events (no turn running)."""
+    for seq, type_, data, _ts in await registry.list_events.remote(session_id, after, None):
         yield frame(seq, type_, data)

@@ -161,7 +161,9 @@ class AgentSession:
         """End the session (terminal; its worker is released). Ending twice is harmless."""
         try:
             self.info = get(self.registry.end.remote(self.id))
-        except (SessionEnded, NotFound):
+        except SessionEnded:
+            self.info = get(self.registry.get_session.remote(self.id))
+        except NotFound:
             pass
         return self.info
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import ray
 
-from ash_ray.errors import AtCapacity, NotFound, SessionEnded, Unavailable
+from ash_ray.errors import AtCapacity, Conflict, NotFound, SessionEnded, Unavailable
 from ash_ray.pipeline.client import plain, registry_handle
 
 CAPACITY_RETRY_S = 0.5
+CONFLICT_RETRY_S = 10.0
 
 
 class SessionLedger:
@@ -61,11 +62,19 @@ class SessionLedger:
 
     async def end(self, session_id: str) -> None:
         """End one session now (a worker done with it); unknown or ended ids are fine."""
-        try:
-            await self.registry.end.remote(session_id)
-        except (NotFound, SessionEnded):
-            pass
-        self.open.discard(session_id)
+        deadline = time.monotonic() + CONFLICT_RETRY_S
+        while True:
+            try:
+                await self.registry.end.remote(session_id)
+            except (NotFound, SessionEnded):
+                pass
+            except Conflict as exc:  # another call is changing its state right now
+                if time.monotonic() >= deadline:
+                    raise plain(exc) from None
+                await asyncio.sleep(0.1)
+                continue
+            self.open.discard(session_id)
+            return
 
     async def opened(self) -> list[str]:
         """Ids of the sessions open right now."""

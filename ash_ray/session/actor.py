@@ -264,6 +264,21 @@ class SessionWorker:
         _, log = self._session()
         return await log.wait(after, timeout_s)
 
+    async def stream_events(self, after: int, heartbeat_s: float):  # type: ignore[no-untyped-def]
+        """Batches of events with seq > after until ``done`` (``[]`` = heartbeat).
+
+        Called with ``num_returns="streaming"``: batches are pushed as they happen.
+        """
+        _, log = self._session()
+        seen = after
+        while True:
+            batch = await log.wait(seen, heartbeat_s)
+            yield batch
+            if batch:
+                seen = batch[-1][0]
+                if any(event[1] == "done" for event in batch):
+                    return
+
     async def oldest_seq(self) -> int:
         _, log = self._session()
         return log.oldest_seq()

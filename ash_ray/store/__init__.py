@@ -24,4 +24,6 @@ def open_store(settings: Settings) -> PostgresStore | SqliteStore:
     """The store ``settings`` asks for (Postgres when a database URL is set), not yet open."""
     if settings.store_kind == "postgres":
         return PostgresStore(settings.database_url)
-    return SqliteStore(settings.sqlite_path, settings.snapshot_dir)
+    return SqliteStore(
+        settings.sqlite_path, settings.snapshot_dir, synchronous=settings.sqlite_synchronous
+    )

@@ -66,9 +66,13 @@ def utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+# One encoder for all rows (json.dumps builds a new one per call). ensure_ascii (the
+# default) keeps lone surrogates and NUL representable in TEXT columns.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
-    # ensure_ascii keeps lone surrogates and NUL representable in TEXT columns.
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def session_row(rec: SessionRecord, ts: TsOut) -> tuple[Any, ...]:

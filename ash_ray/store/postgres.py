@@ -5,10 +5,8 @@ starting or shutting down, and serialization failures are retried with backoff f
 ``retry_timeout_s``; then the call raises :class:`StoreError`. Retrying ``write`` is
 safe because it is idempotent (upsert sessions, insert-or-ignore everything else).
 
-A batch is written by ONE statement, a data-modifying CTE with an
-``INSERT ... SELECT FROM unnest($1::text[], ...)`` per table: one round trip whatever
-the batch size (CockroachDB speaks it too).
-Snapshots are ``bytea`` rows so any node can restore any session.
+A batch is written by ONE statement (see :mod:`ash_ray.store._pgbatch`): one round
+trip whatever the batch size. Snapshots are ``bytea`` rows so any node can restore any session.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -37,6 +35,7 @@ from ash_ray.models import (
     utcnow,
 )
 from ash_ray.store import _rows as rows
+from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -53,16 +52,6 @@ _TRANSIENT = (
     asyncpg.exceptions.TransactionRollbackError,  # 40xxx serialization, deadlock
     asyncpg.exceptions.TooManyConnectionsError,  # 53300 while a restart settles
 )
-
-_INTEGER_COLS = frozenset({"version", "num_turns", "last_seq", "sequence", "seq", "turn"})
-
-
-def _pg_type(col: str) -> str:
-    """The Postgres type of a column (for the ``unnest`` array casts)."""
-    if col.endswith("_at"):
-        return "timestamptz"
-    return "bigint" if col in _INTEGER_COLS else "text"
-
 
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT):
@@ -87,41 +76,6 @@ def _ts(ts: datetime) -> datetime:
 def redact(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs and error messages)."""
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
-
-
-def _write_statement() -> str:
-    """One statement that writes a whole batch: a data-modifying CTE per table.
-
-    A single statement is atomic on its own, so a batch costs one round trip instead of
-    BEGIN + four inserts + COMMIT. Each table's rows arrive as one array per column;
-    ``unnest`` of empty arrays inserts nothing.
-    """
-    parts, n = [], 0
-    for table, cols, tail in (
-        ("sessions", rows.SESSION_COLS, "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
-            f"{c} = EXCLUDED.{c}" for c in rows.SESSION_COLS if c not in ("id", "created_at")
-        )),
-        ("messages", rows.MESSAGE_COLS, "ON CONFLICT DO NOTHING"),
-        ("events", rows.EVENT_COLS, "ON CONFLICT DO NOTHING"),
-        ("usage", rows.USAGE_COLS, "ON CONFLICT DO NOTHING"),
-    ):  # fmt: skip
-        arrays = ", ".join(f"${n + i}::{_pg_type(c)}[]" for i, c in enumerate(cols, start=1))
-        n += len(cols)
-        parts.append(
-            f"w_{table} AS (INSERT INTO {table} ({rows.columns(cols)}) "
-            f"SELECT * FROM unnest({arrays}) {tail})"
-        )
-    return "WITH " + ",\n".join(parts) + "\nSELECT 1"
-
-
-_WRITE = _write_statement()
-
-
-def _transpose(table_rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows to one list per column: the arrays that ``unnest`` takes."""
-    if not table_rows:
-        return [[] for _ in range(width)]
-    return [list(col) for col in zip(*table_rows, strict=True)]
 
 
 class PostgresStore:
@@ -316,16 +270,10 @@ class PostgresStore:
         """Apply the whole batch in one transaction; a repeated batch changes nothing."""
         if batch.empty():
             return
-        sessions = rows.last_per_id(batch.sessions)
-        arrays = [
-            *_transpose([rows.session_row(s, _ts) for s in sessions], len(rows.SESSION_COLS)),
-            *_transpose([rows.message_row(m, _ts) for m in batch.messages], len(rows.MESSAGE_COLS)),
-            *_transpose([rows.event_row(e, _ts) for e in batch.events], len(rows.EVENT_COLS)),
-            *_transpose([rows.usage_row(u, _ts) for u in batch.usage], len(rows.USAGE_COLS)),
-        ]
+        arrays = batch_arrays(batch, _ts)
 
         async def fn(conn: asyncpg.Connection) -> None:
-            await conn.execute(_WRITE, *arrays)
+            await conn.execute(WRITE_BATCH, *arrays)
 
         await self._run("write", fn)
 

@@ -222,8 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not body.get("stream"):
             assert isinstance(reply, Reply)
-            tokens = sum(tok for _, tok in sse_frames(reply, body["model"], 1, chunk_chars))
-            time.sleep(first_delay + chunk_delay * max(0, tokens - 1))
+            delay = first_delay
+            if chunk_delay:  # as long as the same reply would take to stream
+                tokens = sum(tok for _, tok in sse_frames(reply, body["model"], 1, chunk_chars))
+                delay += chunk_delay * max(0, tokens - 1)
+            if delay:
+                time.sleep(delay)
             self._json(200, message_body(reply, body["model"], input_tokens))
             return
         self.send_response(200)

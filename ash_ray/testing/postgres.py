@@ -163,8 +163,8 @@ class TempPostgres:
         try:
             if self._user is not None:
                 os.chown(self.tmp, self._user.pw_uid, self._user.pw_gid)
-                if "pginstall" in bin_dir.parts:
-                    self._open_pgserver_binaries(bin_dir)
+                if not _reachable(bin_dir):
+                    self.bin_dir = self._private_copy(bin_dir)
             self._pg(
                 "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                 "--encoding=UTF8", "--locale=C", "--no-sync",
@@ -304,13 +304,30 @@ class TempPostgres:
                 output = out.read().decode(errors="replace").strip()
                 raise PostgresUnavailable(f"{exe} failed (exit {proc.returncode}): {output}")
 
-    def _open_pgserver_binaries(self, bin_dir: Path) -> None:
-        # The wheel's binaries may sit under /root; pgserver's own helpers open the path up.
-        from pgserver import utils  # type: ignore[import-untyped]
+    def _private_copy(self, bin_dir: Path) -> Path:
+        # The pgserver wheel may live under /root (mode 700), out of the service user's
+        # reach. Copy its install tree into our temp dir rather than opening up /root.
+        # The copy keeps the layout <base>/pgserver/pginstall/bin next to
+        # <base>/pgserver.libs, where the binaries' $ORIGIN rpath finds libpq.
+        assert self.tmp is not None and self._user is not None
+        base, root = bin_dir.parents[2], self.tmp / "pg"
+        shutil.copytree(
+            bin_dir.parent,
+            root / bin_dir.parent.relative_to(base),
+            symlinks=True,
+            ignore=shutil.ignore_patterns("include"),
+        )
+        for libs in base.glob(f"{bin_dir.parents[1].name}*.libs"):
+            shutil.copytree(libs, root / libs.name, symlinks=True)
+        for top, dirs, names in os.walk(root):
+            for name in [*dirs, *names, "."]:
+                os.lchown(Path(top, name), self._user.pw_uid, self._user.pw_gid)
+        return root / bin_dir.relative_to(base)
 
-        utils.ensure_prefix_permissions(bin_dir)
-        utils.ensure_folder_permissions(bin_dir, 0o055)
-        utils.ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+
+def _reachable(path: Path) -> bool:
+    """Whether any user may traverse to ``path`` (every ancestor has o+x)."""
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
 
 
 def main() -> None:

@@ -201,7 +201,9 @@ def test_run_prompts_answers_every_row_and_leaves_nothing_alive(
         assert ash.get_session(sid)["status"] == "ended"
     assert live_of(ash, name) == []
     listed = http.get("/api/sessions", params={"agent": name}).json()["sessions"]
-    assert {s["id"] for s in listed} == used and {s["status"] for s in listed} == {"ended"}
+    # A map worker may open its session and get no rows: it is ended all the same.
+    assert used <= {s["id"] for s in listed} and len(listed) <= 2
+    assert {s["status"] for s in listed} == {"ended"}
 
 
 def test_session_per_row(ash: AshRay, http: httpx.Client, agent_dir: Path) -> None:

@@ -25,7 +25,7 @@ def test_ps_lists_a_live_session_with_agent_and_node(agent: str) -> None:
         rows = {r["sessionId"]: r for r in live_sessions(namespace="ash") if r.get("bound")}
         mine = rows[session.id]
         assert mine["agent"] == agent and mine["nodeId"] in node_ids
-        assert mine["numTurns"] == 1 and mine["state"] == "ALIVE"
+        assert mine["numTurns"] == 1 and mine["status"] == "active"
 
         # The CLI, as an operator runs it: a separate driver joining the cluster's GCS.
         gcs = ray.get_runtime_context().gcs_address

@@ -1,0 +1,87 @@
+"""Shared set-up of the benchmarks: a local ash-ray (Ray + Serve + registry) and a fake model.
+
+Benchmarks print tables; they are scripts, not tests. Each keeps a baseline in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray
+
+from ash_ray import app
+from ash_ray.config import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def row(name: str, values_ms: list[float]) -> str:
+    return (
+        f"| {name:<44} | {len(values_ms):>4} | {pct(values_ms, 50):>9.2f} | "
+        f"{pct(values_ms, 95):>9.2f} | {statistics.fmean(values_ms):>9.2f} |"
+    )
+
+
+HEADER = (
+    f"| {'measurement':<44} | {'n':>4} | {'p50 ms':>9} | {'p95 ms':>9} | {'mean ms':>9} |\n"
+    f"|{'-' * 46}|{'-' * 6}|{'-' * 11}|{'-' * 11}|{'-' * 11}|"
+)
+
+
+@contextmanager
+def local_ash(**overrides: Any) -> Iterator[tuple[str, Settings]]:
+    """Start ash-ray in this process on a fresh data dir; yield (url, settings)."""
+    data = Path(tempfile.mkdtemp(prefix="ash-bench-"))
+    settings = load_settings(
+        data_dir=data, port=free_port(), dashboard=False, session_num_cpus=0.01, **overrides
+    )
+    ray.init(address="local", namespace=settings.namespace, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    try:
+        app.ensure_registry(settings)
+        app.start_serve(settings)
+        url = f"http://127.0.0.1:{settings.port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url, settings
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def make_agent(root: Path) -> Path:
+    folder = root / "bench-agent"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "CLAUDE.md").write_text("You are a benchmark agent.\n")
+    return folder

@@ -1,0 +1,140 @@
+"""Overhead of ash-ray on one message: time to first token and to `done`.
+
+Baseline: the same streaming request made directly with the `anthropic` SDK to the same
+fake Messages API (same delays, same conversation). ash-ray path: HTTP POST through the
+Ray Serve proxy, ingress replica, session worker (agent loop + SDK), SSE back.
+
+    python benchmarks/message_overhead.py [--n 50] [--first-token-ms 50] [--chunk-ms 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+import ray
+from _harness import HEADER, local_ash, make_agent, pct, row
+
+from ash_ray.registry.actor import REGISTRY_NAME
+from ash_ray.testing.fake_anthropic import FakeAnthropic
+
+PROMPT = "Please answer with a sentence of a reasonable length for the benchmark."
+
+
+async def direct(fake: FakeAnthropic, n: int) -> tuple[list[float], list[float]]:
+    client = anthropic.AsyncAnthropic(api_key="bench", base_url=fake.url, max_retries=0)
+    conversation: list[dict] = []
+    ttft, total = [], []
+    for _ in range(n):
+        conversation.append({"role": "user", "content": PROMPT})
+        t0 = time.perf_counter()
+        first = None
+        async with client.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=1024, system="bench", messages=conversation
+        ) as stream:
+            async for event in stream:
+                if first is None and event.type == "content_block_delta":
+                    first = time.perf_counter()
+            final = await stream.get_final_message()
+        total.append((time.perf_counter() - t0) * 1000)
+        ttft.append(((first or time.perf_counter()) - t0) * 1000)
+        conversation.append({"role": "assistant", "content": final.model_dump()["content"]})
+    await client.close()
+    return ttft, total
+
+
+def through_ash(url: str, sid: str, n: int) -> tuple[list[float], list[float]]:
+    ttft, total = [], []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for _ in range(n):
+            body = {"content": PROMPT, "includePartialMessages": True}
+            t0 = time.perf_counter()
+            first = None
+            with http.stream("POST", f"/api/sessions/{sid}/messages", json=body) as r:
+                event = ""
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                        if first is None and event == "text_delta":
+                            first = time.perf_counter()
+                    elif line.startswith("data: ") and event == "done":
+                        break
+            total.append((time.perf_counter() - t0) * 1000)
+            ttft.append(((first or time.perf_counter()) - t0) * 1000)
+    return ttft, total
+
+
+def through_ray(sid: str, namespace: str, n: int) -> tuple[list[float], list[float]]:
+    """Ray-native path (no HTTP): the worker's streaming generator from this driver."""
+    registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
+    handle = ray.get(registry.live_handle.remote(sid))
+    ttft, total = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        first = None
+        options = {"include_partial_messages": True}
+        for ref in handle.ask_stream.options(num_returns="streaming").remote(PROMPT, options):
+            _seq, type_, _data = ray.get(ref)
+            if first is None and type_ == "text_delta":
+                first = time.perf_counter()
+        total.append((time.perf_counter() - t0) * 1000)
+        ttft.append(((first or time.perf_counter()) - t0) * 1000)
+    return ttft, total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--first-token-ms", type=float, default=20.0)
+    ap.add_argument("--chunk-ms", type=float, default=1.0)
+    args = ap.parse_args()
+
+    fake = FakeAnthropic(first_token_delay_s=args.first_token_ms / 1000,
+                         chunk_delay_s=args.chunk_ms / 1000).start()
+    root = Path(tempfile.mkdtemp(prefix="ash-bench-agents-"))
+    with local_ash(anthropic_base_url=fake.url, anthropic_api_key="bench") as (url, settings):
+        with httpx.Client(base_url=url, timeout=60) as http:
+            http.post("/api/agents", json={"name": "bench", "path": str(make_agent(root))})
+            sid = http.post("/api/sessions", json={"agent": "bench"}).json()["session"]["id"]
+        through_ash(url, sid, args.warmup)
+        asyncio.run(direct(fake, args.warmup))
+        # Interleave the two paths in rounds so that machine noise hits both alike.
+        d_ttft, d_total, a_ttft, a_total, r_ttft, r_total = [], [], [], [], [], []
+        rounds = 5
+        for _ in range(rounds):
+            t, tot = through_ray(sid, settings.namespace, args.n // rounds)
+            r_ttft += t
+            r_total += tot
+            t, tot = asyncio.run(direct(fake, args.n // rounds))
+            d_ttft += t
+            d_total += tot
+            t, tot = through_ash(url, sid, args.n // rounds)
+            a_ttft += t
+            a_total += tot
+    fake.stop()
+    print(f"\nmessage overhead: model first-token delay {args.first_token_ms} ms, "
+          f"chunk delay {args.chunk_ms} ms, {len(a_total)} messages per path\n")
+    print(HEADER)
+    print(row("direct SDK -> fake: first token", d_ttft))
+    print(row("ash-ray HTTP/SSE: first token", a_ttft))
+    print(row("ray-native ask_stream (no HTTP): first token", r_ttft))
+    print(row("direct SDK -> fake: complete", d_total))
+    print(row("ash-ray HTTP/SSE: done", a_total))
+    print(row("ray-native ask_stream (no HTTP): done", r_total))
+    print()
+    print(json.dumps({
+        "overhead_first_token_p50_ms": round(pct(a_ttft, 50) - pct(d_ttft, 50), 2),
+        "overhead_done_p50_ms": round(pct(a_total, 50) - pct(d_total, 50), 2),
+        "overhead_done_p95_ms": round(pct(a_total, 95) - pct(d_total, 95), 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The fake Messages API, driven by the real anthropic SDK (sync and async)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+from ash_ray.testing.fake_anthropic import (
+    ErrorReply,
+    FakeAnthropic,
+    FakeAnthropicRemote,
+    Reply,
+    text,
+    thinking,
+    tool_use,
+)
+from ash_ray.testing.postgres import free_port
+
+KEY = "sk-ant-test"
+USER_HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeAnthropic) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=fake.url, api_key=KEY, max_retries=0)
+
+
+@pytest.fixture
+def aclient(fake: FakeAnthropic) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=fake.url, api_key=KEY, max_retries=0)
+
+
+def test_text_reply_with_usage_and_the_request_recorded(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    fake.script("hello there")
+    tools = [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}}]
+    msg = client.messages.create(
+        model="claude-x", max_tokens=64, system="be brief", tools=tools, messages=USER_HI
+    )  # type: ignore[arg-type]
+    assert [b.type for b in msg.content] == ["text"]
+    assert msg.content[0].text == "hello there"  # type: ignore[union-attr]
+    assert msg.stop_reason == "end_turn" and msg.model == "claude-x"
+    assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
+    assert msg.usage.cache_read_input_tokens == 0
+    (req,) = fake.requests
+    assert req.path == "/v1/messages"
+    # SDK versions differ in which header carries api_key; the fake takes either.
+    assert KEY in (req.headers.get("x-api-key"), req.headers.get("authorization", "")[7:])
+    assert req.body["system"] == "be brief" and req.body["tools"] == tools
+    assert fake.message_requests == [req.body]
+
+
+def test_streamed_tool_use_is_assembled_by_the_sdk(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    args = {"command": "ls -la /tmp && echo done", "timeout": 30, "flags": [1, 2, 3]}
+    fake.script(Reply([text("Let me look."), tool_use("Bash", args, id="toolu_x")]))
+    with client.messages.stream(model="m", max_tokens=64, messages=USER_HI) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert kinds.count("input_json") >= 3  # the JSON came in several pieces
+    assert final.stop_reason == "tool_use"
+    block = final.content[1]
+    assert block.type == "tool_use" and block.id == "toolu_x" and block.name == "Bash"
+    assert block.input == args
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 1
+
+
+def test_sse_wire_format(fake: FakeAnthropic) -> None:
+    fake.script(Reply([thinking("hmm"), text("a" * 40)]))
+    body = {"model": "m", "max_tokens": 8, "messages": USER_HI, "stream": True}
+    resp = httpx.post(fake.url + "/v1/messages", json=body, headers={"x-api-key": KEY})
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in resp.text.split("\n\n") if f]
+    names = [f.split("\n")[0].removeprefix("event: ") for f in frames]
+    datas = [json.loads(f.split("\n")[1].removeprefix("data: ")) for f in frames]
+    assert names == [d["type"] for d in datas]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    start_usage = datas[0]["message"]["usage"]
+    assert {"input_tokens", "output_tokens", "cache_creation_input_tokens",
+            "cache_read_input_tokens"} <= set(start_usage)  # fmt: skip
+    deltas = [d["delta"]["type"] for d in datas if d["type"] == "content_block_delta"]
+    assert deltas == ["thinking_delta", "signature_delta"] + ["text_delta"] * 3
+    assert datas[-2]["delta"]["stop_reason"] == "end_turn"
+    assert datas[-2]["usage"]["output_tokens"] > 1
+
+
+async def test_async_sdk_streaming_and_not(
+    fake: FakeAnthropic, aclient: anthropic.AsyncAnthropic
+) -> None:
+    fake.script(Reply([thinking("first think"), text("then answer")]), "plain")
+    async with aclient.messages.stream(model="m", max_tokens=64, messages=USER_HI) as stream:
+        streamed = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
+    assert streamed == "then answer"
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "first think"  # type: ignore[union-attr]
+    msg = await aclient.messages.create(model="m", max_tokens=64, messages=USER_HI)
+    assert msg.content[0].text == "plain"  # type: ignore[union-attr]
+
+
+def test_default_rules_drive_a_tool_loop(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    ask = 'please read it\nTOOL Read {"file_path": "notes.txt"}'
+    first = client.messages.create(
+        model="m", max_tokens=64, messages=[{"role": "user", "content": ask}]
+    )
+    assert first.stop_reason == "tool_use"
+    call = first.content[0]
+    assert call.type == "tool_use" and call.name == "Read"
+    assert call.input == {"file_path": "notes.txt"}
+    conversation = [
+        {"role": "user", "content": ask},
+        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": call.id,
+                 "content": [{"type": "text", "text": "the notes"}]},
+            ],
+        },
+    ]  # fmt: skip
+    with client.messages.stream(model="m", max_tokens=64, messages=conversation) as stream:
+        second = stream.get_final_message()
+    assert second.content[0].text == "tool said: the notes"  # type: ignore[union-attr]
+    assert fake.message_requests[-1]["messages"] == conversation  # the whole history was sent
+    echo = client.messages.create(model="m", max_tokens=8, messages=USER_HI)
+    assert echo.content[0].text == "echo: hi"  # type: ignore[union-attr]
+
+
+def test_scripted_errors_surface_as_sdk_errors(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    fake.script(ErrorReply(529, "overloaded_error", "Overloaded"), ErrorReply(500, "api_error"))
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        client.messages.create(model="m", max_tokens=8, messages=USER_HI)
+    assert overloaded.value.status_code == 529
+    assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    with pytest.raises(anthropic.InternalServerError):
+        with client.messages.stream(model="m", max_tokens=8, messages=USER_HI) as stream:
+            stream.get_final_message()
+    fake.script(ErrorReply(in_stream=True))
+    with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
+        with client.messages.stream(model="m", max_tokens=8, messages=USER_HI) as stream:
+            stream.get_final_message()
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="m", max_tokens=8, messages=[])
+    assert fake.pending == 0
+
+
+def test_auth_is_required_when_configured(fake: FakeAnthropic) -> None:
+    wrong = anthropic.Anthropic(base_url=fake.url, api_key="nope", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        wrong.messages.create(model="m", max_tokens=8, messages=USER_HI)
+    bearer = anthropic.Anthropic(base_url=fake.url, auth_token=KEY, max_retries=0)
+    assert bearer.messages.create(model="m", max_tokens=8, messages=USER_HI).content
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    body = {"model": "m", "max_tokens": 8, "messages": USER_HI}
+    for headers, status in (({"x-api-key": KEY}, 200), ({"x-api-key": "nope"}, 401), ({}, 401)):
+        resp = httpx.post(fake.url + "/v1/messages", json=body, headers=headers)
+        assert resp.status_code == status
+    assert resp.json()["error"]["type"] == "authentication_error"
+    with FakeAnthropic() as open_fake:  # no key configured: anyone may call
+        anyone = anthropic.Anthropic(base_url=open_fake.url, api_key="whatever", max_retries=0)
+        assert anyone.messages.count_tokens(model="m", messages=USER_HI).input_tokens > 0
+
+
+def test_delays_per_server_and_per_reply(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.configure(first_token_delay_s=0.3)
+    started = time.monotonic()
+    with client.messages.stream(model="m", max_tokens=8, messages=USER_HI) as stream:
+        next(iter(stream.text_stream))
+        assert time.monotonic() - started >= 0.3
+    fake.reset()  # back to no delay
+    fake.script(Reply([text("x" * 64)], chunk_delay_s=0.05))  # 4 chunks: 3 gaps
+    started = time.monotonic()
+    client.messages.create(model="m", max_tokens=8, messages=USER_HI)
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+def test_http_control_for_other_processes(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    remote = FakeAnthropicRemote(fake.url)
+    assert remote.healthy()
+    remote.script("from afar", Reply([tool_use("Bash", {"command": "pwd"})]), ErrorReply(500))
+    assert fake.pending == 3
+    assert client.messages.create(model="m", max_tokens=8, messages=USER_HI).content[0].text == (
+        "from afar"  # type: ignore[union-attr]
+    )
+    assert client.messages.create(model="m", max_tokens=8, messages=USER_HI).stop_reason == (
+        "tool_use"
+    )
+    assert [r.path for r in remote.requests] == ["/v1/messages"] * 2
+    remote.reset()
+    assert fake.pending == 0 and remote.requests == []
+    remote.configure(first_token_delay_s=0.2)
+    started = time.monotonic()
+    client.messages.create(model="m", max_tokens=8, messages=USER_HI)
+    assert time.monotonic() - started >= 0.2
+
+
+def test_cli_serves_until_terminated() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ash_ray.testing.fake_anthropic", "--port", str(port),
+         "--chunk-delay-ms", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],  # the checkout, in case it is not installed
+    )  # fmt: skip
+    try:
+        remote = FakeAnthropicRemote(f"http://127.0.0.1:{port}", timeout_s=1)
+        deadline = time.monotonic() + 20
+        while not remote.healthy():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the fake did not come up"
+            time.sleep(0.05)
+        client = anthropic.Anthropic(base_url=remote.url, api_key="any", max_retries=0)
+        msg = client.messages.create(model="m", max_tokens=8, messages=USER_HI)
+        assert msg.content[0].text == "echo: hi"  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{port}" in err

@@ -1,0 +1,380 @@
+"""Try to break each sandbox layer: environment, filesystem, processes, memory, time, network.
+
+Tests that need bubblewrap or a writable cgroup are marked ``sandbox``. Outside CI they
+skip when the machine lacks the feature; under ``CI=true`` they fail instead, so that
+a CI image without bubblewrap cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ash_ray.config import load_settings
+from ash_ray.errors import PathOutsideWorkspace
+from ash_ray.sandbox import ProcessSandbox, available_limit_modes, create_sandbox
+from ash_ray.sandbox.bwrap import find_bwrap, probe_bwrap
+from ash_ray.sandbox.cgroups import discover
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PY = sys.executable
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` is false, except in CI where that is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but the sandbox feature is missing: {reason}")
+    pytest.skip(reason)
+
+
+def require_bwrap() -> None:
+    bwrap = find_bwrap()
+    require(bwrap is not None, "bubblewrap (bwrap) is not installed")
+    assert bwrap is not None
+    require(probe_bwrap(bwrap, False) is None, "bubblewrap cannot create namespaces here")
+
+
+def require_pids_limit() -> None:
+    # Root is exempt from RLIMIT_NPROC: only a pids cgroup stops a root fork bomb.
+    modes = available_limit_modes()
+    require(
+        modes[0] != "rlimit" or os.geteuid() != 0,
+        "running as root without a writable pids cgroup: nothing limits process count",
+    )
+
+
+def require_cgroup() -> None:
+    require(available_limit_modes()[0] != "rlimit", "no writable memory/pids cgroup")
+
+
+def processes_with(token: str) -> list[int]:
+    """Pids whose command line contains ``token`` (to prove nothing was left running)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if token in entry.joinpath("cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+async def eventually(check: Callable[[], bool], deadline_s: float = 5.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    for name in ("a", "b"):
+        (data / "sessions" / name).mkdir(parents=True)
+    (data / "sessions" / "b" / "secret.txt").write_text("other session secret")
+    (data / "ash.db").write_text("database")
+    return data
+
+
+@pytest.fixture
+async def closing(data_dir: Path) -> AsyncIterator[Callable[..., ProcessSandbox]]:
+    """Factory of sandboxes over session ``a`` of ``data_dir``; closes them afterwards."""
+    made: list[ProcessSandbox] = []
+
+    def _make(**overrides: Any) -> ProcessSandbox:
+        network = overrides.pop("network", None)
+        extra_env = overrides.pop("extra_env", None)
+        fields: dict[str, Any] = {"data_dir": data_dir, "sandbox_timeout_s": 20.0, **overrides}
+        settings = load_settings(**fields)
+        workspace = data_dir / "sessions" / "a"
+        sandbox = create_sandbox(settings, workspace, network=network, extra_env=extra_env)
+        made.append(sandbox)
+        return sandbox
+
+    yield _make
+    for sandbox in made:
+        await sandbox.close()
+
+
+# ---------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize("isolation", ["none", "auto"])
+async def test_env_has_no_secrets(
+    closing: Any, monkeypatch: pytest.MonkeyPatch, isolation: str
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-parent-secret")
+    monkeypatch.setenv("ASH_API_KEY", "ash-parent-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-parent-secret")
+    sandbox = closing(
+        sandbox_isolation=isolation,
+        extra_env={"FOO": "bar", "ASH_DATABASE_URL": "postgresql://leak", "LD_PRELOAD": ""},
+    )
+    result = await sandbox.run("env")
+    assert result.ok, result
+    assert "FOO=bar" in result.stdout
+    assert f"HOME={sandbox.workspace}" in result.stdout
+    for secret in ("sk-ant-parent-secret", "ash-parent-secret", "aws-parent-secret", "leak"):
+        assert secret not in result.stdout
+
+
+@pytest.mark.sandbox
+async def test_server_environ_is_invisible_under_bwrap(
+    closing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_bwrap()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-parent-secret")
+    sandbox = closing()
+    assert sandbox.isolation == "bwrap"
+    result = await sandbox.run(f"cat /proc/*/environ /proc/{os.getpid()}/environ | tr '\\0' '\\n'")
+    assert "sk-ant-parent-secret" not in result.stdout
+
+
+# ---------------------------------------------------------------- filesystem
+
+
+@pytest.mark.sandbox
+async def test_filesystem_outside_workspace_is_read_only(closing: Any, data_dir: Path) -> None:
+    require_bwrap()
+    sandbox = closing()
+    marker = f"ash-{uuid.uuid4().hex}"
+    result = await sandbox.run(f"echo x > /etc/{marker}; echo x > /usr/{marker}")
+    assert result.exit_code != 0
+    assert "Read-only file system" in result.stderr
+    assert not exists(f"/etc/{marker}") and not exists(f"/usr/{marker}")
+    # Root in the sandbox has no capabilities, so it cannot remount / read-write.
+    result = await sandbox.run(f"mount -o remount,rw / ; touch /etc/{marker}")
+    assert result.exit_code != 0
+    assert not exists(f"/etc/{marker}")
+    caps = await sandbox.run("grep CapEff /proc/self/status")
+    assert caps.stdout.split()[-1].strip("0") == ""
+    # The workspace itself is writable.
+    assert (await sandbox.run("echo hi > mine.txt && cat mine.txt")).stdout == "hi\n"
+    assert (sandbox.workspace / "mine.txt").read_text() == "hi\n"
+
+
+@pytest.mark.sandbox
+async def test_other_sessions_and_data_dir_are_invisible(closing: Any, data_dir: Path) -> None:
+    require_bwrap()
+    sandbox = closing()
+    other = data_dir / "sessions" / "b"
+    result = await sandbox.run(f"cat {other}/secret.txt; ls {other}; cat {data_dir}/ash.db")
+    assert "other session secret" not in result.stdout
+    assert "database" not in result.stdout
+    assert result.exit_code != 0
+    listing = await sandbox.run(f"ls -a {data_dir}/sessions")
+    assert "b" not in listing.stdout.split()
+    result = await sandbox.run(f"mkdir -p {other} && echo pwned > {other}/pwned.txt")
+    assert not (other / "pwned.txt").exists()
+    result = await sandbox.run(f"echo pwned > {data_dir}/ash.db")
+    assert (data_dir / "ash.db").read_text() == "database"
+
+
+@pytest.mark.sandbox
+async def test_snapshot_dir_outside_data_dir_is_invisible(closing: Any, data_dir: Path) -> None:
+    require_bwrap()
+    snaps = data_dir.parent / "snaps"
+    sandbox = closing(snapshot_url=str(snaps))
+    snaps.mkdir()  # created after the sandbox: still hidden
+    (snaps / "b.tar.gz").write_text("other workspace archive")
+    result = await sandbox.run(f"cat {snaps}/b.tar.gz")
+    assert result.exit_code != 0 and "archive" not in result.stdout
+
+
+async def test_cwd_is_confined(closing: Any) -> None:
+    sandbox = closing(sandbox_isolation="none")
+    (sandbox.workspace / "sub").mkdir()
+    assert (await sandbox.run("pwd", cwd="sub")).stdout.strip() == str(sandbox.workspace / "sub")
+    with pytest.raises(PathOutsideWorkspace):
+        await sandbox.run("pwd", cwd="..")
+
+
+# ---------------------------------------------------------------- limits
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("isolation", ["none", "auto"])
+async def test_process_count_is_limited(closing: Any, isolation: str) -> None:
+    require_pids_limit()
+    sandbox = closing(sandbox_isolation=isolation, sandbox_max_procs=32)
+    # A bounded fork bomb: counts how many children it gets before fork is refused.
+    script = (
+        "import os, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    for _ in range(300):\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60)\n"
+        "            os._exit(0)\n"
+        "        n += 1\n"
+        "    print('all', n)\n"
+        "except OSError as exc:\n"
+        "    print('refused', n, exc.errno)\n"
+    )
+    (sandbox.workspace / "bomb.py").write_text(script)
+    result = await sandbox.run(f"{PY} bomb.py", timeout_s=30)
+    assert result.stdout.startswith("refused"), result
+    assert int(result.stdout.split()[1]) < 32
+    # The children were killed with the command; the sandbox works afterwards.
+    assert (await sandbox.run("echo alive")).stdout == "alive\n"
+
+
+@pytest.mark.sandbox
+async def test_real_fork_bomb_is_contained(closing: Any) -> None:
+    require_pids_limit()
+    require_cgroup()
+    sandbox = closing(sandbox_max_procs=64)
+    token = uuid.uuid4().hex[:12]
+    bomb = f"bomb_{token}"
+    result = await sandbox.run(f"{bomb}() {{ {bomb} | {bomb} & }}; {bomb}; sleep 2", timeout_s=5)
+    assert result.exit_code is not None
+    await eventually(lambda: not processes_with(f"bomb_{token}"))
+    assert (await sandbox.run("echo alive")).stdout == "alive\n"
+
+
+async def test_single_process_memory_hog_is_stopped(closing: Any) -> None:
+    sandbox = closing(sandbox_isolation="none", sandbox_memory_mb=256)
+    result = await sandbox.run(f"{PY} -c \"b = b'x' * (600 * 1024 * 1024); print('survived')\"")
+    assert result.exit_code != 0
+    assert "survived" not in result.stdout
+
+
+@pytest.mark.sandbox
+async def test_memory_of_the_whole_tree_is_limited(closing: Any) -> None:
+    require_cgroup()
+    sandbox = closing(sandbox_memory_mb=256)
+    # Each child stays under RLIMIT_AS; together they exceed the cgroup limit.
+    child = f"{PY} -c \"import time; b = b'x' * (100 * 1024 * 1024); time.sleep(3); print('ok')\""
+    result = await sandbox.run(f"for i in 1 2 3 4; do {child} & done; wait", timeout_s=30)
+    assert result.stdout.count("ok") < 4, result
+    assert "out of memory" in result.stderr
+
+
+@pytest.mark.parametrize("isolation", ["none", "auto"])
+async def test_wall_timeout_kills_the_whole_group(closing: Any, isolation: str) -> None:
+    sandbox = closing(sandbox_isolation=isolation)
+    token = str(300_000 + int(uuid.uuid4().int % 90_000))
+    started = time.monotonic()
+    result = await sandbox.run(f"sleep {token} & sleep {token}1 & sleep 100", timeout_s=1)
+    assert time.monotonic() - started < 5
+    assert result.timed_out and not result.ok
+    await eventually(lambda: not processes_with(f"sleep {token}"))
+
+
+@pytest.mark.parametrize("isolation", ["none", "auto"])
+async def test_background_processes_do_not_outlive_the_command(
+    closing: Any, isolation: str
+) -> None:
+    sandbox = closing(sandbox_isolation=isolation)
+    token = str(400_000 + int(uuid.uuid4().int % 90_000))
+    started = time.monotonic()
+    result = await sandbox.run(f"sleep {token} & echo started")
+    assert result.ok and result.stdout == "started\n"
+    assert time.monotonic() - started < 5
+    await eventually(lambda: not processes_with(f"sleep {token}"))
+
+
+@pytest.mark.sandbox
+async def test_cgroup_lives_while_commands_run(closing: Any) -> None:
+    require_cgroup()
+    sandbox = closing()
+    places = discover()
+    parents = [p for p in (places.v2, places.v1_memory, places.v1_pids) if p is not None]
+    dirs = [parent / sandbox.sandbox_id for parent in parents]
+    slow = asyncio.create_task(sandbox.run("sleep 0.5; cat /proc/self/cgroup"))
+    fast = await sandbox.run("cat /proc/self/cgroup")
+    assert sandbox.sandbox_id in fast.stdout  # the command ran inside the sandbox cgroup
+    assert all(d.is_dir() for d in dirs)  # shared with the still-running command
+    assert sandbox.sandbox_id in (await slow).stdout
+    assert not any(d.exists() for d in dirs)  # removed with the last command
+
+
+@pytest.mark.sandbox
+async def test_setsid_escape_is_killed_by_the_cgroup(closing: Any) -> None:
+    require_cgroup()
+    sandbox = closing(sandbox_isolation="none")
+    token = str(500_000 + int(uuid.uuid4().int % 90_000))
+    result = await sandbox.run(f"setsid sleep {token} > /dev/null 2>&1 < /dev/null & echo ok")
+    assert result.ok
+    await eventually(lambda: not processes_with(f"sleep {token}"))
+
+
+async def test_cancelled_run_kills_the_command(closing: Any) -> None:
+    sandbox = closing()
+    token = str(600_000 + int(uuid.uuid4().int % 90_000))
+    task = asyncio.create_task(sandbox.run(f"sleep {token}"))
+    await eventually(lambda: bool(processes_with(f"sleep {token}")))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: not processes_with(f"sleep {token}"))
+
+
+async def test_file_size_limit(closing: Any) -> None:
+    sandbox = closing(sandbox_file_size_mb=1)
+    result = await sandbox.run("head -c 3000000 /dev/zero > big.bin")
+    assert result.exit_code != 0
+    assert (sandbox.workspace / "big.bin").stat().st_size <= 1024 * 1024
+
+
+async def test_output_is_capped(closing: Any) -> None:
+    sandbox = closing()
+    result = await sandbox.run("head -c 3000000 /dev/zero | tr '\\0' a; echo done >&2")
+    assert result.truncated
+    assert len(result.stdout) == 1024 * 1024
+    assert result.stderr == "done\n"
+
+
+# ---------------------------------------------------------------- network
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[int]:
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("isolation", ["none", "auto"])
+async def test_network_cut(closing: Any, listener: int, isolation: str) -> None:
+    if isolation == "auto":
+        require_bwrap()
+    connect = f"{PY} -c \"import socket; socket.create_connection(('127.0.0.1', {listener}), 3)\""
+    open_box = closing(sandbox_isolation=isolation, network=True)
+    result = await open_box.run(connect)
+    assert result.ok, result
+    cut_box = closing(sandbox_isolation=isolation, network=False)
+    assert not cut_box.network
+    result = await cut_box.run(connect)
+    assert result.exit_code != 0
+    assert "Error" in result.stderr
+
+
+@pytest.mark.sandbox
+async def test_network_setting_is_the_default(closing: Any, listener: int) -> None:
+    require_bwrap()
+    sandbox = closing(sandbox_network=False)
+    assert not sandbox.network and sandbox.isolation == "bwrap"
+    connect = f"{PY} -c \"import socket; socket.create_connection(('127.0.0.1', {listener}), 3)\""
+    assert (await sandbox.run(connect)).exit_code != 0
