@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -130,3 +131,44 @@ def agent(server: str, agent_dir: Path) -> str:
 @pytest.fixture(autouse=True)
 def _reset_model(fake_model: FakeAnthropic) -> None:
     fake_model.reset()
+
+
+# --- the same product on Postgres: a second app on the shared cluster, under /pg ---
+
+
+@pytest.fixture(scope="session")
+def pg_server(server: str, settings: Settings, postgres_url: str) -> str:
+    from ray import serve
+
+    pg_settings = settings.model_copy(
+        update={
+            "namespace": "ash-pg",
+            "database_url": postgres_url,
+            "data_dir": settings.data_dir / "pg-node",
+        }
+    )
+    serve.run(app.application(pg_settings), name="ash-pg", route_prefix="/pg", blocking=False)
+    url = server + "/pg"
+    wait_for(lambda: _healthy(url), timeout_s=120, what="ash-ray on Postgres /health")
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, server: str, agent_dir: Path) -> Iterator[Target]:
+    """The product on each store: an HTTP client, its Ray namespace and an agent."""
+    url = server if request.param == "sqlite" else request.getfixturevalue("pg_server")
+    namespace = "ash" if request.param == "sqlite" else "ash-pg"
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+    ) as client:
+        r = client.post("/api/agents", json={"name": "helper", "path": str(agent_dir)})
+        assert r.status_code == 201, r.text
+        yield Target(client, namespace, "helper", request.param)
+
+
+@dataclass
+class Target:
+    http: httpx.Client
+    namespace: str
+    agent: str
+    store: str

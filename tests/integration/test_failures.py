@@ -6,29 +6,29 @@ import os
 import signal
 import time
 
-import httpx
 import pytest
 import ray
 
 from ash_ray.registry.actor import REGISTRY_NAME
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import Target, wait_for
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray
 
 
-def _worker_pid(sid: str) -> int:
-    registry = ray.get_actor(REGISTRY_NAME, namespace="ash")
+def _worker_pid(sid: str, namespace: str) -> int:
+    registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
     handle = ray.get(registry.live_handle.remote(sid))
     return int(ray.get(handle.describe.remote())["pid"])
 
 
 def test_sigkill_worker_mid_turn_ends_stream_and_session_recovers(
-    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+    target: Target, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     send(http, sid, "before the crash")
-    pid = _worker_pid(sid)
+    pid = _worker_pid(sid, target.namespace)
     fake_model.configure(chunk_delay_s=0.2)
     got = []
     try:
@@ -57,10 +57,11 @@ def test_sigkill_worker_mid_turn_ends_stream_and_session_recovers(
     assert any(f[1] == "turn_complete" for f in after)
 
 
-def test_registry_restart_loses_nothing(http: httpx.Client, agent: str) -> None:
+def test_registry_restart_loses_nothing(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     send(http, sid, "before the registry restart")
-    registry = ray.get_actor(REGISTRY_NAME, namespace="ash")
+    registry = ray.get_actor(REGISTRY_NAME, namespace=target.namespace)
     old_pid = ray.get(registry.ping.remote())["pid"]
     ray.kill(registry, no_restart=False)
 

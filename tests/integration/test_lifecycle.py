@@ -11,6 +11,7 @@ import ray
 
 from ash_ray.registry.actor import REGISTRY_NAME
 from ash_ray.session.actor import actor_name
+from tests.integration.conftest import Target
 from tests.integration.sse import new_session, send
 
 pytestmark = pytest.mark.ray
@@ -30,7 +31,8 @@ def _cat(http: httpx.Client, sid: str, name: str) -> str:
     return json.dumps(next(f[2] for f in frames if f[1] == "tool_result")["content"])
 
 
-def test_pause_then_resume_is_warm(http: httpx.Client, agent: str) -> None:
+def test_pause_then_resume_is_warm(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     before = http.get("/health").json()["pool"]["resumeWarmHits"]
     assert http.post(f"/api/sessions/{sid}/pause").json()["session"]["status"] == "paused"
@@ -41,15 +43,16 @@ def test_pause_then_resume_is_warm(http: httpx.Client, agent: str) -> None:
 
 
 def test_stop_then_cold_resume_keeps_conversation_and_files(
-    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+    target: Target, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     _write_file(http, sid, "kept.txt", "precious-bytes")
     send(http, sid, "remember the word tangerine")
     stopped = http.post(f"/api/sessions/{sid}/stop").json()["session"]
     assert stopped["status"] == "stopped"
     with pytest.raises(ValueError):
-        ray.get_actor(actor_name(stopped["sandboxId"]), namespace="ash")
+        ray.get_actor(actor_name(stopped["sandboxId"]), namespace=target.namespace)
     cold_before = http.get("/health").json()["pool"]["resumeColdHits"]
 
     resumed = http.post(f"/api/sessions/{sid}/resume").json()["session"]
@@ -65,7 +68,8 @@ def test_stop_then_cold_resume_keeps_conversation_and_files(
     assert 'ash_resume_total{path="cold"}' in http.get("/metrics").text
 
 
-def test_message_to_a_stopped_session_resumes_it(http: httpx.Client, agent: str) -> None:
+def test_message_to_a_stopped_session_resumes_it(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     send(http, sid, "one")
     http.post(f"/api/sessions/{sid}/stop")
@@ -74,7 +78,8 @@ def test_message_to_a_stopped_session_resumes_it(http: httpx.Client, agent: str)
     assert len(http.get(f"/api/sessions/{sid}/messages").json()["messages"]) == 4
 
 
-def test_fork_copies_conversation_and_workspace(http: httpx.Client, agent: str) -> None:
+def test_fork_copies_conversation_and_workspace(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     _write_file(http, sid, "data.txt", "parent-data")
     r = http.post(f"/api/sessions/{sid}/fork")
@@ -90,7 +95,8 @@ def test_fork_copies_conversation_and_workspace(http: httpx.Client, agent: str) 
     assert "parent-data" in _cat(http, sid, "data.txt")
 
 
-def test_end_is_terminal_and_allowed_after_stop(http: httpx.Client, agent: str) -> None:
+def test_end_is_terminal_and_allowed_after_stop(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     http.post(f"/api/sessions/{sid}/stop")
     ended = http.delete(f"/api/sessions/{sid}")
@@ -101,8 +107,9 @@ def test_end_is_terminal_and_allowed_after_stop(http: httpx.Client, agent: str) 
 
 
 def test_patch_config_changes_the_model(
-    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+    target: Target, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     r = http.patch(f"/api/sessions/{sid}/config", json={"model": "claude-test-patched"})
     assert r.status_code == 200
@@ -112,7 +119,8 @@ def test_patch_config_changes_the_model(
     assert fake_model.message_requests[-1]["model"] == "claude-per-message"
 
 
-def test_concurrent_lifecycle_calls_one_wins(http: httpx.Client, agent: str) -> None:
+def test_concurrent_lifecycle_calls_one_wins(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     http.post(f"/api/sessions/{sid}/stop")
     calls = ["resume", "resume", "resume", "pause"]
@@ -132,14 +140,15 @@ def test_concurrent_lifecycle_calls_one_wins(http: httpx.Client, agent: str) -> 
     assert _status(http, sid) == "ended"
 
 
-def test_idle_sessions_are_swept_cold(http: httpx.Client, agent: str) -> None:
+def test_idle_sessions_are_swept_cold(target: Target) -> None:
+    http, agent = target.http, target.agent
     sid = new_session(http, agent)
     send(http, sid, "soon idle")
-    registry = ray.get_actor(REGISTRY_NAME, namespace="ash")
+    registry = ray.get_actor(REGISTRY_NAME, namespace=target.namespace)
     swept = ray.get(registry.sweep.remote(idle_timeout_s=0.0))
     assert swept >= 1
     session = http.get(f"/api/sessions/{sid}").json()["session"]
     assert session["status"] == "paused"
     with pytest.raises(ValueError):
-        ray.get_actor(actor_name(session["sandboxId"]), namespace="ash")
+        ray.get_actor(actor_name(session["sandboxId"]), namespace=target.namespace)
     assert send(http, sid, "back again")[-1][1] == "done"
