@@ -55,6 +55,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
             "activeSandboxes": reg["activeSandboxes"],
             "uptime": round(ctx.uptime_s(), 3),
             "pool": reg["pool"],
+            "poolReady": reg["poolReady"],
             "store": reg["store"],
             "sandboxLimits": limit_mode,
             "auth": settings.auth_enabled,

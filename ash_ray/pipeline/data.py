@@ -31,7 +31,7 @@ from ash_ray.pipeline.client import (
     session_body,
     turn_options,
 )
-from ash_ray.pipeline.ledger import SessionLedger
+from ash_ray.pipeline.ledger import start_ledger
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +173,7 @@ class PipelineSessions:
 
     def __enter__(self) -> PipelineSessions:
         registry_handle(self.namespace)  # fail early and clearly when ash-ray is not running
-        self.ledger = (
-            ray.remote(SessionLedger)
-            .options(
-                name=f"ash-pipeline-{self.pipeline_id}",
-                namespace=self.namespace,
-                num_cpus=0,
-                max_concurrency=1000,
-            )
-            .remote(self.namespace, self.pipeline_id)
-        )
+        self.ledger = start_ledger(self.namespace, self.pipeline_id, self.concurrency)
         return self
 
     def map(

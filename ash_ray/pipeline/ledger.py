@@ -1,22 +1,27 @@
 """The ledger of one pipeline: it opens the pipeline's sessions and ends them all at the end.
 
-Sessions are created *by the ledger* (a small async actor), not by the map workers, so
-that no session escapes: Ray Data kills its map workers when a pipeline finishes or fails,
+Sessions are created *by the ledger* (a small actor), not by the map workers, so that no
+session escapes: Ray Data kills its map workers when a pipeline finishes or fails,
 possibly while one waits for a create, and the registry finishes a create whose caller
-died. Here the create is the ledger's own task, its id is written down when it returns,
+died. Here the create is the ledger's own call, its id is written down when it returns,
 and :meth:`SessionLedger.close` waits for creates in flight before ending everything.
+
+It is a threaded actor (``max_concurrency`` > 1, plain methods), not an asyncio one: with
+Ray 2.60 an asyncio actor called from Ray Data map workers that are being shut down
+sometimes dies in ``CoreWorker::ExecuteTask`` ("Check failed: erased == 1"), which would
+lose the ledger exactly when it is needed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
 from typing import Any
 
 import ray
 
 from ash_ray.errors import AtCapacity, Conflict, NotFound, SessionEnded, Unavailable
-from ash_ray.pipeline.client import plain, registry_handle
+from ash_ray.pipeline.client import get, registry_handle
 
 CAPACITY_RETRY_S = 0.5
 CONFLICT_RETRY_S = 10.0
@@ -31,65 +36,84 @@ class SessionLedger:
         self.open: set[str] = set()
         self.created = 0
         self.closed = False
-        self.pending: set[asyncio.Future[str]] = set()
+        self.in_flight = 0
+        self.changed = threading.Condition()
 
-    async def create(self, body: dict[str, Any], wait_s: float) -> str:
+    def create(self, body: dict[str, Any], wait_s: float) -> str:
         """Create a session (retrying ``AtCapacity`` for up to ``wait_s``); its id."""
-        if self.closed:
-            raise Unavailable(f"pipeline {self.pipeline_id} has finished; it opens no sessions")
-        task = asyncio.ensure_future(self._create(body, wait_s))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-        # Shielded: if the calling worker is killed, the create still completes and is noted.
-        return await asyncio.shield(task)
+        with self.changed:
+            if self.closed:
+                raise Unavailable(
+                    f"pipeline {self.pipeline_id} has finished; it opens no more sessions"
+                )
+            self.in_flight += 1
+        try:
+            sid = self._create(body, wait_s)
+            with self.changed:
+                self.open.add(sid)
+                self.created += 1
+            return sid
+        finally:
+            with self.changed:
+                self.in_flight -= 1
+                self.changed.notify_all()
 
-    async def _create(self, body: dict[str, Any], wait_s: float) -> str:
+    def _create(self, body: dict[str, Any], wait_s: float) -> str:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                info = await self.registry.create_session.remote(body)
-                break
-            except AtCapacity as exc:
+                return str(get(self.registry.create_session.remote(body))["id"])
+            except AtCapacity:
                 if self.closed or time.monotonic() >= deadline:
-                    raise plain(exc) from None
-                await asyncio.sleep(CAPACITY_RETRY_S)
-            except ray.exceptions.RayTaskError as exc:
-                raise plain(exc) from None
-        sid = str(info["id"])
-        self.open.add(sid)
-        self.created += 1
-        return sid
+                    raise
+                time.sleep(CAPACITY_RETRY_S)
 
-    async def end(self, session_id: str) -> None:
-        """End one session now (a worker done with it); unknown or ended ids are fine."""
+    def end(self, session_id: str) -> None:
+        """End one session now (a worker is done with it); unknown or ended ids are fine."""
         deadline = time.monotonic() + CONFLICT_RETRY_S
         while True:
             try:
-                await self.registry.end.remote(session_id)
+                get(self.registry.end.remote(session_id))
             except (NotFound, SessionEnded):
                 pass
-            except Conflict as exc:  # another call is changing its state right now
+            except Conflict:  # another call is changing its state right now
                 if time.monotonic() >= deadline:
-                    raise plain(exc) from None
-                await asyncio.sleep(0.1)
+                    raise
+                time.sleep(0.1)
                 continue
-            self.open.discard(session_id)
+            with self.changed:
+                self.open.discard(session_id)
             return
 
-    async def opened(self) -> list[str]:
+    def opened(self) -> list[str]:
         """Ids of the sessions open right now."""
-        return sorted(self.open)
+        with self.changed:
+            return sorted(self.open)
 
-    async def close(self) -> dict[str, Any]:
+    def close(self, timeout_s: float = 600.0) -> dict[str, Any]:
         """Refuse new sessions, let creates in flight land, end every open session."""
-        self.closed = True
-        if self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
-        ids = sorted(self.open)
-        results = await asyncio.gather(*(self.end(sid) for sid in ids), return_exceptions=True)
-        failed = [
-            f"{sid}: {type(r).__name__}: {r}"
-            for sid, r in zip(ids, results, strict=True)
-            if isinstance(r, BaseException)
-        ]
+        with self.changed:
+            self.closed = True
+            self.changed.wait_for(lambda: self.in_flight == 0, timeout=timeout_s)
+            ids = sorted(self.open)
+        failed = []
+        for sid in ids:  # ends are quick; one at a time keeps the registry's load flat
+            try:
+                self.end(sid)
+            except Exception as exc:
+                failed.append(f"{sid}: {type(exc).__name__}: {exc}")
         return {"created": self.created, "ended": len(ids) - len(failed), "failed": failed}
+
+
+def start_ledger(namespace: str, pipeline_id: str, concurrency: int) -> Any:
+    """The ledger actor of one pipeline (owned by the caller: it dies with the driver)."""
+    return (
+        ray.remote(SessionLedger)
+        .options(
+            name=f"ash-pipeline-{pipeline_id}",
+            namespace=namespace,
+            num_cpus=0,
+            max_concurrency=concurrency + 4,
+        )
+        .remote(namespace, pipeline_id)
+    )

@@ -597,6 +597,7 @@ class Registry:
             "activeSessions": sum(1 for lv in self.live.values() if lv.record.status == "active"),
             "activeSandboxes": len(self.live),
             "pool": pool,
+            "poolReady": len(self.pool.idle),
             "store": store.kind,
             "accepting": self.accepting,
             "registryUptime": round(time.time() - self.started_at, 3),

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ class SessionWorker:
             max_retries=2,
         )
         self.metrics = SessionMetrics()
+        # Pay the one-time probes (bwrap, cgroups) now, while the worker waits in the pool.
+        with tempfile.TemporaryDirectory() as probe:
+            create_sandbox(settings, Path(probe))
         self.record: SessionRecord | None = None
         self.log: EventLog | None = None
         self.sandbox: Sandbox | None = None
@@ -220,6 +224,7 @@ class SessionWorker:
         self.record = record.model_copy(update={"status": "active", "last_active_at": utcnow()})
         start, _, _ = log.emit("session_start", {"sessionId": record.id, "version": __version__})
         self.turn_task = asyncio.create_task(self._run_turn(prompt, options))
+        self.dirty.set()  # the prompt and "running" reach the store without waiting for the model
         return start
 
     async def ask(self, prompt: str, options: dict[str, Any] | None = None) -> dict[str, Any]:

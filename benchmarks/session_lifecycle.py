@@ -1,0 +1,118 @@
+"""Session create (pool hit / miss), warm resume, cold resume with history, per store.
+
+Each figure is measured over HTTP against a local ash-ray, p50/p95 over --n runs. The
+baseline row is a bare Ray actor start on the same cluster (what a pool miss pays).
+
+    python benchmarks/session_lifecycle.py [--n 20] [--store sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import ray
+from _harness import HEADER, local_ash, make_agent, row
+
+from ash_ray.testing.fake_anthropic import FakeAnthropic
+
+
+@ray.remote(num_cpus=0.01)
+class _Bare:
+    def ready(self) -> bool:
+        return True
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def _wait_pool(http: httpx.Client, want: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if http.get("/health").json()["poolReady"] >= want:
+            return
+        time.sleep(0.05)
+
+
+def _ok(r: httpx.Response) -> dict:
+    assert r.status_code < 300, r.text
+    return dict(r.json())
+
+
+def run(store: str, n: int, database_url: str) -> None:
+    fake = FakeAnthropic().start()
+    root = Path(tempfile.mkdtemp(prefix="ash-bench-agents-"))
+    overrides = {"anthropic_base_url": fake.url, "anthropic_api_key": "bench",
+                 "warm_pool_size": 2, "max_sandboxes": 200}
+    if database_url:
+        overrides["database_url"] = database_url
+    rows = []
+    with local_ash(**overrides) as (url, _settings), httpx.Client(base_url=url, timeout=60) as h:
+        _ok(h.post("/api/agents", json={"name": "b", "path": str(make_agent(root))}))
+        hit, miss, warm, cold, bare = [], [], [], [], []
+        for _ in range(n):
+            _wait_pool(h, 2)
+            hit.append(_timed(lambda: _ok(h.post("/api/sessions", json={"agent": "b"}))))
+        for _ in range(n):
+            # Drain the pool first so that this create must start a worker.
+            while h.get("/health").json()["poolReady"]:
+                _ok(h.post("/api/sessions", json={"agent": "b"}))
+            miss.append(_timed(lambda: _ok(h.post("/api/sessions", json={"agent": "b"}))))
+            bare.append(_timed(lambda: ray.get(_Bare.remote().ready.remote())))
+        sid = _ok(h.post("/api/sessions", json={"agent": "b"}))["session"]["id"]
+        for _ in range(n):
+            _ok(h.post(f"/api/sessions/{sid}/pause"))
+            warm.append(_timed(lambda: _ok(h.post(f"/api/sessions/{sid}/resume"))))
+        for i in range(n):
+            cid = _ok(h.post("/api/sessions", json={"agent": "b"}))["session"]["id"]
+            for turn in range(3):
+                body = {"content": f"turn {turn} of {i}"}
+                with h.stream("POST", f"/api/sessions/{cid}/messages", json=body) as r:
+                    r.read()
+            _ok(h.post(f"/api/sessions/{cid}/stop"))
+            _wait_pool(h, 1)
+            cold.append(_timed(lambda cid=cid: _ok(h.post(f"/api/sessions/{cid}/resume"))))
+            msgs = _ok(h.get(f"/api/sessions/{cid}/messages"))["messages"]
+            assert len(msgs) == 6, "cold resume lost the conversation"
+            _ok(h.delete(f"/api/sessions/{cid}"))
+        rows = [
+            row(f"{store}: create, warm pool hit", hit),
+            row(f"{store}: create, pool miss (new actor)", miss),
+            row(f"{store}: baseline: bare Ray actor start", bare),
+            row(f"{store}: warm resume (after pause)", warm),
+            row(f"{store}: cold resume, 3-turn history kept", cold),
+        ]
+    fake.stop()
+    print("\n".join(rows))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--database-url", default="")
+    args = ap.parse_args()
+    if args.store != "both":
+        run(args.store, args.n, args.database_url)
+        return
+    print(f"\nsession lifecycle over HTTP, n={args.n} each\n")
+    print(HEADER)
+    # One process per store: each gets its own Ray cluster and registry.
+    me = [sys.executable, __file__, "--n", str(args.n)]
+    subprocess.run([*me, "--store", "sqlite"], check=True)
+    from ash_ray.testing.postgres import TempPostgres
+
+    with TempPostgres() as pg:
+        subprocess.run([*me, "--store", "postgres", "--database-url", pg.url], check=True)
+
+
+if __name__ == "__main__":
+    main()
