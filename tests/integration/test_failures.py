@@ -6,11 +6,12 @@ import os
 import signal
 import time
 
+import httpx
 import pytest
 import ray
 
 from ash_ray.registry.actor import REGISTRY_NAME
-from tests.integration.conftest import Target, wait_for
+from tests.integration.conftest import API_KEY, Target, wait_for
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray
@@ -78,3 +79,34 @@ def test_registry_restart_loses_nothing(target: Target) -> None:
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
     assert len(msgs) == 4
     assert http.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.postgres
+def test_postgres_restart_during_turns_loses_nothing(
+    pg_server: str, agent_dir, postgres_server, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    with httpx.Client(
+        base_url=pg_server, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
+    ) as http:
+        http.post("/api/agents", json={"name": "helper", "path": str(agent_dir)})
+        sids = [new_session(http, "helper") for _ in range(2)]
+        fake_model.configure(chunk_delay_s=0.1)
+        try:
+            streams = []
+            for sid in sids:
+                body = {"content": "through a database restart " * 4,
+                        "includePartialMessages": True}
+                streams.append(http.stream("POST", f"/api/sessions/{sid}/messages", json=body))
+            responses = [s.__enter__() for s in streams]
+            postgres_server.restart()  # while both turns stream and write
+            results = [list(frames(r.iter_lines())) for r in responses]
+            for s in streams:
+                s.__exit__(None, None, None)
+        finally:
+            fake_model.configure(chunk_delay_s=0)
+        for sid, got in zip(sids, results, strict=True):
+            assert got[-1][1] == "done" and not any(f[1] == "error" for f in got)
+            stored = http.get(f"/api/sessions/{sid}/events").json()["events"]
+            assert [e["sequence"] for e in stored] == [f[0] for f in got]
+            msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+            assert [m["role"] for m in msgs] == ["user", "assistant"]
