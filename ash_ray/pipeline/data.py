@@ -10,7 +10,6 @@ Ray Data does not promise to run a map worker's finaliser.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from types import TracebackType
 from typing import Any, Literal
@@ -126,13 +125,6 @@ class PromptRunner:
         if self.options.get("output_format"):
             out["structured_output"] = col([o.get("structuredOutput") for o, _ in rows])
         return out
-
-    def __del__(self) -> None:
-        # Best effort only (Ray Data may kill the worker first): the ledger is the guarantee.
-        session, self.session = getattr(self, "session", None), None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                self.ledger.end.remote(session.id)
 
 
 class PipelineSessions:

@@ -6,10 +6,10 @@ possibly while one waits for a create, and the registry finishes a create whose 
 died. Here the create is the ledger's own call, its id is written down when it returns,
 and :meth:`SessionLedger.close` waits for creates in flight before ending everything.
 
-It is a threaded actor (``max_concurrency`` > 1, plain methods), not an asyncio one: with
-Ray 2.60 an asyncio actor called from Ray Data map workers that are being shut down
-sometimes dies in ``CoreWorker::ExecuteTask`` ("Check failed: erased == 1"), which would
-lose the ledger exactly when it is needed.
+Map workers have no finaliser on purpose. Ray Data drops them when the pipeline ends;
+with Ray 2.60, calls that two dying workers made from ``__del__`` reached this actor as
+tasks with clashing ids and crashed it ("Check failed" in the core worker), one run in
+three here. The ledger needs nothing from them at the end.
 """
 
 from __future__ import annotations

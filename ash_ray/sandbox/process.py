@@ -216,8 +216,10 @@ class ProcessSandbox:
             _killpg(proc)
             if cgroup is not None and self._active == 1:
                 await cgroup.kill()
-            with contextlib.suppress(ProcessLookupError):
-                await proc.wait()
+            # Bounded: asyncio's wait also waits for the pipes, which an escaped process
+            # could hold; the readers below are bounded the same way.
+            with contextlib.suppress(ProcessLookupError, TimeoutError):
+                await asyncio.wait_for(proc.wait(), _DRAIN_GRACE_S)
             _, pending = await asyncio.wait(readers, timeout=_DRAIN_GRACE_S)
             for task in pending:
                 # A process that escaped the group and the cgroup still holds the pipe.

@@ -63,13 +63,14 @@ def pipeline(agent: str, rows: int, concurrency: int) -> None:
     items = [{"id": i, "prompt": f"Summarise: {TEXTS[i % len(TEXTS)]}"} for i in range(rows)]
     ds = ray.data.from_items(items)
     answers = run_prompts(ds, agent, concurrency=concurrency, session_per="worker")
-    for row in sorted(answers.take_all(), key=lambda r: r["id"]):
+    rows_out = sorted(answers.take_all(), key=lambda r: r["id"])
+    for row in rows_out:
         status = row["error"] or f"{row['output_tokens']} tokens"
         print(f"  {row['id']:>3}  {str(row['answer'])[:60]:<60}  {status}")
-    print(f"{answers.count()} rows, {len({r['session_id'] for r in answers.take_all()})} sessions")
+    print(f"{len(rows_out)} rows, {len({r['session_id'] for r in rows_out})} sessions")
 
 
-def demo_cluster(rows: int) -> None:
+def demo_cluster() -> None:
     """Ray on loopback, the fake model, the registry, the example agent (no Serve)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ash_ray import app
@@ -103,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.demo:
-        demo_cluster(args.rows)
+        demo_cluster()
     else:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace=args.namespace)
     ash = connect(args.namespace)

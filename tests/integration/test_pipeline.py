@@ -22,8 +22,9 @@ from ash_ray.errors import (
     SessionNotFound,
     Unavailable,
 )
-from ash_ray.pipeline import AshRay, PipelineSessions, ask, connect, run_prompts
+from ash_ray.pipeline import AgentSession, AshRay, PipelineSessions, ask, connect, run_prompts
 from ash_ray.registry.actor import REGISTRY_NAME
+from tests.integration.conftest import wait_for
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray
@@ -118,6 +119,27 @@ def test_stream_yields_the_events_of_the_sse_stream(
         again = list(session.stream("second turn"))
         assert again[0][1] == "session_start" and again[-1][1] == "done"
         assert again[0][0] > events[-1][0]
+
+
+@ray.remote(num_cpus=0.01)
+def ask_in_a_task(session: AgentSession, agent: str) -> tuple[str, str]:
+    """A Ray task: use a session handed over, and connect on its own."""
+    return session.run("from a task")["result"], ask(agent, "task one-shot")["result"]
+
+
+def test_sessions_travel_into_ray_tasks(ash: AshRay, agent: str) -> None:
+    with ash.session(agent) as session:
+        handed, own = ray.get(ask_in_a_task.remote(session, agent), timeout=120)
+    assert handed == "echo: from a task" and own == "echo: task one-shot"
+
+
+def test_run_resumes_a_session_whose_worker_went_away(ash: AshRay, agent: str) -> None:
+    with ash.session(agent) as session:
+        assert session.run("first")["result"] == "echo: first"
+        ash.registry.stop.remote(session.id)  # the worker is released, the session is cold
+        wait_for(lambda: ash.get_session(session.id)["status"] == "stopped", timeout_s=30)
+        assert session.run("second")["result"] == "echo: second"
+        assert ash.get_session(session.id)["status"] == "active"
 
 
 def test_sessions_are_shared_with_http(ash: AshRay, agent: str, http: httpx.Client) -> None:

@@ -63,6 +63,11 @@ def processes_with(token: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
+                # Reading the cmdline of a process stuck in the kernel (state D, e.g. at
+                # a memory limit left by another test) can block: skip those.
+                stat = entry.joinpath("stat").read_text()
+                if stat.rsplit(")", 1)[-1].split()[0] == "D":
+                    continue
                 if token in entry.joinpath("cmdline").read_bytes().decode(errors="replace"):
                     found.append(int(entry.name))
             except OSError:
