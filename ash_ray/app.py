@@ -14,7 +14,10 @@ from ash_ray.api.app import create_api
 from ash_ray.api.context import IngressContext
 from ash_ray.config import Settings, load_settings
 from ash_ray.logs import configure_logging
-from ash_ray.registry.actor import REGISTRY_NAME, Registry
+from ash_ray.names import REGISTRY_NAME
+from ash_ray.registry.actor import Registry
+from ash_ray.session.actor import SessionWorker
+from ash_ray.store import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def ensure_registry(settings: Settings) -> Any:
             num_cpus=0,
             resources={"node:__internal_head__": 0.001},
         )
-        .remote(settings)
+        .remote(settings, SessionWorker, open_store)
     )
     ray.get(handle.ping.remote(), timeout=120)
     return handle

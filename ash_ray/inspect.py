@@ -6,7 +6,7 @@ from typing import Any
 
 import ray
 
-from ash_ray.registry.actor import REGISTRY_NAME
+from ash_ray.names import REGISTRY_NAME
 
 
 def live_sessions(address: str = "auto", namespace: str = "ash") -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import ray
 
 from ash_ray import app
 from ash_ray.config import Settings
-from ash_ray.registry.actor import REGISTRY_NAME
+from ash_ray.names import REGISTRY_NAME
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import httpx
 import ray
 from _harness import HEADER, local_ash, make_agent, pct, row
 
-from ash_ray.registry.actor import REGISTRY_NAME
+from ash_ray.names import REGISTRY_NAME
 from ash_ray.testing.fake_anthropic import FakeAnthropic
 
 PROMPT = "Please answer with a sentence of a reasonable length for the benchmark."

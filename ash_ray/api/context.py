@@ -8,7 +8,7 @@ from typing import Any
 import ray
 
 from ash_ray.config import Settings
-from ash_ray.registry.actor import REGISTRY_NAME
+from ash_ray.names import REGISTRY_NAME
 
 
 class IngressContext:

@@ -70,7 +70,7 @@ def turn_options(prompt: str, options: dict[str, Any]) -> dict[str, Any]:
         body = MessageCreate.model_validate({"content": prompt, **options})
     except ValidationError as exc:
         raise InvalidInput(f"invalid turn options: {exc.errors()[0]['msg']}") from None
-    return body.model_dump(exclude={"content"})
+    return body.model_dump(exclude={"content"}, exclude_none=True)
 
 
 def session_body(agent: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,16 @@ from ash_ray.models import (
     new_id,
     utcnow,
 )
+from ash_ray.names import REGISTRY_NAME, actor_name
 from ash_ray.registry.pool import Placement, Worker, WorkerPool
 from ash_ray.registry.stats import RegistryStats
 from ash_ray.registry.writer import WriteBehind
-from ash_ray.session.actor import actor_name
-from ash_ray.store import open_store
 from ash_ray.store.base import Store
 
 logger = logging.getLogger(__name__)
 
-REGISTRY_NAME = "ash-registry"
+__all__ = ["REGISTRY_NAME", "Registry"]
+
 LIVE_STATUSES = ("starting", "active", "paused")
 
 
@@ -66,15 +67,21 @@ class Live:
 class Registry:
     """See the module docstring. Methods are called with ``.remote()``; all are async."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_cls: type,
+        store_factory: Callable[[Settings], Store],
+    ) -> None:
         self.settings = settings
+        self.store_factory = store_factory
         self.started_at = time.time()
         self.stats = RegistryStats()
         self.stats.max_capacity.set(settings.max_sandboxes)
         self.store: Store | None = None
         self.writer: WriteBehind | None = None
         self.placement = Placement(settings)
-        self.pool = WorkerPool(settings, self.placement)
+        self.pool = WorkerPool(settings, self.placement, worker_cls)
         self.pool.count_hook = self._worker_count  # type: ignore[method-assign]
         self.live: dict[str, Live] = {}
         self.locks: dict[str, asyncio.Lock] = {}
@@ -94,7 +101,7 @@ class Registry:
 
     async def _start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(self.settings)
+        store = self.store_factory(self.settings)
         await store.open()
         self.store = store
         self.writer = WriteBehind(store, self.settings.store_flush_ms)

@@ -11,7 +11,7 @@ import ray
 from ash_ray.config import Settings
 from ash_ray.errors import Unavailable
 from ash_ray.models import new_id
-from ash_ray.session.actor import SessionWorker, actor_name
+from ash_ray.names import actor_name
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,10 @@ class Placement:
 class WorkerPool:
     """Pre-started, unbound workers; refilled in the background up to ``warm_pool_size``."""
 
-    def __init__(self, settings: Settings, placement: Placement) -> None:
+    def __init__(self, settings: Settings, placement: Placement, worker_cls: type) -> None:
         self.settings = settings
         self.placement = placement
+        self.worker_cls = worker_cls
         self.idle: list[Worker] = []
         self.warming = 0
         self._refill: asyncio.Task[None] | None = None
@@ -77,7 +78,7 @@ class WorkerPool:
     async def spawn(self, sandbox_id: str | None = None) -> Worker:
         """Start a worker and wait until it answers; Unavailable when it cannot be placed."""
         sid = sandbox_id or new_id()
-        actor_cls: Any = ray.remote(SessionWorker)
+        actor_cls: Any = ray.remote(self.worker_cls)
         handle = actor_cls.options(**self.placement.options(sid)).remote(self.settings, sid)
         try:
             await asyncio.wait_for(handle.ready.remote(), READY_TIMEOUT_S)
@@ -94,12 +95,9 @@ class WorkerPool:
         self.refill_soon()
         return worker
 
-    def refill_soon(self, live_workers: int | None = None) -> None:
+    def refill_soon(self) -> None:
         if self._refill is None or self._refill.done():
             self._refill = asyncio.create_task(self._fill())
-
-    def room_for_pool(self) -> bool:
-        return True
 
     async def _fill(self) -> None:
         while len(self.idle) + self.warming < self.settings.warm_pool_size:

@@ -34,6 +34,7 @@ from ash_ray.models import (
     new_id,
     utcnow,
 )
+from ash_ray.names import REGISTRY_NAME
 from ash_ray.sandbox import Sandbox, create_sandbox
 from ash_ray.session import workspace
 from ash_ray.session.events import Event, EventLog
@@ -41,12 +42,7 @@ from ash_ray.session.metrics import SessionMetrics
 
 logger = logging.getLogger(__name__)
 
-REGISTRY_NAME = "ash-registry"
 FLUSH_INTERVAL_S = 0.02
-
-
-def actor_name(sandbox_id: str) -> str:
-    return f"ash-session-{sandbox_id}"
 
 
 class SessionWorker:

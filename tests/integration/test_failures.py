@@ -10,7 +10,7 @@ import httpx
 import pytest
 import ray
 
-from ash_ray.registry.actor import REGISTRY_NAME
+from ash_ray.names import REGISTRY_NAME
 from tests.integration.conftest import API_KEY, Target, wait_for
 from tests.integration.sse import frames, new_session, send
 

@@ -9,8 +9,7 @@ import httpx
 import pytest
 import ray
 
-from ash_ray.registry.actor import REGISTRY_NAME
-from ash_ray.session.actor import actor_name
+from ash_ray.names import REGISTRY_NAME, actor_name
 from tests.integration.conftest import Target
 from tests.integration.sse import new_session, send
 
