@@ -18,7 +18,8 @@
     ├── AtCapacity                   503  every sandbox slot runs a turn
     ├── Unavailable                  503  the cluster or store cannot serve right now
     ├── StoreError                   500  the database failed after retries
-    └── SandboxError                 500  a sandbox could not be set up
+    ├── SandboxError                 500  a sandbox could not be set up
+    └── TurnFailed                   500  a turn ended in error (model API, tool crash)
 
 Errors cross Ray actor boundaries by pickling, so every class keeps the signature
 ``__init__(self, message, **fields)`` and ``__reduce__`` rebuilds it with its fields.
@@ -115,3 +116,7 @@ class StoreError(AshError):
 
 class SandboxError(AshError):
     pass
+
+
+class TurnFailed(AshError):
+    """A turn ended with an ``error`` event (raised by pipeline helpers that ask to raise)."""

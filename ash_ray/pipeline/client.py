@@ -17,12 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from ash_ray.errors import AshError, AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
 from ash_ray.models import MessageCreate, SessionCreate, parse_uuid
+from ash_ray.names import REGISTRY_NAME
 
 DEFAULT_NAMESPACE = "ash"
-# The same name as ash_ray.registry.actor.REGISTRY_NAME (a test holds them equal). Not
-# imported from there: that module pulls in the agent loop and the anthropic SDK, seconds
-# of import in every Ray Data map worker that only needs to call the registry.
-REGISTRY_NAME = "ash-registry"
 # Registry calls are quick; a create may wait for a slot (ASH_CAPACITY_WAIT_S, max 600 s).
 REGISTRY_TIMEOUT_S = 660.0
 

@@ -19,7 +19,7 @@ import ray
 import ray.data
 from ray.data.dataset import MaterializedDataset
 
-from ash_ray.errors import AshError, InvalidInput
+from ash_ray.errors import InvalidInput, TurnFailed
 from ash_ray.models import new_id
 from ash_ray.pipeline.client import (
     DEFAULT_NAMESPACE,
@@ -101,7 +101,7 @@ class PromptRunner:
                 else None
             )
             if error and self.on_error == "raise":
-                raise AshError(
+                raise TurnFailed(
                     f"a turn of session {outcome.get('sessionId')} failed: {error}",
                     session_id=outcome.get("sessionId"),
                 )

@@ -38,6 +38,8 @@ class Placement:
         return self.slots_total > 0
 
     def options(self, sandbox_id: str) -> dict[str, Any]:
+        # Slotted nodes may join after the registry started (a worker group scaling up).
+        self.refresh()
         s = self.settings
         opts: dict[str, Any] = {
             "name": actor_name(sandbox_id),
@@ -55,6 +57,7 @@ class Placement:
 
     def has_room(self, live_workers: int) -> bool:
         """Whether one more worker can be placed now (slots when declared, else CPU/memory)."""
+        self.refresh()
         if self.uses_slots:
             return live_workers < self.slots_total
         avail = ray.available_resources()

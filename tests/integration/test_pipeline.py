@@ -6,6 +6,8 @@ sessions over HTTP), the registry, session workers and the fake model.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,8 @@ from ash_ray.errors import (
     SessionNotFound,
     Unavailable,
 )
+from ash_ray.names import REGISTRY_NAME
 from ash_ray.pipeline import AgentSession, AshRay, PipelineSessions, ask, connect, run_prompts
-from ash_ray.registry.actor import REGISTRY_NAME
 from tests.integration.conftest import wait_for
 from tests.integration.sse import frames, new_session, send
 
@@ -51,10 +53,11 @@ def live_of(ash: AshRay, agent: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- sessions from a driver
 
 
-def test_the_registry_name_is_the_registrys_own() -> None:
-    from ash_ray.pipeline import client
-
-    assert client.REGISTRY_NAME == REGISTRY_NAME
+def test_map_workers_do_not_import_the_agent_loop() -> None:
+    # Every Ray Data map worker imports ash_ray.pipeline: it must stay light (no anthropic).
+    code = "import sys, ash_ray.pipeline; print(sorted(m for m in sys.modules if 'anthropic' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_connect_names_the_missing_registry(server: str) -> None:
