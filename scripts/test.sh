@@ -20,7 +20,7 @@ python3 -m pip install -q -e '.[test]'
 rm -f /tmp/ray/ray_current_cluster
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 
-python3 -m ruff check ash_ray tests benchmarks
+python3 -m ruff check ash_ray tests benchmarks examples
 python3 -m mypy
 set +e
 python3 -m pytest -q -p no:cacheprovider "$@"
