@@ -90,3 +90,18 @@ def test_interrupt_stops_a_running_turn(
     assert result["subtype"] == "interrupted"
     assert got[-1][1] == "done"
     assert len([f for f in got if f[1] == "text_delta"]) < 40
+
+
+def test_idle_streams_get_heartbeats(
+    http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    sid = new_session(http, agent)
+    fake_model.configure(first_token_delay_s=2.5)  # the test server beats every second
+    try:
+        with http.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "hb"}) as r:
+            assert r.headers["x-accel-buffering"] == "no"
+            lines = list(r.iter_lines())
+    finally:
+        fake_model.configure(first_token_delay_s=0)
+    assert ": ping" in lines
+    assert lines[lines.index(": ping") - 1] == ""  # a comment between whole frames
