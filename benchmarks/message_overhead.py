@@ -88,6 +88,43 @@ def through_ray(sid: str, namespace: str, n: int) -> tuple[list[float], list[flo
     return ttft, total
 
 
+def serve_floor(url: str, n: int) -> list[float]:
+    """Baseline: a trivial streaming FastAPI app on the same Serve proxy (8 SSE frames)."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(
+        ray_actor_options={
+            "num_cpus": 0,
+            "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}},
+        }
+    )
+    @serve.ingress(api)
+    class Floor:
+        @api.post("/")
+        async def stream(self) -> StreamingResponse:
+            async def frames():  # type: ignore[no-untyped-def]
+                for i in range(8):
+                    yield f"id: {i}\nevent: text_delta\ndata: {{}}\n\n".encode()
+
+            return StreamingResponse(frames(), media_type="text/event-stream")
+
+    serve.run(Floor.bind(), name="floor", route_prefix="/floor")
+    out = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for i in range(n + 5):
+            t0 = time.perf_counter()
+            with http.stream("POST", "/floor/") as r:
+                for _ in r.iter_lines():
+                    pass
+            if i >= 5:
+                out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50)
@@ -118,6 +155,7 @@ def main() -> None:
             t, tot = through_ash(url, sid, args.n // rounds)
             a_ttft += t
             a_total += tot
+        floor = serve_floor(url, args.n)
     fake.stop()
     print(f"\nmessage overhead: model first-token delay {args.first_token_ms} ms, "
           f"chunk delay {args.chunk_ms} ms, {len(a_total)} messages per path\n")
@@ -128,6 +166,7 @@ def main() -> None:
     print(row("direct SDK -> fake: complete", d_total))
     print(row("ash-ray HTTP/SSE: done", a_total))
     print(row("ray-native ask_stream (no HTTP): done", r_total))
+    print(row("baseline: Serve floor, trivial 8-frame SSE", floor))
     print()
     print(json.dumps({
         "overhead_first_token_p50_ms": round(pct(a_ttft, 50) - pct(d_ttft, 50), 2),

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ash_ray import __version__
 from ash_ray.api import errors
@@ -17,20 +15,28 @@ from ash_ray.api.routes_sessions import sessions_router
 from ash_ray.sandbox import detect_limit_mode
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """413 for bodies over the limit, decided from Content-Length before reading."""
+class BodyLimit:
+    """413 for bodies over the limit, decided from Content-Length before reading.
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        super().__init__(app)
+    Pure ASGI (not BaseHTTPMiddleware), so that SSE chunks pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
         self.max_bytes = max_bytes
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return errors.error_response(
-                413, f"request body of {length} bytes is over the {self.max_bytes}-byte limit"
-            )
-        return await call_next(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    response = errors.error_response(
+                        413,
+                        f"request body of {int(value)} bytes is over the "
+                        f"{self.max_bytes}-byte limit",
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def create_api(ctx: IngressContext) -> FastAPI:
