@@ -19,6 +19,7 @@ import httpx
 import ray
 from _harness import HEADER, local_ash, make_agent, row
 
+from ash_ray.names import REGISTRY_NAME
 from ash_ray.testing.fake_anthropic import FakeAnthropic
 
 
@@ -71,6 +72,12 @@ def run(store: str, n: int, database_url: str) -> None:
         for _ in range(n):
             _ok(h.post(f"/api/sessions/{sid}/pause"))
             warm.append(_timed(lambda: _ok(h.post(f"/api/sessions/{sid}/resume"))))
+        registry = ray.get_actor(REGISTRY_NAME, namespace=_settings.namespace)
+        warm_ray, health_http = [], []
+        for _ in range(n):
+            ray.get(registry.pause.remote(sid))
+            warm_ray.append(_timed(lambda: ray.get(registry.resume.remote(sid))))
+            health_http.append(_timed(lambda: _ok(h.get("/health"))))
         for i in range(n):
             cid = _ok(h.post("/api/sessions", json={"agent": "b"}))["session"]["id"]
             for turn in range(3):
@@ -88,6 +95,8 @@ def run(store: str, n: int, database_url: str) -> None:
             row(f"{store}: create, pool miss (new actor)", miss),
             row(f"{store}: baseline: bare Ray actor start", bare),
             row(f"{store}: warm resume (after pause)", warm),
+            row(f"{store}: warm resume, registry call from a driver", warm_ray),
+            row(f"{store}: baseline: GET /health (HTTP floor)", health_http),
             row(f"{store}: cold resume, 3-turn history kept", cold),
         ]
     fake.stop()

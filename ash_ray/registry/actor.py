@@ -349,10 +349,7 @@ class Registry:
             if rec.status == "ended":
                 raise SessionEnded(f"session {session_id} has ended", session_id=session_id)
             live = self.live.get(session_id)
-            if live is not None and await self._usable(live):
-                if live.record.status != "active":
-                    live.record = live.record.model_copy(update={"status": "active"})
-                    await live.handle.set_status.remote("active", False)
+            if live is not None and await self._flip_active(live):
                 self.stats.count_resume("warm", None, (time.perf_counter() - started) * 1000)
                 return live.record.public()
             agent = await store.get_agent(rec.agent_name)
@@ -372,6 +369,19 @@ class Registry:
             source = "store" if snapshot is not None else "fresh"
             self.stats.count_resume("cold", source, (time.perf_counter() - started) * 1000)
             return rec.public()
+
+    async def _flip_active(self, live: Live) -> bool:
+        """Warm resume: one call to the worker; False when the worker is gone."""
+        try:
+            if live.record.status != "active":
+                await live.handle.set_status.remote("active", False)
+                live.record = live.record.model_copy(update={"status": "active"})
+            else:
+                await live.handle.ready.remote()
+            return True
+        except ray.exceptions.RayError:
+            self.live.pop(live.record.id, None)
+            return False
 
     async def _usable(self, live: Live) -> bool:
         try:

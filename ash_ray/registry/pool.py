@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 # A worker that cannot start in this time is not coming (no node can place it).
 READY_TIMEOUT_S = 120.0
+REFILL_DELAY_S = 0.25
 
 Worker = tuple[str, Any]  # (sandbox id, actor handle)
 
@@ -95,14 +96,17 @@ class WorkerPool:
 
     def take(self) -> Worker | None:
         worker = self.idle.pop() if self.idle else None
-        self.refill_soon()
+        self.refill_soon(delay_s=REFILL_DELAY_S)
         return worker
 
-    def refill_soon(self) -> None:
+    def refill_soon(self, delay_s: float = 0.0) -> None:
         if self._refill is None or self._refill.done():
-            self._refill = asyncio.create_task(self._fill())
+            self._refill = asyncio.create_task(self._fill(delay_s))
 
-    async def _fill(self) -> None:
+    async def _fill(self, delay_s: float = 0.0) -> None:
+        # Starting a worker process eats a core for a while: let the request that took
+        # the pooled worker answer first.
+        await asyncio.sleep(delay_s)
         while len(self.idle) + self.warming < self.settings.warm_pool_size:
             if not self.placement.has_room(self.count_hook()):
                 return

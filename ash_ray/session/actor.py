@@ -104,10 +104,9 @@ class SessionWorker:
         if self.record is not None and self.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {self.record.id}")
         ws = self.settings.workspaces_dir / record.id
-        if snapshot is not None:
-            await asyncio.to_thread(workspace.restore, ws, snapshot)
-        elif not ws.exists():
-            await asyncio.to_thread(workspace.seed, ws, Path(agent_path))
+        self.last_signature = await asyncio.to_thread(
+            workspace.prepare, ws, Path(agent_path), snapshot
+        )
         self.spec = load_agent(Path(agent_path))
         self.sandbox = create_sandbox(
             self.settings, ws, extra_env={**self.spec.env, **record.config.extra_env},
@@ -120,7 +119,6 @@ class SessionWorker:
         self.log = EventLog(record.id, last_seq=record.last_seq)
         self.conversation = list(conversation)
         self.saved_messages = len(self.conversation)
-        self.last_signature = await asyncio.to_thread(workspace.signature, ws)
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush_loop())
         return await self.ready()

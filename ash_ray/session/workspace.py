@@ -21,6 +21,19 @@ def seed(workspace: Path, agent_path: Path) -> None:
     shutil.copytree(agent_path, workspace, ignore=_SKIP, symlinks=True)
 
 
+def prepare(workspace: Path, agent_path: Path, snapshot: bytes | None) -> tuple:
+    """A session's workspace before its first turn here; returns its signature.
+
+    From the snapshot when there is one, else the copy already on this node, else a
+    fresh copy of the agent folder.
+    """
+    if snapshot is not None:
+        restore(workspace, snapshot)
+    elif not workspace.exists():
+        seed(workspace, agent_path)
+    return signature(workspace)
+
+
 def signature(workspace: Path) -> tuple[tuple[str, int, int], ...]:
     """Cheap change detector: (path, size, mtime_ns) of every file."""
     out = []
