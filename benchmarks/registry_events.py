@@ -49,6 +49,9 @@ class Caller:
         self.registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
         self.batches = batches
 
+    def ready(self) -> bool:
+        return True
+
     async def run(self) -> float:
         t0 = time.perf_counter()
         for batch in self.batches:
@@ -60,9 +63,10 @@ def through_registry(settings: Any, callers: int, batches: int, size: int) -> fl
     app.ensure_registry(settings)
     actors = [Caller.remote(settings.namespace, _batches(new_id(), batches, size))
               for _ in range(callers)]
-    ray.get([a.run.remote() for a in actors[:1]])  # warm-up of the path (first caller)
+    ray.get([a.run.remote() for a in actors])  # warm-up: workers started, path exercised
     actors = [Caller.remote(settings.namespace, _batches(new_id(), batches, size))
               for _ in range(callers)]
+    ray.get([a.ready.remote() for a in actors])  # actor start-up is not part of the figure
     t0 = time.perf_counter()
     ray.get([a.run.remote() for a in actors])
     return callers * batches * size / (time.perf_counter() - t0)
