@@ -37,7 +37,7 @@ from ash_ray.models import (
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.sandbox import Sandbox, create_sandbox
 from ash_ray.session import workspace
-from ash_ray.session.events import Event, EventLog
+from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
 
 logger = logging.getLogger(__name__)
@@ -257,11 +257,6 @@ class SessionWorker:
         running = self.turn_open
         self.interrupt_flag.set()
         return running
-
-    async def wait_events(self, after: int, timeout_s: float) -> list[Event]:
-        """Events with seq > after, waiting up to timeout_s for the first."""
-        _, log = self._session()
-        return await log.wait(after, timeout_s)
 
     async def stream_events(self, after: int, heartbeat_s: float):  # type: ignore[no-untyped-def]
         """Batches of events with seq > after until ``done`` (``[]`` = heartbeat).
