@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
 import ray
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from ash_ray.api import sse
@@ -40,12 +42,11 @@ def _streaming(body: Any) -> StreamingResponse:
 
 def sessions_router(ctx: IngressContext) -> APIRouter:
     router = APIRouter(prefix="/api/sessions", tags=["sessions"])
-    reg = ctx
 
     @router.post("", status_code=201)
     async def create(body: SessionCreate) -> dict[str, Any]:
         """Open a session on a deployed agent (503 when every slot runs a turn)."""
-        return {"session": await reg.registry.create_session.remote(body.model_dump())}
+        return {"session": await ctx.registry.create_session.remote(body.model_dump())}
 
     @router.get("")
     async def list_sessions(
@@ -56,41 +57,41 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
     ) -> dict[str, Any]:
         if status is not None and status not in SESSION_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(SESSION_STATUSES)}")
-        rows = await reg.registry.list_sessions.remote(agent, status, limit, offset)
+        rows = await ctx.registry.list_sessions.remote(agent, status, limit, offset)
         return {"sessions": rows}
 
     @router.get("/{session_id}")
     async def get_session(session_id: str) -> dict[str, Any]:
-        return {"session": await reg.registry.get_session.remote(parse_uuid(session_id))}
+        return {"session": await ctx.registry.get_session.remote(parse_uuid(session_id))}
 
     @router.delete("/{session_id}")
     async def delete_session(session_id: str) -> dict[str, Any]:
         sid = parse_uuid(session_id)
         ctx.forget(sid)
-        return {"session": await reg.registry.end.remote(sid)}
+        return {"session": await ctx.registry.end.remote(sid)}
 
     @router.post("/{session_id}/pause")
     async def pause(session_id: str) -> dict[str, Any]:
-        return {"session": await reg.registry.pause.remote(parse_uuid(session_id))}
+        return {"session": await ctx.registry.pause.remote(parse_uuid(session_id))}
 
     @router.post("/{session_id}/stop")
     async def stop(session_id: str) -> dict[str, Any]:
         sid = parse_uuid(session_id)
         ctx.forget(sid)
-        return {"session": await reg.registry.stop.remote(sid)}
+        return {"session": await ctx.registry.stop.remote(sid)}
 
     @router.post("/{session_id}/resume")
     async def resume(session_id: str) -> dict[str, Any]:
-        return {"session": await reg.registry.resume.remote(parse_uuid(session_id))}
+        return {"session": await ctx.registry.resume.remote(parse_uuid(session_id))}
 
     @router.post("/{session_id}/fork", status_code=201)
     async def fork(session_id: str) -> dict[str, Any]:
-        return {"session": await reg.registry.fork.remote(parse_uuid(session_id))}
+        return {"session": await ctx.registry.fork.remote(parse_uuid(session_id))}
 
     @router.patch("/{session_id}/config")
     async def patch_config(session_id: str, body: SessionConfigPatch) -> dict[str, Any]:
         patch = body.model_dump(exclude_unset=True)
-        return {"session": await reg.registry.patch_config.remote(parse_uuid(session_id), patch)}
+        return {"session": await ctx.registry.patch_config.remote(parse_uuid(session_id), patch)}
 
     @router.post("/{session_id}/messages")
     async def send(session_id: str, body: MessageCreate) -> StreamingResponse:
@@ -104,7 +105,7 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
             handle = await ctx.worker(sid, fresh=True)
             start = await handle.send.remote(body.content, options)
         return _streaming(
-            sse.pump(handle, reg.registry, sid, start - 1, ctx.settings.sse_heartbeat_s)
+            sse.pump(handle, ctx.registry, sid, start - 1, ctx.settings.sse_heartbeat_s)
         )
 
     @router.get("/{session_id}/stream")
@@ -122,13 +123,13 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
                 raise InvalidInput("Last-Event-ID must be an event sequence number") from None
         handle = await _live_running(sid)
         if handle is None:
-            return _streaming(sse.from_store(reg.registry, sid, after))
+            return _streaming(sse.from_store(ctx.registry, sid, after))
         heartbeat = ctx.settings.sse_heartbeat_s
-        return _streaming(sse.pump(handle, reg.registry, sid, after, heartbeat, replay=True))
+        return _streaming(sse.pump(handle, ctx.registry, sid, after, heartbeat, replay=True))
 
     async def _live_running(sid: str) -> Any | None:
         """The worker when a turn is running in it; None means: replay from the store."""
-        handle = await reg.registry.live_handle.remote(sid)  # 404 for unknown sessions
+        handle = await ctx.registry.live_handle.remote(sid)  # 404 for unknown sessions
         if handle is None:
             return None
         try:
@@ -140,8 +141,8 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
     @router.post("/{session_id}/interrupt")
     async def interrupt(session_id: str) -> dict[str, Any]:
         sid = parse_uuid(session_id)
-        session = await reg.registry.get_session.remote(sid)
-        handle = await reg.registry.live_handle.remote(sid)
+        session = await ctx.registry.get_session.remote(sid)
+        handle = await ctx.registry.live_handle.remote(sid)
         interrupted = False
         if handle is not None:
             try:
@@ -156,7 +157,7 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
         after: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        rows = await reg.registry.list_messages.remote(parse_uuid(session_id), after, limit)
+        rows = await ctx.registry.list_messages.remote(parse_uuid(session_id), after, limit)
         return {"messages": rows}
 
     @router.get("/{session_id}/events")
@@ -166,11 +167,11 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
         limit: int = Query(1000, ge=1, le=100_000),
     ) -> dict[str, Any]:
         sid = parse_uuid(session_id)
-        rows = await reg.registry.list_events.remote(sid, after, limit)
+        rows = await ctx.registry.list_events.remote(sid, after, limit)
         return {"events": [_timeline(sid, *row) for row in rows]}
 
     @router.post("/{session_id}/exec")
-    async def exec_command(session_id: str, body: ExecRequest, request: Request) -> dict:
+    async def exec_command(session_id: str, body: ExecRequest) -> dict:
         """Run a shell command in the session sandbox (same limits as the agent's Bash)."""
         timeout = body.timeout
         if timeout is not None and timeout > 1000:
@@ -182,9 +183,6 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
 
 
 def _timeline(sid: str, seq: int, type_: str, data: dict, created_at: str) -> dict[str, Any]:
-    import json
-    import uuid
-
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sid}/{seq}")),
         "sessionId": sid,

@@ -81,8 +81,7 @@ class Registry:
         self.store: Store | None = None
         self.writer: WriteBehind | None = None
         self.placement = Placement(settings)
-        self.pool = WorkerPool(settings, self.placement, worker_cls)
-        self.pool.count_hook = self._worker_count  # type: ignore[method-assign]
+        self.pool = WorkerPool(settings, self.placement, worker_cls, self._worker_count)
         self.live: dict[str, Live] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.accepting = True

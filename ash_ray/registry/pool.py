@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -71,10 +72,17 @@ class Placement:
 class WorkerPool:
     """Pre-started, unbound workers; refilled in the background up to ``warm_pool_size``."""
 
-    def __init__(self, settings: Settings, placement: Placement, worker_cls: type) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        placement: Placement,
+        worker_cls: type,
+        live_workers: Callable[[], int],
+    ) -> None:
         self.settings = settings
         self.placement = placement
         self.worker_cls = worker_cls
+        self.live_workers = live_workers  # every worker in the cluster, bound or pooled
         self.idle: list[Worker] = []
         self.warming = 0
         self._refill: asyncio.Task[None] | None = None
@@ -108,7 +116,7 @@ class WorkerPool:
         # the pooled worker answer first.
         await asyncio.sleep(delay_s)
         while len(self.idle) + self.warming < self.settings.warm_pool_size:
-            if not self.placement.has_room(self.count_hook()):
+            if not self.placement.has_room(self.live_workers()):
                 return
             self.warming += 1
             try:
@@ -118,10 +126,6 @@ class WorkerPool:
                 return
             finally:
                 self.warming -= 1
-
-    def count_hook(self) -> int:
-        """Live workers in the cluster; the registry replaces this with its own count."""
-        return len(self.idle) + self.warming
 
     def drain(self) -> None:
         for _sid, handle in self.idle:
