@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 import ray
@@ -13,6 +14,7 @@ from ray.serve import Application
 from ash_ray.api.app import create_api
 from ash_ray.api.context import IngressContext
 from ash_ray.config import Settings, load_settings
+from ash_ray.errors import AshError
 from ash_ray.logs import configure_logging
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.registry.actor import Registry
@@ -53,6 +55,7 @@ class AshIngress:
 
     def __init__(self, settings: Settings) -> None:
         configure_logging(settings)
+        _reusable_direct_ingress_socket()  # the server starts after this constructor
         ensure_registry(settings)
         self.ctx = IngressContext(settings)
         if not settings.auth_enabled:
@@ -70,7 +73,7 @@ def application(settings: Settings) -> Application:
         num_replicas=settings.serve_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
         graceful_shutdown_timeout_s=max(settings.drain_timeout_s, 1.0),
-        # One replica a node: each pod of the chart then runs a proxy and answers /health.
+        # One replica a node: each pod of the chart answers ASH_PORT and its /health probe.
         max_replicas_per_node=1,
         ray_actor_options={
             "num_cpus": 0,
@@ -92,12 +95,108 @@ def loopback_ray_env() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def start_serve(settings: Settings) -> None:
-    """Run the ash app on the connected Ray cluster, HTTP on ASH_HOST:ASH_PORT."""
-    serve.start(
-        http_options={"host": settings.host, "port": settings.port}, proxy_location="EveryNode"
+DIRECT_INGRESS_FLAG = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+DIRECT_INGRESS_KEYS = (
+    DIRECT_INGRESS_FLAG,
+    "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT",
+    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT",
+    "RAY_SERVE_PORT_QUARANTINE_S",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+)
+
+
+def serve_ray_env(settings: Settings) -> dict[str, str]:
+    """What Ray's processes must inherit (set before Ray starts) for our Serve setup.
+
+    With direct ingress the ingress replica of each node listens on ASH_PORT itself: one
+    process and one Ray hop less per request and per SSE chunk than through the proxy.
+    The port range holds just ASH_PORT, released without quarantine, so a replica that
+    restarts gets it back at once; draining waits for open streams, not a fixed period.
+    """
+    if not settings.direct_ingress:
+        return {}
+    values = (
+        "1", str(settings.port), str(settings.port + 1), "0", "0",
     )
+    return dict(zip(DIRECT_INGRESS_KEYS, values, strict=True))
+
+
+def prepare_ray_env(settings: Settings) -> None:
+    """Export :func:`serve_ray_env` to this process, whose children start Ray.
+
+    Values inherited from another instance are replaced. Fails early, naming the port,
+    when another process listens on ASH_PORT (Serve would only retry its replica).
+    """
+    env = serve_ray_env(settings)
+    if env and not _bindable(settings.host, settings.port):
+        raise AshError(f"ASH_PORT {settings.port} is in use by another process")
+    for key in DIRECT_INGRESS_KEYS:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether a listener may bind ``port`` (connections left in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _reusable_direct_ingress_socket() -> None:
+    """Bind Serve's direct-ingress socket with address reuse, as Serve binds its proxy's.
+
+    Serve 2.60 binds it without SO_REUSEADDR; the connections a crashed server leaves in
+    TIME_WAIT would then block ASH_PORT for a minute and a restart would fail.
+    """
+    from ray.serve._private import replica as serve_replica
+
+    start = getattr(serve_replica, "start_asgi_http_server", None)
+    if start is None or getattr(start, "ash_reuse", False):
+        return
+
+    async def start_reusable(*args: Any, **kwargs: Any) -> Any:
+        kwargs["enable_so_reuseport"] = True
+        return await start(*args, **kwargs)
+
+    start_reusable.ash_reuse = True  # type: ignore[attr-defined]
+    serve_replica.start_asgi_http_server = start_reusable
+
+
+@ray.remote(num_cpus=0)
+def _head_env(key: str) -> str:
+    return os.environ.get(key, "")
+
+
+def direct_ingress_active(settings: Settings) -> bool:
+    """True when the cluster's Ray processes run Serve with direct ingress on ASH_PORT."""
+    if not settings.direct_ingress:
+        return False
+    task: Any = _head_env.options(resources={"node:__internal_head__": 0.001})
+    wanted = serve_ray_env(settings)
+    keys = [DIRECT_INGRESS_FLAG, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]
+    if ray.get([task.remote(key) for key in keys], timeout=120) == [wanted[k] for k in keys]:
+        return True
+    logger.info("this Ray cluster runs Serve without direct ingress: ASH_PORT is the proxy's")
+    return False
+
+
+def start_serve(settings: Settings) -> str:
+    """Run the ash app on the connected Ray cluster, HTTP on ASH_HOST:ASH_PORT.
+
+    Direct ingress: the replicas answer ASH_PORT, the Serve proxy runs beside them on
+    ASH_PROXY_PORT. Otherwise the proxy answers ASH_PORT.
+    """
+    direct = direct_ingress_active(settings)
+    port = settings.serve_proxy_port if direct else settings.port
+    serve.start(http_options={"host": settings.host, "port": port}, proxy_location="EveryNode")
     serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    if direct:
+        return f"direct to the ingress replicas (Serve proxy on :{port})"
+    return "through the Serve proxy"
 
 
 def drain(settings: Settings, timeout_s: float | None = None) -> dict[str, Any]:

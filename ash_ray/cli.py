@@ -84,6 +84,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     configure_logging(settings)
     app.loopback_ray_env()
+    app.prepare_ray_env(settings)
     out(f"starting ash-ray {__version__}: local Ray on 127.0.0.1 ...", err=True)
     ray.init(
         address="local",
@@ -95,9 +96,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     )
     try:
         app.ensure_registry(settings)
-        app.start_serve(settings)
+        ingress = app.start_serve(settings)
         _wait_healthy(f"http://127.0.0.1:{settings.port}")
         _announce(settings, ray)
+        out(f"  ingress:   {ingress}")
         _block_until_signal()
         out("draining: pausing and snapshotting live sessions ...", err=True)
         result = app.drain(settings)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ash_ray.errors import ConfigError
@@ -31,6 +38,15 @@ class Settings(BaseSettings):
     )
     sse_heartbeat_s: float = Field(15.0, gt=0, le=300, description="SSE comment interval.")
     serve_replicas: int = Field(1, ge=1, le=64, description="Ingress replicas per app.")
+    direct_ingress: bool = Field(
+        True,
+        description="Ingress replicas answer ASH_PORT themselves (Serve direct ingress); "
+        "false: through the Serve proxy.",
+    )
+    proxy_port: int = Field(
+        0, ge=0, le=65535,
+        description="Serve proxy port with direct ingress on; 0 = ASH_PORT + 1.",
+    )
     max_ongoing_requests: int = Field(
         1000, ge=1, description="Concurrent requests per replica; each SSE stream holds one."
     )
@@ -135,6 +151,18 @@ class Settings(BaseSettings):
         if value and not value.startswith(("postgresql://", "postgres://", "sqlite:")):
             raise ValueError("must start with postgresql:// (or be empty for SQLite)")
         return value
+
+    @field_validator("proxy_port")
+    @classmethod
+    def _proxy_port_free(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("port"):
+            raise ValueError("must differ from ASH_PORT (the ingress replica listens there)")
+        return value
+
+    @property
+    def serve_proxy_port(self) -> int:
+        """Where the Serve proxy listens when the replicas take ASH_PORT."""
+        return self.proxy_port or (self.port + 1 if self.port < 65535 else self.port - 1)
 
     @property
     def store_kind(self) -> str:

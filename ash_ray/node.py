@@ -49,6 +49,7 @@ def _stop_event() -> threading.Event:
 
 def run_head(settings: Settings, announce: Any) -> int:
     stop = _stop_event()
+    app.prepare_ray_env(settings)
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=settings.namespace)
     else:
@@ -59,8 +60,9 @@ def run_head(settings: Settings, announce: Any) -> int:
         ray.init(address="auto", namespace=settings.namespace)
     try:
         app.ensure_registry(settings)
-        app.start_serve(settings)
+        ingress = app.start_serve(settings)
         announce(settings, ray)
+        logger.info("HTTP on :%d, %s", settings.port, ingress)
         while not stop.wait(1):
             pass
         result = app.drain(settings)
@@ -80,6 +82,7 @@ def run_worker(settings: Settings) -> int:
     if not settings.ray_head_address:
         raise SystemExit("error: ASH_RAY_HEAD_ADDRESS is required for a worker pod")
     stop = _stop_event()
+    app.prepare_ray_env(settings)
     while not stop.is_set():
         code = subprocess.call(["ray", "start", "--address", settings.ray_head_address, *RAY_PORTS])
         if code == 0:

@@ -31,6 +31,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(count: int) -> int:
+    """A free port p with p+1 .. p+count-1 free too (one direct-ingress port an app)."""
+    while True:
+        port = free_port()
+        try:
+            for k in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + k))
+        except OSError:
+            continue
+        return port
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -53,12 +66,18 @@ HEADER = (
 
 
 @contextmanager
-def local_ash(**overrides: Any) -> Iterator[tuple[str, Settings]]:
-    """Start ash-ray in this process on a fresh data dir; yield (url, settings)."""
+def local_ash(apps: int = 1, **overrides: Any) -> Iterator[tuple[str, Settings]]:
+    """Start ash-ray in this process on a fresh data dir; yield (url, settings).
+
+    ``apps``: how many Serve apps the benchmark will run (each ingress takes a port).
+    """
     data = Path(tempfile.mkdtemp(prefix="ash-bench-"))
     settings = load_settings(
-        data_dir=data, port=free_port(), dashboard=False, session_num_cpus=0.01, **overrides
+        data_dir=data, port=free_port_run(apps), proxy_port=free_port(), dashboard=False,
+        session_num_cpus=0.01, **overrides,
     )
+    app.prepare_ray_env(settings)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(settings.port + apps)
     ray.init(address="local", namespace=settings.namespace, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     try:

@@ -30,6 +30,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free port p with p + 1 free too (direct ingress takes consecutive ports)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
 def wait_for(predicate, timeout_s: float = 30, interval_s: float = 0.1, what: str = ""):  # type: ignore[no-untyped-def]
     """Poll until ``predicate()`` is truthy; fail naming ``what`` after the deadline."""
     deadline = time.monotonic() + timeout_s
@@ -54,7 +67,8 @@ def fake_model() -> Iterator[FakeAnthropic]:
 def settings(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic) -> Settings:
     return load_settings(
         data_dir=tmp_path_factory.mktemp("ash-data"),
-        port=free_port(),
+        port=free_port_pair(),
+        proxy_port=free_port(),
         api_key=API_KEY,
         anthropic_api_key=MODEL_KEY,
         anthropic_base_url=fake_model.url,
@@ -69,6 +83,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic
 
 @pytest.fixture(scope="session")
 def ray_cluster(settings: Settings) -> Iterator[None]:
+    # Serve direct ingress as `ash-ray start` runs it; the range holds a second port for
+    # the Postgres app's replica (tests reach that app through the Serve proxy).
+    app.prepare_ray_env(settings)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(settings.port + 2)
     ray.init(
         address="local",
         namespace=settings.namespace,
@@ -148,7 +166,7 @@ def pg_server(server: str, settings: Settings, postgres_url: str) -> str:
         }
     )
     serve.run(app.application(pg_settings), name="ash-pg", route_prefix="/pg", blocking=False)
-    url = server + "/pg"
+    url = f"http://127.0.0.1:{settings.serve_proxy_port}/pg"
     wait_for(lambda: _healthy(url), timeout_s=120, what="ash-ray on Postgres /health")
     return url
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.integration.conftest import free_port
+
 
 class AshProcess:
     def __init__(self, data_dir: Path, port: int, env: dict[str, str]) -> None:
@@ -24,6 +26,7 @@ class AshProcess:
             **env,
             "ASH_DATA_DIR": str(data_dir),
             "ASH_PORT": str(port),
+            "ASH_PROXY_PORT": str(free_port()),
             "ASH_DASHBOARD": "false",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         }

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import MODEL_KEY, free_port
+from tests.integration.conftest import MODEL_KEY, free_port_pair
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import frames, new_session, send
 
@@ -25,7 +25,7 @@ def proc(tmp_path: Path, fake_model) -> Iterator[AshProcess]:  # type: ignore[no
         "ASH_NAMESPACE": "ash-restart",
         "ASH_DRAIN_TIMEOUT_S": "20",
     }
-    p = AshProcess(tmp_path / "data", free_port(), env)
+    p = AshProcess(tmp_path / "data", free_port_pair(), env)
     yield p
     p.kill()
 
