@@ -1,8 +1,9 @@
 """Overhead of ash-ray on one message: time to first token and to `done`.
 
 Baseline: the same streaming request made directly with the `anthropic` SDK to the same
-fake Messages API (same delays, same conversation). ash-ray path: HTTP POST through the
-Ray Serve proxy, ingress replica, session worker (agent loop + SDK), SSE back.
+fake Messages API (same delays, same conversation length). ash-ray path: HTTP POST to the
+ingress replica (Serve direct ingress), session worker (agent loop + SDK), SSE back; the
+same through the Serve proxy, and the Ray-native path without HTTP, for comparison.
 
     python benchmarks/message_overhead.py [--n 50] [--first-token-ms 50] [--chunk-ms 2]
 """
@@ -56,16 +57,19 @@ def through_ash(url: str, sid: str, n: int) -> tuple[list[float], list[float]]:
             body = {"content": PROMPT, "includePartialMessages": True}
             t0 = time.perf_counter()
             first = None
+            done = None
             with http.stream("POST", f"/api/sessions/{sid}/messages", json=body) as r:
                 event = ""
+                # Read to the end of the stream (it closes right after `done`), as a client
+                # does, so that the connection is kept for the next message.
                 for line in r.iter_lines():
                     if line.startswith("event: "):
                         event = line[7:]
                         if first is None and event == "text_delta":
                             first = time.perf_counter()
-                    elif line.startswith("data: ") and event == "done":
-                        break
-            total.append((time.perf_counter() - t0) * 1000)
+                    elif line.startswith("data: ") and event == "done" and done is None:
+                        done = time.perf_counter()
+            total.append(((done or time.perf_counter()) - t0) * 1000)
             ttft.append(((first or time.perf_counter()) - t0) * 1000)
     return ttft, total
 
@@ -88,8 +92,8 @@ def through_ray(sid: str, namespace: str, n: int) -> tuple[list[float], list[flo
     return ttft, total
 
 
-def serve_floor(url: str, n: int) -> list[float]:
-    """Baseline: a trivial streaming FastAPI app on the same Serve proxy (8 SSE frames)."""
+def serve_floor(urls: list[str], n: int) -> list[list[float]]:
+    """Baseline: a trivial streaming FastAPI app (8 SSE frames) at each of ``urls``."""
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
     from ray import serve
@@ -113,16 +117,19 @@ def serve_floor(url: str, n: int) -> list[float]:
             return StreamingResponse(frames(), media_type="text/event-stream")
 
     serve.run(Floor.bind(), name="floor", route_prefix="/floor")
-    out = []
-    with httpx.Client(base_url=url, timeout=60) as http:
-        for i in range(n + 5):
-            t0 = time.perf_counter()
-            with http.stream("POST", "/floor/") as r:
-                for _ in r.iter_lines():
-                    pass
-            if i >= 5:
-                out.append((time.perf_counter() - t0) * 1000)
-    return out
+    results = []
+    for url in urls:
+        out = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for i in range(n + 5):
+                t0 = time.perf_counter()
+                with http.stream("POST", "/floor/") as r:
+                    for _ in r.iter_lines():
+                        pass
+                if i >= 5:
+                    out.append((time.perf_counter() - t0) * 1000)
+        results.append(out)
+    return results
 
 
 def main() -> None:
@@ -136,42 +143,55 @@ def main() -> None:
     fake = FakeAnthropic(first_token_delay_s=args.first_token_ms / 1000,
                          chunk_delay_s=args.chunk_ms / 1000).start()
     root = Path(tempfile.mkdtemp(prefix="ash-bench-agents-"))
-    with local_ash(anthropic_base_url=fake.url, anthropic_api_key="bench") as (url, settings):
+    with local_ash(apps=2, anthropic_base_url=fake.url, anthropic_api_key="bench") as (
+        url, settings
+    ):
+        proxy_url = f"http://127.0.0.1:{settings.serve_proxy_port}"
         with httpx.Client(base_url=url, timeout=60) as http:
             http.post("/api/agents", json={"name": "bench", "path": str(make_agent(root))})
-            sid = http.post("/api/sessions", json={"agent": "bench"}).json()["session"]["id"]
+            # One session a path, so that every path carries a conversation of the same length.
+            sid, sid_proxy, sid_ray = (
+                http.post("/api/sessions", json={"agent": "bench"}).json()["session"]["id"]
+                for _ in range(3)
+            )
         through_ash(url, sid, args.warmup)
+        through_ash(proxy_url, sid_proxy, args.warmup)
+        through_ray(sid_ray, settings.namespace, args.warmup)
         asyncio.run(direct(fake, args.warmup))
-        # Interleave the two paths in rounds so that machine noise hits both alike.
-        d_ttft, d_total, a_ttft, a_total, r_ttft, r_total = [], [], [], [], [], []
+        # Interleave the paths in rounds so that machine noise hits all alike.
+        paths = {
+            "direct": lambda k: asyncio.run(direct(fake, k)),
+            "ash": lambda k: through_ash(url, sid, k),
+            "proxy": lambda k: through_ash(proxy_url, sid_proxy, k),
+            "ray": lambda k: through_ray(sid_ray, settings.namespace, k),
+        }
+        ttft: dict[str, list[float]] = {name: [] for name in paths}
+        total: dict[str, list[float]] = {name: [] for name in paths}
         rounds = 5
         for _ in range(rounds):
-            t, tot = through_ray(sid, settings.namespace, args.n // rounds)
-            r_ttft += t
-            r_total += tot
-            t, tot = asyncio.run(direct(fake, args.n // rounds))
-            d_ttft += t
-            d_total += tot
-            t, tot = through_ash(url, sid, args.n // rounds)
-            a_ttft += t
-            a_total += tot
-        floor = serve_floor(url, args.n)
+            for name, run in paths.items():
+                t, tot = run(args.n // rounds)
+                ttft[name] += t
+                total[name] += tot
+        floor_direct, floor_proxy = serve_floor(
+            [f"http://127.0.0.1:{settings.port + 1}", proxy_url], args.n
+        )
     fake.stop()
     print(f"\nmessage overhead: model first-token delay {args.first_token_ms} ms, "
-          f"chunk delay {args.chunk_ms} ms, {len(a_total)} messages per path\n")
+          f"chunk delay {args.chunk_ms} ms, {len(total['ash'])} messages per path\n")
     print(HEADER)
-    print(row("direct SDK -> fake: first token", d_ttft))
-    print(row("ash-ray HTTP/SSE: first token", a_ttft))
-    print(row("ray-native ask_stream (no HTTP): first token", r_ttft))
-    print(row("direct SDK -> fake: complete", d_total))
-    print(row("ash-ray HTTP/SSE: done", a_total))
-    print(row("ray-native ask_stream (no HTTP): done", r_total))
-    print(row("baseline: Serve floor, trivial 8-frame SSE", floor))
+    for label, values in (("first token", ttft), ("done", total)):
+        print(row(f"direct SDK -> fake: {label}", values["direct"]))
+        print(row(f"ash-ray HTTP/SSE: {label}", values["ash"]))
+        print(row(f"ash-ray via the Serve proxy: {label}", values["proxy"]))
+        print(row(f"ray-native ask_stream (no HTTP): {label}", values["ray"]))
+    print(row("baseline: trivial 8-frame SSE app, direct", floor_direct))
+    print(row("baseline: trivial 8-frame SSE app, proxy", floor_proxy))
     print()
     print(json.dumps({
-        "overhead_first_token_p50_ms": round(pct(a_ttft, 50) - pct(d_ttft, 50), 2),
-        "overhead_done_p50_ms": round(pct(a_total, 50) - pct(d_total, 50), 2),
-        "overhead_done_p95_ms": round(pct(a_total, 95) - pct(d_total, 95), 2),
+        "overhead_first_token_p50_ms": round(pct(ttft["ash"], 50) - pct(ttft["direct"], 50), 2),
+        "overhead_done_p50_ms": round(pct(total["ash"], 50) - pct(total["direct"], 50), 2),
+        "overhead_done_p95_ms": round(pct(total["ash"], 95) - pct(total["direct"], 95), 2),
     }))
 
 

@@ -98,15 +98,14 @@ def sessions_router(ctx: IngressContext) -> APIRouter:
         """Run a turn and stream its events as SSE (ends with ``done``)."""
         sid = parse_uuid(session_id)
         options = body.model_dump(exclude={"content"})
+        heartbeat = ctx.settings.sse_heartbeat_s
         handle = await ctx.worker(sid)
         try:
-            start = await handle.send.remote(body.content, options)
+            turn = await sse.start_turn(handle, body.content, options, heartbeat)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             handle = await ctx.worker(sid, fresh=True)
-            start = await handle.send.remote(body.content, options)
-        return _streaming(
-            sse.pump(handle, ctx.registry, sid, start - 1, ctx.settings.sse_heartbeat_s)
-        )
+            turn = await sse.start_turn(handle, body.content, options, heartbeat)
+        return _streaming(sse.pump(handle, ctx.registry, sid, 0, heartbeat, turn=turn))
 
     @router.get("/{session_id}/stream")
     async def reattach(

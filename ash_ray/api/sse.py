@@ -24,6 +24,17 @@ def frame(seq: int, type_: str, data: Any) -> bytes:
     return f"id: {seq}\nevent: {type_}\ndata: {payload}\n\n".encode()
 
 
+async def start_turn(handle: Any, prompt: Any, options: dict[str, Any], heartbeat_s: float) -> Any:
+    """Start a turn on the worker: one streaming call that runs it and pushes its events.
+
+    Awaits the first batch (``session_start``), so a refusal such as a busy session raises
+    here, before any response is sent. Returns what :func:`pump` takes as ``turn``.
+    """
+    stream = handle.run_turn.options(num_returns="streaming").remote(prompt, options, heartbeat_s)
+    first = await (await stream.__anext__())
+    return stream, first
+
+
 async def pump(
     handle: Any,
     registry: Any,
@@ -31,36 +42,49 @@ async def pump(
     after: int,
     heartbeat_s: float,
     replay: bool = False,
+    turn: Any = None,
 ) -> AsyncIterator[bytes]:
     """Yield frames of events with seq > ``after`` until the turn's ``done``.
 
     The worker pushes event batches through a Ray streaming generator (no request per
-    batch). With ``replay``, events the worker no longer holds come from the store first.
+    batch): ``turn`` from :func:`start_turn`, or else a re-attach to the running turn.
+    With ``replay``, events the worker no longer holds come from the store first.
     A dead worker ends the stream with ``error`` and ``done``, which the registry records.
     """
     seen = after
     try:
-        if replay:
-            oldest = await handle.oldest_seq.remote()
-            if oldest > seen + 1:
-                for seq, type_, data, _ts in await registry.list_events.remote(
-                    session_id, seen, oldest - seen - 1
-                ):
-                    yield frame(seq, type_, data)
-                    seen = seq
-        stream = handle.stream_events.options(num_returns="streaming").remote(seen, heartbeat_s)
+        if turn is not None:
+            stream, first = turn
+            yield _frames(first)
+            seen = first[-1][0]
+        else:
+            if replay:
+                oldest = await handle.oldest_seq.remote()
+                if oldest > seen + 1:
+                    for seq, type_, data, _ts in await registry.list_events.remote(
+                        session_id, seen, oldest - seen - 1
+                    ):
+                        yield frame(seq, type_, data)
+                        seen = seq
+            stream = handle.stream_events.options(num_returns="streaming").remote(
+                seen, heartbeat_s
+            )
         async for ref in stream:
             batch = await ref
             if not batch:
                 yield HEARTBEAT
                 continue
-            # One chunk a batch: each chunk is a message from the replica to the proxy.
-            yield b"".join(frame(seq, type_, data) for seq, type_, data in batch)
+            yield _frames(batch)
             seen = batch[-1][0]
     except ray.exceptions.RayError:
         logger.warning("session %s worker died mid-stream", session_id)
         for seq, type_, data in await registry.worker_failed.remote(session_id, seen):
             yield frame(seq, type_, data)
+
+
+def _frames(batch: list) -> bytes:
+    """One chunk a batch: fewer, larger writes to the client."""
+    return b"".join(frame(seq, type_, data) for seq, type_, data in batch)
 
 
 async def from_store(registry: Any, session_id: str, after: int) -> AsyncIterator[bytes]:

@@ -32,6 +32,7 @@ from ash_ray.errors import (
     Unavailable,
 )
 from ash_ray.models import (
+    AgentRecord,
     EventRecord,
     MessageRecord,
     SessionConfig,
@@ -51,6 +52,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["REGISTRY_NAME", "Registry"]
 
 LIVE_STATUSES = ("starting", "active", "paused")
+# Agents change rarely and only through a registry; another cluster's registry on the same
+# database (a blue/green upgrade) is seen within this many seconds.
+AGENT_CACHE_S = 5.0
 
 
 @dataclass
@@ -62,6 +66,10 @@ class Live:
     running: bool = False
     node_id: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set by the death watch: the worker process is gone.
+    dead: bool = False
+    # A status the registry set without waiting for the worker; its flushes follow it.
+    pending_status: str | None = None
 
 
 class Registry:
@@ -88,6 +96,8 @@ class Registry:
         self.waiting = 0
         self._init: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._watches: set[asyncio.Task[None]] = set()
+        self._agents: dict[str, tuple[float, AgentRecord]] = {}
 
     # ------------------------------------------------------------------ start
 
@@ -128,8 +138,8 @@ class Registry:
                 if handle is not None:
                     info = await handle.describe.remote()
                     if info.get("bound") and info.get("sessionId") == rec.id:
-                        self.live[rec.id] = Live(
-                            rec, handle, running=info["turnRunning"], node_id=info["nodeId"]
+                        self._track(
+                            Live(rec, handle, running=info["turnRunning"], node_id=info["nodeId"])
                         )
                         continue
                     ray.kill(handle)
@@ -188,14 +198,24 @@ class Registry:
     async def deploy_agent(self, name: str, path: str) -> dict[str, Any]:
         store = await self._ready()
         folder = await asyncio.to_thread(_check_agent_folder, path)
-        return (await store.upsert_agent(name, folder)).public()
+        agent = await store.upsert_agent(name, folder)
+        self._agents[name] = (time.monotonic(), agent)
+        return agent.public()
 
-    async def get_agent(self, name: str) -> dict[str, Any]:
+    async def _agent(self, name: str) -> AgentRecord:
+        cached = self._agents.get(name)
+        if cached is not None and time.monotonic() - cached[0] < AGENT_CACHE_S:
+            return cached[1]
         store = await self._ready()
         agent = await store.get_agent(name)
         if agent is None:
+            self._agents.pop(name, None)
             raise AgentNotFound(f"agent {name!r} is not deployed", agent=name)
-        return agent.public()
+        self._agents[name] = (time.monotonic(), agent)
+        return agent
+
+    async def get_agent(self, name: str) -> dict[str, Any]:
+        return (await self._agent(name)).public()
 
     async def list_agents(self) -> list[dict[str, Any]]:
         store = await self._ready()
@@ -204,6 +224,7 @@ class Registry:
     async def delete_agent(self, name: str) -> dict[str, Any]:
         store = await self._ready()
         agent = await self.get_agent(name)
+        self._agents.pop(name, None)
         await store.delete_agent(name)
         return agent
 
@@ -269,12 +290,10 @@ class Registry:
         return rec
 
     async def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
-        store = await self._ready()
+        await self._ready()
         self._check_accepting()
         started = time.perf_counter()
-        agent = await store.get_agent(body["agent"])
-        if agent is None:
-            raise AgentNotFound(f"agent {body['agent']!r} is not deployed", agent=body["agent"])
+        agent = await self._agent(body["agent"])
         config = SessionConfig(
             **{k: v for k, v in body.items() if k in SessionConfig.model_fields and v is not None}
         )
@@ -299,16 +318,52 @@ class Registry:
         snapshot: bytes | None,
         extra: WriteBatch | None = None,
     ) -> None:
+        """Commit the session row; the worker binds meanwhile, unwaited.
+
+        The worker holds every call for the session until its bind has run, so the caller
+        can answer as soon as the row is committed. A bind that fails leaves the session
+        in ``error``; the next attach resumes it cold on another worker.
+        """
         assert self.writer is not None
-        try:
-            info = await handle.bind.remote(rec, agent_path, conversation, snapshot)
-        except Exception:
-            ray.kill(handle)
-            raise
-        self.live[rec.id] = Live(rec, handle, node_id=info["nodeId"])
+        live = Live(rec, handle)
+        self._track(live)
+        task = asyncio.create_task(self._finish_bind(live, agent_path, conversation, snapshot))
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
         batch = extra or WriteBatch()
         batch.sessions.append(rec)
         await self.writer.submit(batch)
+
+    async def _finish_bind(
+        self, live: Live, agent_path: str, conversation: list[dict], snapshot: bytes | None
+    ) -> None:
+        rec = live.record
+        try:
+            info = await live.handle.bind.remote(rec, agent_path, conversation, snapshot)
+        except Exception:
+            logger.exception("binding session %s to its worker failed", rec.id)
+            ray.kill(live.handle)
+            if self.live.get(rec.id) is live:
+                self.live.pop(rec.id)
+            assert self.writer is not None
+            await self.writer.submit(
+                WriteBatch(sessions=[live.record.model_copy(update={"status": "error"})])
+            )
+            return
+        live.node_id = info["nodeId"]
+
+    def _track(self, live: Live) -> None:
+        """Index a live session and watch its worker: a death is known without a probe."""
+        self.live[live.record.id] = live
+
+        async def watch() -> None:
+            with contextlib.suppress(ray.exceptions.RayError):
+                await live.handle.watch.remote()
+            live.dead = True
+
+        task = asyncio.create_task(watch())
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         return (await self._record(session_id)).public()
@@ -325,7 +380,7 @@ class Registry:
     async def attach(self, session_id: str) -> tuple[dict[str, Any], Any]:
         """The live worker of a session, resuming it first when it is cold or paused."""
         live = self.live.get(session_id)
-        if live is not None and live.record.status == "active":
+        if live is not None and live.record.status == "active" and not live.dead:
             return live.record.public(), live.handle
         public = await self.resume(session_id, auto=True)
         return public, self.live[session_id].handle
@@ -348,15 +403,10 @@ class Registry:
             if rec.status == "ended":
                 raise SessionEnded(f"session {session_id} has ended", session_id=session_id)
             live = self.live.get(session_id)
-            if live is not None and await self._flip_active(live):
+            if live is not None and self._flip_active(live):
                 self.stats.count_resume("warm", None, (time.perf_counter() - started) * 1000)
                 return live.record.public()
-            agent = await store.get_agent(rec.agent_name)
-            if agent is None:
-                raise AgentNotFound(
-                    f"agent {rec.agent_name!r} of session {session_id} is no longer deployed",
-                    agent=rec.agent_name,
-                )
+            agent = await self._agent(rec.agent_name)
             await self._flush()
             history = [m.api() for m in await store.list_messages(session_id)]
             snapshot = await store.get_snapshot(session_id)
@@ -369,18 +419,22 @@ class Registry:
             self.stats.count_resume("cold", source, (time.perf_counter() - started) * 1000)
             return rec.public()
 
-    async def _flip_active(self, live: Live) -> bool:
-        """Warm resume: one call to the worker; False when the worker is gone."""
-        try:
-            if live.record.status != "active":
-                await live.handle.set_status.remote("active", False)
-                live.record = live.record.model_copy(update={"status": "active"})
-            else:
-                await live.handle.ready.remote()
-            return True
-        except ray.exceptions.RayError:
+    def _flip_active(self, live: Live) -> bool:
+        """Warm resume, a state flip here; False when the worker is gone.
+
+        The worker hears of it without being waited for: its record follows
+        ``pending_status`` until its own flush carries the new status.
+        """
+        if live.dead:
             self.live.pop(live.record.id, None)
             return False
+        if live.record.status != "active":
+            live.record = live.record.model_copy(
+                update={"status": "active", "last_active_at": utcnow()}
+            )
+            live.pending_status = "active"
+            live.handle.set_status.remote("active", False)
+        return True
 
     async def _usable(self, live: Live) -> bool:
         try:
@@ -397,6 +451,7 @@ class Registry:
             live = self.live.get(session_id)
             if live is None:
                 return await self._set_cold_status(rec, "paused")
+            live.pending_status = None
             public = await live.handle.set_status.remote("paused", True)
             live.record = live.record.model_copy(update={"status": "paused"})
             data = await live.handle.snapshot.remote()
@@ -442,9 +497,7 @@ class Registry:
                 snapshot = await store.get_snapshot(session_id)
             await self._flush()
             messages = await store.list_messages(session_id)
-            agent = await store.get_agent(parent.agent_name)
-            if agent is None:
-                raise AgentNotFound(f"agent {parent.agent_name!r} is no longer deployed")
+            agent = await self._agent(parent.agent_name)
             (sid, handle), _hit = await self._worker()
             now = utcnow()
             child = SessionRecord(
@@ -516,6 +569,7 @@ class Registry:
 
     async def _go_cold(self, live: Live, status: str) -> dict[str, Any]:
         """Save and snapshot a session, then release its worker."""
+        live.pending_status = None  # the worker's release sets the status now
         try:
             public = await live.handle.release.remote(status)
         except ray.exceptions.RayError:
@@ -533,9 +587,15 @@ class Registry:
         """Persist what a worker produced; returns once it is committed."""
         await self._ready()
         assert self.writer is not None
-        for rec in batch.sessions:
+        for i, rec in enumerate(batch.sessions):
             live = self.live.get(rec.id)
             if live is not None:
+                if live.pending_status is not None:
+                    if rec.status == live.pending_status:
+                        live.pending_status = None
+                    else:  # a flush sent before the worker heard of the new status
+                        rec = rec.model_copy(update={"status": live.pending_status})
+                        batch.sessions[i] = rec
                 live.record = rec
                 if "running" in stats:
                     live.running = bool(stats["running"])

@@ -9,6 +9,7 @@ goes to the registry's write-behind queue in small batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ import ray
 from ash_ray import __version__
 from ash_ray.agent import AgentLoop, AgentSpec, TurnOptions, load_agent
 from ash_ray.config import Settings
-from ash_ray.errors import AshError, Conflict, SessionBusy, SessionEnded
+from ash_ray.errors import AshError, Conflict, SessionBusy, SessionEnded, Unavailable
 from ash_ray.models import (
     MessageRecord,
     SessionRecord,
@@ -43,6 +44,9 @@ from ash_ray.session.metrics import SessionMetrics
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.02
+# A call may reach a worker while the registry's bind of it still runs (the registry
+# answers create and resume without waiting for it): session calls wait this long.
+BIND_WAIT_S = 30.0
 
 
 class SessionWorker:
@@ -79,6 +83,8 @@ class SessionWorker:
         self._registry: Any = None
         self._stats: dict[str, Any] = {}
         self._unsent: WriteBatch | None = None
+        self.bound = asyncio.Event()
+        self.bind_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -103,25 +109,44 @@ class SessionWorker:
         """Attach this worker to a session: workspace, sandbox, loop, conversation."""
         if self.record is not None and self.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {self.record.id}")
-        ws = self.settings.workspaces_dir / record.id
-        self.last_signature = await asyncio.to_thread(
-            workspace.prepare, ws, Path(agent_path), snapshot
-        )
-        self.spec = load_agent(Path(agent_path))
-        self.sandbox = create_sandbox(
-            self.settings, ws, extra_env={**self.spec.env, **record.config.extra_env},
-            sandbox_id=self.sandbox_id,
-        )
-        self.loop = AgentLoop(
-            self.client, self.spec, self.sandbox, self.settings, session_id=record.id
-        )
+        try:
+            ws = self.settings.workspaces_dir / record.id
+            self.last_signature = await asyncio.to_thread(
+                workspace.prepare, ws, Path(agent_path), snapshot
+            )
+            self.spec = load_agent(Path(agent_path))
+            self.sandbox = create_sandbox(
+                self.settings, ws, extra_env={**self.spec.env, **record.config.extra_env},
+                sandbox_id=self.sandbox_id,
+            )
+            self.loop = AgentLoop(
+                self.client, self.spec, self.sandbox, self.settings, session_id=record.id
+            )
+        except Exception as exc:
+            self.bind_error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.bound.set()
         self.record = record
         self.log = EventLog(record.id, last_seq=record.last_seq)
         self.conversation = list(conversation)
         self.saved_messages = len(self.conversation)
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush_loop())
-        return await self.ready()
+        return {"nodeId": ray.get_runtime_context().get_node_id()}
+
+    async def watch(self) -> None:
+        """Never returns: the registry's pending call fails the moment this process dies."""
+        await asyncio.Future()
+
+    async def _bound(self) -> tuple[SessionRecord, EventLog]:
+        """The session, once the registry's bind has run (see BIND_WAIT_S)."""
+        if not self.bound.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.bound.wait(), BIND_WAIT_S)
+        if self.bind_error is not None:
+            raise Unavailable(f"this session's worker failed to start: {self.bind_error}")
+        return self._session()
 
     def _session(self) -> tuple[SessionRecord, EventLog]:
         if self.record is None or self.log is None:
@@ -129,13 +154,13 @@ class SessionWorker:
         return self.record, self.log
 
     async def set_status(self, status: str, wait: bool = True) -> dict[str, Any]:
-        record, _ = self._session()
+        record, _ = await self._bound()
         self.record = record.model_copy(update={"status": status, "last_active_at": utcnow()})
         await self._flush(wait=wait)
         return self.record.public()
 
     async def update_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        record, _ = self._session()
+        record, _ = await self._bound()
         new_config = record.config.model_copy(update=config)
         self.record = record.model_copy(update={"config": new_config})
         if "extra_env" in config and self.sandbox is not None and self.spec is not None:
@@ -171,6 +196,7 @@ class SessionWorker:
 
     async def snapshot(self, force: bool = False) -> bytes | None:
         """The workspace as tar.gz when it changed since the last snapshot (or ``force``)."""
+        await self._bound()
         if self.sandbox is None:
             return None
         ws = self.sandbox.workspace
@@ -183,7 +209,7 @@ class SessionWorker:
 
     async def release(self, status: str) -> dict[str, Any]:
         """Finish before the registry kills this worker: stop the turn, save, snapshot."""
-        record, _ = self._session()
+        record, _ = await self._bound()
         if self.turn_task is not None and not self.turn_task.done():
             self.interrupt_flag.set()
             await asyncio.wait({self.turn_task}, timeout=self.settings.drain_timeout_s)
@@ -203,7 +229,7 @@ class SessionWorker:
 
     async def send(self, prompt: str, options: dict[str, Any]) -> int:
         """Start a turn; returns the sequence number of its ``session_start`` event."""
-        record, log = self._session()
+        record, log = await self._bound()
         if record.status == "ended":
             raise SessionEnded(f"session {record.id} has ended", session_id=record.id)
         if self.turn_task is not None and not self.turn_task.done():
@@ -221,9 +247,18 @@ class SessionWorker:
         self.dirty.set()  # the prompt and "running" reach the store without waiting for the model
         return start
 
+    async def run_turn(self, prompt: Any, options: dict[str, Any], heartbeat_s: float):  # type: ignore[no-untyped-def]
+        """Start a turn and push its event batches (``stream_events`` of it), in one call.
+
+        The first batch holds ``session_start``; a refusal (busy, ended) raises before it.
+        """
+        start = await self.send(prompt, options)
+        async for batch in self.stream_events(start - 1, heartbeat_s):
+            yield batch
+
     async def ask(self, prompt: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run a turn and return its outcome (for ``ray.get`` from pipelines)."""
-        outcome: dict[str, Any] = {"sessionId": self._session()[0].id, "error": None}
+        outcome: dict[str, Any] = {"sessionId": (await self._bound())[0].id, "error": None}
         async for _seq, type_, data in self._turn_events(prompt, options or {}):
             if type_ == "message" and data.get("type") == "result":
                 outcome.update(
@@ -263,7 +298,7 @@ class SessionWorker:
 
         Called with ``num_returns="streaming"``: batches are pushed as they happen.
         """
-        _, log = self._session()
+        _, log = await self._bound()
         seen = after
         while True:
             batch = await log.wait(seen, heartbeat_s)
@@ -274,7 +309,7 @@ class SessionWorker:
                     return
 
     async def oldest_seq(self) -> int:
-        _, log = self._session()
+        _, log = await self._bound()
         return log.oldest_seq()
 
     async def _run_turn(self, prompt: str, options: dict[str, Any]) -> None:
@@ -385,13 +420,13 @@ class SessionWorker:
     # ------------------------------------------------------------------ tools for HTTP
 
     async def exec(self, command: str, timeout_s: float | None) -> dict[str, Any]:
-        self._session()
+        await self._bound()
         assert self.sandbox is not None
         result = await self.sandbox.run(command, timeout_s=timeout_s)
         return {"exitCode": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
 
     async def workspace_path(self) -> str:
-        self._session()
+        await self._bound()
         assert self.sandbox is not None
         return str(self.sandbox.workspace)
 
@@ -450,10 +485,16 @@ class SessionWorker:
             self._unsent = None
 
     async def _flush_loop(self) -> None:
+        """Flush at most every FLUSH_INTERVAL_S; the first change after a quiet spell (a
+        turn's prompt) goes at once, before the model's first token arrives."""
+        last = 0.0
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            await asyncio.sleep(FLUSH_INTERVAL_S)
+            pause = FLUSH_INTERVAL_S - (time.monotonic() - last)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last = time.monotonic()
             try:
                 await self._flush(wait=True)
             except Exception:

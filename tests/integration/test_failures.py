@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -110,3 +111,39 @@ def test_postgres_restart_during_turns_loses_nothing(
             assert [e["sequence"] for e in stored] == [f[0] for f in got]
             msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
             assert [m["role"] for m in msgs] == ["user", "assistant"]
+
+
+def test_worker_killed_while_paused_resumes_cold_with_its_conversation(
+    target: Target, fake_model  # type: ignore[no-untyped-def]
+) -> None:
+    """Warm resume is a flip in the registry, with no call to the worker: a worker that
+    died while nobody used it must still be noticed, and the session resumed cold."""
+    http, agent = target.http, target.agent
+    sid = new_session(http, agent)
+    send(http, sid, "remember the word teal")
+    assert http.post(f"/api/sessions/{sid}/pause").status_code == 200
+    pid = _worker_pid(sid, target.namespace)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(pid), what=f"worker {pid} to exit")
+    cold_before = http.get("/health").json()["pool"]["resumeColdHits"]
+
+    def resumed_cold() -> bool:
+        r = http.post(f"/api/sessions/{sid}/resume")
+        assert r.status_code == 200, r.text
+        return bool(http.get("/health").json()["pool"]["resumeColdHits"] == cold_before + 1)
+
+    # The registry learns of the death from its watch call within moments.
+    wait_for(resumed_cold, timeout_s=10, what="a cold resume after the worker died")
+    assert _worker_pid(sid, target.namespace) != pid
+    fake_model.reset()
+    assert send(http, sid, "which word?")[-1][1] == "done"
+    sent = fake_model.message_requests[-1]["messages"]
+    assert "remember the word teal" in json.dumps(sent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
