@@ -59,6 +59,8 @@ def run(store: str, n: int, database_url: str) -> None:
     with local_ash(**overrides) as (url, _settings), httpx.Client(base_url=url, timeout=60) as h:
         _ok(h.post("/api/agents", json={"name": "b", "path": str(make_agent(root))}))
         hit, miss, warm, cold, bare, ping = [], [], [], [], [], []
+        first_turn: list[float] = []
+        later_turns: list[float] = []
 
         def create() -> str:
             return str(_ok(h.post("/api/sessions", json={"agent": "b"}))["session"]["id"])
@@ -92,6 +94,7 @@ def run(store: str, n: int, database_url: str) -> None:
             ray.kill(actor)
             end_all(made)
         sid = create()
+        _wait_pool(h, 2)  # a refill starting actors would share the 2 cores with the figures
         for _ in range(n):
             _ok(h.post(f"/api/sessions/{sid}/pause"))
             warm.append(_timed(lambda: _ok(h.post(f"/api/sessions/{sid}/resume"))))
@@ -106,10 +109,14 @@ def run(store: str, n: int, database_url: str) -> None:
             cid = _ok(h.post("/api/sessions", json={"agent": "b"}))["session"]["id"]
             for turn in range(3):
                 body = {"content": f"turn {turn} of {i}"}
+                t0 = time.perf_counter()
                 with h.stream("POST", f"/api/sessions/{cid}/messages", json=body) as r:
                     r.read()
+                (first_turn if turn == 0 else later_turns).append(
+                    (time.perf_counter() - t0) * 1000
+                )
             _ok(h.post(f"/api/sessions/{cid}/stop"))
-            _wait_pool(h, 1)
+            _wait_pool(h, 2)
             cold.append(_timed(lambda cid=cid: _ok(h.post(f"/api/sessions/{cid}/resume"))))
             msgs = _ok(h.get(f"/api/sessions/{cid}/messages"))["messages"]
             assert len(msgs) == 6, "cold resume lost the conversation"
@@ -123,6 +130,8 @@ def run(store: str, n: int, database_url: str) -> None:
             row(f"{store}: baseline: GET /health (HTTP floor)", health_http),
             row(f"{store}: baseline: registry ping (Ray call floor)", ping),
             row(f"{store}: cold resume, 3-turn history kept", cold),
+            row(f"{store}: first turn of a new session (to done)", first_turn),
+            row(f"{store}: baseline: its 2nd and 3rd turns", later_turns),
         ]
     fake.stop()
     print("\n".join(rows))

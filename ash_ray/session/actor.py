@@ -24,6 +24,7 @@ import ray
 
 from ash_ray import __version__
 from ash_ray.agent import AgentLoop, AgentSpec, TurnOptions, load_agent
+from ash_ray.agent.warmup import warm_sdk
 from ash_ray.config import Settings
 from ash_ray.errors import AshError, Conflict, SessionBusy, SessionEnded, Unavailable
 from ash_ray.models import (
@@ -62,9 +63,12 @@ class SessionWorker:
             max_retries=2,
         )
         self.metrics = SessionMetrics()
-        # Pay the one-time probes (bwrap, cgroups) now, while the worker waits in the pool.
+        # Pay the one-time costs now, while the worker waits in the pool, not in a
+        # session's first turn: the sandbox probes (bwrap, cgroups), and the registry
+        # handle (resolving it imports the registry's modules, about a second here).
         with tempfile.TemporaryDirectory() as probe:
             create_sandbox(settings, Path(probe))
+        self._registry: Any = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
         self.record: SessionRecord | None = None
         self.log: EventLog | None = None
         self.sandbox: Sandbox | None = None
@@ -80,16 +84,23 @@ class SessionWorker:
         self.dirty = asyncio.Event()
         self.flusher: asyncio.Task[None] | None = None
         self.flush_lock = asyncio.Lock()
-        self._registry: Any = None
         self._stats: dict[str, Any] = {}
         self._unsent: WriteBatch | None = None
         self.bound = asyncio.Event()
+        self._warmed = False
         self.bind_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def ready(self) -> dict[str, Any]:
-        """Cheap liveness probe; also tells where the worker runs."""
+        """Liveness probe; also tells where the worker runs.
+
+        The first call (the pool's, before the worker counts as warm) also runs the SDK's
+        first-request paths, so that a session's first answer does not pay them.
+        """
+        if not self._warmed:
+            self._warmed = True
+            await warm_sdk()
         ctx = ray.get_runtime_context()
         rss = psutil.Process().memory_info().rss / (1024 * 1024)
         return {
@@ -217,7 +228,7 @@ class SessionWorker:
         if status != "ended":
             data = await self.snapshot(force=True)
             if data is not None:
-                await self._registry_handle().put_snapshot.remote(record.id, data)
+                await self._registry.put_snapshot.remote(record.id, data)
         await self._flush(wait=True)
         # The store holds the snapshot now; a later cold resume may land on another node.
         if self.sandbox is not None:
@@ -388,7 +399,7 @@ class SessionWorker:
             self.dirty.set()
         data = await self.snapshot()
         if data is not None:
-            await self._registry_handle().put_snapshot.remote(record.id, data)
+            await self._registry.put_snapshot.remote(record.id, data)
 
     def _repair_conversation(self) -> None:
         """Keep the conversation valid for the Messages API after an error or interrupt."""
@@ -432,11 +443,6 @@ class SessionWorker:
 
     # ------------------------------------------------------------------ persistence
 
-    def _registry_handle(self) -> Any:
-        if self._registry is None:
-            self._registry = ray.get_actor(REGISTRY_NAME, namespace=self.settings.namespace)
-        return self._registry
-
     def _queue_new_messages(self) -> None:
         self.dirty.set()
 
@@ -477,7 +483,7 @@ class SessionWorker:
                     usage=prior.usage + batch.usage,
                 )
             self._unsent = batch
-            ref = self._registry_handle().record.remote(batch, stats)
+            ref = self._registry.record.remote(batch, stats)
             if not wait:
                 self._unsent = None
                 return
