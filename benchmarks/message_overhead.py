@@ -176,6 +176,12 @@ def main() -> None:
         floor_direct, floor_proxy = serve_floor(
             [f"http://127.0.0.1:{settings.port + 1}", proxy_url], args.n
         )
+        registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+        ray_call = []
+        for _ in range(args.n):
+            t0 = time.perf_counter()
+            ray.get(registry.ping.remote())
+            ray_call.append((time.perf_counter() - t0) * 1000)
     fake.stop()
     print(f"\nmessage overhead: model first-token delay {args.first_token_ms} ms, "
           f"chunk delay {args.chunk_ms} ms, {len(total['ash'])} messages per path\n")
@@ -187,6 +193,7 @@ def main() -> None:
         print(row(f"ray-native ask_stream (no HTTP): {label}", values["ray"]))
     print(row("baseline: trivial 8-frame SSE app, direct", floor_direct))
     print(row("baseline: trivial 8-frame SSE app, proxy", floor_proxy))
+    print(row("baseline: one Ray actor call (registry ping)", ray_call))
     print()
     print(json.dumps({
         "overhead_first_token_p50_ms": round(pct(ttft["ash"], 50) - pct(ttft["direct"], 50), 2),

@@ -110,7 +110,13 @@ class SqliteStore:
         self._db = db
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            await db.execute("PRAGMA journal_mode = WAL")
+
+            async def wal() -> None:
+                # Switching to WAL takes an exclusive lock and skips the busy handler: a
+                # racing opener (a restarting registry) gets "locked" at once, so retry.
+                await db.execute("PRAGMA journal_mode = WAL")
+
+            await self._retry("open", wal)
             await db.execute(f"PRAGMA synchronous = {self.synchronous}")
             await self._retry("migrate", self._migrate)
         except BaseException:

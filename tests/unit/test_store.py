@@ -295,6 +295,17 @@ async def test_concurrent_opens_and_writes(make_store: StoreFactory) -> None:
         await asyncio.gather(*(s.close() for s in stores))
 
 
+async def test_racing_opens_of_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL skips SQLite's busy handler; an opener that loses the
+    race (a registry restarting while the old one still holds the file) must retry."""
+    for round_ in range(25):
+        stores = [open_store(Settings(data_dir=tmp_path / str(round_))) for _ in range(4)]
+        try:
+            await asyncio.gather(*(s.open() for s in stores))
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+
+
 async def test_a_closed_store_says_so(make_store: StoreFactory) -> None:
     s = make_store()
     with pytest.raises(StoreError, match="not open"):
