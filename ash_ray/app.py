@@ -167,8 +167,8 @@ def _reusable_direct_ingress_socket() -> None:
 
 
 @ray.remote(num_cpus=0)
-def _head_env(key: str) -> str:
-    return os.environ.get(key, "")
+def _head_env(keys: list[str]) -> list[str]:
+    return [os.environ.get(key, "") for key in keys]
 
 
 def direct_ingress_active(settings: Settings) -> bool:
@@ -178,7 +178,7 @@ def direct_ingress_active(settings: Settings) -> bool:
     task: Any = _head_env.options(resources={"node:__internal_head__": 0.001})
     wanted = serve_ray_env(settings)
     keys = [DIRECT_INGRESS_FLAG, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]
-    if ray.get([task.remote(key) for key in keys], timeout=120) == [wanted[k] for k in keys]:
+    if ray.get(task.remote(keys), timeout=120) == [wanted[k] for k in keys]:
         return True
     logger.info("this Ray cluster runs Serve without direct ingress: ASH_PORT is the proxy's")
     return False

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ class Registry:
         self.waiting = 0
         self._init: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._watches: set[asyncio.Task[None]] = set()
+        self._background_tasks: set[asyncio.Task[None]] = set()
         self._agents: dict[str, tuple[float, AgentRecord]] = {}
 
     # ------------------------------------------------------------------ start
@@ -327,9 +327,7 @@ class Registry:
         assert self.writer is not None
         live = Live(rec, handle)
         self._track(live)
-        task = asyncio.create_task(self._finish_bind(live, agent_path, conversation, snapshot))
-        self._watches.add(task)
-        task.add_done_callback(self._watches.discard)
+        self._background(self._finish_bind(live, agent_path, conversation, snapshot))
         batch = extra or WriteBatch()
         batch.sessions.append(rec)
         await self.writer.submit(batch)
@@ -361,9 +359,13 @@ class Registry:
                 await live.handle.watch.remote()
             live.dead = True
 
-        task = asyncio.create_task(watch())
-        self._watches.add(task)
-        task.add_done_callback(self._watches.discard)
+        self._background(watch())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` unawaited, holding a reference until it ends."""
+        task = asyncio.create_task(work)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         return (await self._record(session_id)).public()
