@@ -90,11 +90,6 @@ def build_app(args: dict[str, Any]) -> Application:
     return application(load_settings(**(args or {})))
 
 
-def loopback_ray_env() -> None:
-    """Keep a local Ray node on 127.0.0.1 (no traffic beyond loopback)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
-
 DIRECT_INGRESS_FLAG = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
 DIRECT_INGRESS_KEYS = (
     DIRECT_INGRESS_FLAG,

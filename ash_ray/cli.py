@@ -77,13 +77,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     from ash_ray.config import load_settings
 
     settings = load_settings(**_overrides(args))
+    # Ray reads this when it is imported: then its node and every service bind 127.0.0.1.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     from ash_ray import app
     from ash_ray.logs import configure_logging
 
     configure_logging(settings)
-    app.loopback_ray_env()
     app.prepare_ray_env(settings)
     out(f"starting ash-ray {__version__}: local Ray on 127.0.0.1 ...", err=True)
     ray.init(
