@@ -25,10 +25,11 @@ class EventLog:
         self._new = asyncio.Event()
         self._unsaved: list[EventRecord] = []
 
-    def emit(self, type_: str, data: dict) -> Event:
+    def emit(self, type_: str, data: dict, publish: bool = True) -> Event:
+        """Number an event and queue it for the store; readers see it now, or at
+        :meth:`publish` (an event that must not be seen before it is saved)."""
         self.last_seq += 1
         event = (self.last_seq, type_, data)
-        self._events.append(event)
         self._unsaved.append(
             EventRecord(
                 session_id=self.session_id,
@@ -38,9 +39,14 @@ class EventLog:
                 created_at=utcnow(),
             )
         )
+        if publish:
+            self.publish(event)
+        return event
+
+    def publish(self, event: Event) -> None:
+        self._events.append(event)
         self._new.set()
         self._new = asyncio.Event()
-        return event
 
     def take_unsaved(self) -> list[EventRecord]:
         out, self._unsaved = self._unsaved, []
@@ -50,9 +56,10 @@ class EventLog:
         return self._events[0][0] if self._events else self.last_seq + 1
 
     def since(self, after: int, limit: int = 1000) -> list[Event]:
-        if after >= self.last_seq:
+        top = self._events[-1][0] if self._events else 0  # the newest published
+        if after >= top:
             return []
-        start = max(0, len(self._events) - (self.last_seq - after))
+        start = max(0, len(self._events) - (top - after))
         return [self._events[i] for i in range(start, min(len(self._events), start + limit))]
 
     async def wait(self, after: int, timeout_s: float, limit: int = 1000) -> list[Event]:
