@@ -390,15 +390,16 @@ class SessionWorker:
             self.metrics.turn(record.agent_name, usage, latency_ms, turns)
             self._stats = {"turn_ms": latency_ms, "first_token_ms": first_token_ms}
             # What a client reads after `done` is committed, `done` included: it is saved
-            # with the turn's last rows and reaches the streams once they are.
+            # with the turn's last rows (which also say the turn no longer runs) and
+            # reaches the streams once they are.
             done = log.emit("done", {"sessionId": record.id}, publish=False)
+            self.turn_open = False
             try:
                 await self._flush(wait=True)
             except Exception:
                 logger.exception("end-of-turn flush failed; the background flusher retries")
+                self.dirty.set()
             log.publish(done)
-            self.turn_open = False
-            self.dirty.set()
         data = await self.snapshot()
         if data is not None:
             await self._registry.put_snapshot.remote(record.id, data)
