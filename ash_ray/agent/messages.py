@@ -25,7 +25,12 @@ class TurnOptions:
     allowed_tools: Sequence[str] | None = None
     disallowed_tools: Sequence[str] | None = None
     output_format: dict[str, Any] | None = None
+    # Passed to the Messages API as they are: ``thinking`` ({"type": "enabled",
+    # "budget_tokens": N} or {"type": "adaptive"}), ``effort`` as output_config.effort
+    # (low|medium|high|xhigh|max), ``betas`` as the anthropic-beta header.
     thinking: dict[str, Any] | None = None
+    effort: str | None = None
+    betas: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,49 @@ def json_schema_of(output_format: dict[str, Any] | None) -> dict[str, Any] | Non
         return None
     schema = output_format.get("schema") or (output_format.get("json_schema") or {}).get("schema")
     return schema if isinstance(schema, dict) else None
+
+
+def assistant_message(
+    message: Any, blocks: list[dict[str, Any]], model: str, interrupted: bool
+) -> dict[str, Any]:
+    """The assistant message of a ``message`` event, shaped like the API's response."""
+    return {
+        "id": getattr(message, "id", None),
+        "type": "message",
+        "role": "assistant",
+        "model": getattr(message, "model", None) or model,
+        "content": blocks,
+        "stop_reason": None if interrupted else getattr(message, "stop_reason", None),
+        "stop_sequence": getattr(message, "stop_sequence", None),
+        "usage": usage_of(getattr(message, "usage", None)).model_dump(),
+    }
+
+
+def result_message(
+    subtype: str,
+    num_turns: int,
+    final_text: str,
+    usage: Usage,
+    cost_usd: float,
+    output_format: dict[str, Any] | None,
+    *,
+    duration_ms: int,
+    duration_api_ms: int,
+) -> dict[str, Any]:
+    """The turn's ``result`` message, shaped like the Claude Agent SDK's."""
+    result: dict[str, Any] = {
+        "type": "result",
+        "subtype": subtype,
+        "is_error": subtype != "success",
+        "num_turns": num_turns,
+        "result": final_text,
+        "usage": usage.model_dump(),
+        "total_cost_usd": round(cost_usd, 6),
+        "duration_ms": duration_ms,
+        "duration_api_ms": duration_api_ms,
+    }
+    if subtype == "success" and json_schema_of(output_format) is not None:
+        parsed = parse_json_answer(final_text)
+        if parsed is not NO_JSON:
+            result["structured_output"] = parsed
+    return result
