@@ -5,7 +5,8 @@ marked ``cache_control``; a later request whose prefix matches reads it at a ten
 the input price. At most four breakpoints per request, so the loop uses them on:
 
 1. the last tool definition (the tools never change within a session),
-2. the system prompt,
+2. the system prompt's agent part (its session part, the working directory, follows:
+   so all sessions of an agent share tools + agent prompt in the cache),
 3. the message two before the last: the last message of the previous model call
    (in a tool loop, and at the start of the next turn). The API only looks back about
    20 blocks from a breakpoint for an earlier cache entry; marking the exact prefix the
@@ -61,9 +62,16 @@ def mark_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*tools[:-1], {**tools[-1], "cache_control": EPHEMERAL}]
 
 
-def mark_system(text: str) -> list[dict[str, Any]]:
-    """The system prompt as one cached text block (breakpoint 2)."""
-    return [{"type": "text", "text": text, "cache_control": EPHEMERAL}]
+def mark_system(shared: str, *rest: str) -> list[dict[str, Any]]:
+    """The system prompt as text blocks, a breakpoint after the ``shared`` one (breakpoint 2).
+
+    ``rest`` (per-session text) follows uncached on its own; the message breakpoints
+    cover it.
+    """
+    return [
+        {"type": "text", "text": shared, "cache_control": EPHEMERAL},
+        *({"type": "text", "text": text} for text in rest if text),
+    ]
 
 
 def mark_messages(messages: list[dict[str, Any]], budget: int = 2) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +41,9 @@ from ash_ray.agent.compact import CompactResult, compact, context_of, estimate_t
 from ash_ray.agent.messages import (
     AgentEvent,
     TurnOptions,
-    api_block,
     assistant_message,
-    json_schema_of,
     result_message,
+    system_prompt,
     text_of,
     usage_of,
 )
@@ -109,28 +107,14 @@ class AgentLoop:
         # (history length, input tokens) of the last call: the base of the size estimate.
         self._measured: tuple[int, int] | None = None
         self._overhead_tokens = 0
+        # History length right after the last compaction: no second one until it grows,
+        # so a tail too big to shrink costs one summary, not one per call.
+        self._compacted_len = -1
 
     def _tag(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.session_id:
             data["session_id"] = self.session_id
         return data
-
-    def _system(self, options: TurnOptions, tools: dict[str, Tool]) -> str:
-        parts = [options.system_prompt or self.spec.system_prompt]
-        if "Skill" in tools and self.spec.skills:
-            listed = "\n".join(f"- {s.name}: {s.description}" for s in self.spec.skills)
-            parts.append(f"# Skills\nLoad one with the Skill tool when it fits the task:\n{listed}")
-        parts.append(
-            f"# Environment\nWorking directory: {self.sandbox.workspace}\n"
-            "File tools take paths relative to it or absolute paths inside it."
-        )
-        schema = json_schema_of(options.output_format)
-        if schema is not None:
-            parts.append(
-                "# Output format\nYour final answer must be only a JSON document (no prose, "
-                f"no code fence) valid against this JSON schema:\n{json.dumps(schema)}"
-            )
-        return "\n\n".join(parts)
 
     def _start(self, options: TurnOptions) -> _Turn:
         model = options.model or self.spec.model or self.settings.default_model
@@ -153,7 +137,9 @@ class AgentLoop:
         params: dict[str, Any] = {
             "model": model,
             "max_tokens": self.settings.max_tokens,
-            "system": cache.mark_system(self._system(options, tools)),
+            "system": cache.mark_system(
+                *system_prompt(self.spec, options, "Skill" in tools, self.sandbox.workspace)
+            ),
         }
         if tools:
             params["tools"] = cache.mark_tools([t.api() for t in tools.values()])
@@ -210,7 +196,7 @@ class AgentLoop:
                 turn.spend(used)
                 self._measured = (len(conversation), self._input_of(used))
                 self.last_usage, self.last_cost_usd = turn.usage, turn.cost
-            blocks = self._kept_blocks(reply)
+            blocks = reply.kept_blocks()
             if blocks:
                 conversation.append({"role": "assistant", "content": blocks})
                 final_text = text_of(blocks) or final_text
@@ -292,6 +278,8 @@ class AgentLoop:
 
     def _over_threshold(self, conversation: list[dict[str, Any]]) -> bool:
         """Whether the next call's input is estimated past the compaction threshold."""
+        if len(conversation) <= self._compacted_len + 1:
+            return False
         measured = self._measured
         if measured is not None and measured[0] <= len(conversation):
             size = measured[1] + estimate_tokens(conversation[measured[0] :])
@@ -322,7 +310,7 @@ class AgentLoop:
             overhead_tokens=self._overhead_tokens,
         )
         if result is not None:
-            self._measured = None
+            self._measured, self._compacted_len = None, len(conversation)
         return result
 
     async def _compact_event(
@@ -335,18 +323,6 @@ class AgentLoop:
         turn.spend(result.usage)
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         yield AgentEvent("compact", self._tag(result.event()))
-
-    def _kept_blocks(self, reply: Reply) -> list[dict[str, Any]]:
-        if reply.final is not None:
-            return [api_block(b) for b in reply.final.content]
-        if reply.snapshot is None:
-            return []
-        # Cut off mid-stream: only finished text survives; a half tool call cannot run.
-        return [
-            api_block(b)
-            for i, b in enumerate(reply.snapshot.content)
-            if i in reply.stopped and b.type == "text" and b.text
-        ]
 
     # ------------------------------------------------------------ tools
 

@@ -6,8 +6,10 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ash_ray.agent.spec import AgentSpec
 from ash_ray.models import Usage
 
 NO_JSON = object()
@@ -136,3 +138,26 @@ def result_message(
         if parsed is not NO_JSON:
             result["structured_output"] = parsed
     return result
+
+
+def system_prompt(
+    spec: AgentSpec, options: TurnOptions, with_skills: bool, workspace: Path
+) -> tuple[str, str]:
+    """The system prompt: the agent's part (the same in all its sessions), then this
+    session's environment. Only the first is cached on its own, so the sessions of one
+    agent share that prefix in the API's cache."""
+    parts = [options.system_prompt or spec.system_prompt]
+    if with_skills and spec.skills:
+        listed = "\n".join(f"- {s.name}: {s.description}" for s in spec.skills)
+        parts.append(f"# Skills\nLoad one with the Skill tool when it fits the task:\n{listed}")
+    schema = json_schema_of(options.output_format)
+    if schema is not None:
+        parts.append(
+            "# Output format\nYour final answer must be only a JSON document (no prose, "
+            f"no code fence) valid against this JSON schema:\n{json.dumps(schema)}"
+        )
+    environment = (
+        f"# Environment\nWorking directory: {workspace}\n"
+        "File tools take paths relative to it or absolute paths inside it."
+    )
+    return "\n\n".join(parts), environment

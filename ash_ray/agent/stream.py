@@ -10,7 +10,7 @@ from typing import Any
 
 import anthropic
 
-from ash_ray.agent.messages import AgentEvent
+from ash_ray.agent.messages import AgentEvent, api_block
 
 
 @dataclass
@@ -25,6 +25,19 @@ class Reply:
     @property
     def message(self) -> Any:
         return self.final if self.final is not None else self.snapshot
+
+    def kept_blocks(self) -> list[dict[str, Any]]:
+        """The reply's blocks in API input form; of a cut-off reply, its finished text."""
+        if self.final is not None:
+            return [api_block(b) for b in self.final.content]
+        if self.snapshot is None:
+            return []
+        # Cut off mid-stream: only finished text survives; a half tool call cannot run.
+        return [
+            api_block(b)
+            for i, b in enumerate(self.snapshot.content)
+            if i in self.stopped and b.type == "text" and b.text
+        ]
 
 
 async def first(task: asyncio.Future[Any], interrupt: asyncio.Event) -> bool:
