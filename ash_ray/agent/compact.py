@@ -48,8 +48,10 @@ def _kept_count(message: dict[str, Any]) -> int | None:
     content = message.get("content")
     if message.get("role") != "user" or not isinstance(content, list) or len(content) != 2:
         return None
-    first = content[0]
-    if not isinstance(first, dict) or first.get("type") != "text":
+    first, second = content
+    if not all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        return None
+    if not str(second.get("text", "")).startswith(SUMMARY_INTRO):
         return None
     found = _BOUNDARY.match(str(first.get("text", "")))
     return int(found.group(1)) if found else None
