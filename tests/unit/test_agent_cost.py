@@ -344,3 +344,13 @@ async def test_scripted_error_is_not_mistaken_for_too_long(
     with pytest.raises(anthropic.BadRequestError):
         await collect(loop, [], "x")
     assert len(fake.message_requests) == 1
+
+
+def test_only_consecutive_read_only_calls_share_a_batch() -> None:
+    from ash_ray.agent.loop import _batches
+    from ash_ray.agent.tools import BUILTIN_TOOLS
+
+    names = ["Read", "Grep", "Write", "LS", "Glob", "Bash", "Nope"]
+    calls = [{"id": str(i), "name": name, "input": {}} for i, name in enumerate(names)]
+    grouped = [[c["name"] for c in batch] for batch in _batches(calls, BUILTIN_TOOLS)]
+    assert grouped == [["Read", "Grep"], ["Write"], ["LS", "Glob"], ["Bash"], ["Nope"]]
