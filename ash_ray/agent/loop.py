@@ -289,7 +289,10 @@ class AgentLoop:
         return size > limit
 
     async def compact(
-        self, conversation: list[dict[str, Any]], trigger: str = "manual"
+        self,
+        conversation: list[dict[str, Any]],
+        trigger: str = "manual",
+        betas: Sequence[str] | None = None,
     ) -> CompactResult | None:
         """Summarize the older turns of ``conversation`` now (None: nothing to summarize).
 
@@ -308,6 +311,7 @@ class AgentLoop:
             max_chars=window * 2,  # half the window, at about 4 characters a token
             max_tokens=self.settings.max_tokens,
             overhead_tokens=self._overhead_tokens,
+            betas=list(betas) if betas else None,
         )
         if result is not None:
             self._measured, self._compacted_len = None, len(conversation)
@@ -317,7 +321,7 @@ class AgentLoop:
         self, turn: _Turn, conversation: list[dict[str, Any]], trigger: str
     ) -> AsyncIterator[AgentEvent]:
         """Compact within a turn: its usage counts, and a ``compact`` event tells."""
-        result = await self.compact(conversation, trigger)
+        result = await self.compact(conversation, trigger, turn.params.get("betas"))
         if result is None:
             return
         turn.spend(result.usage)

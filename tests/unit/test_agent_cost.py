@@ -321,8 +321,11 @@ async def test_compact_on_demand_and_cold_resume(make_loop: Any, fake: FakeAnthr
     assert await loop.compact(conversation) is None  # nothing to summarize
     for n in range(5):
         await collect(loop, conversation, long_prompt(n))
-    result = await loop.compact(conversation)
+    result = await loop.compact(conversation, betas=["context-1m-2025-08-07"])
     assert result is not None and result.trigger == "manual"
+    summary_call = fake.requests[-1]
+    assert summary_call.headers["anthropic-beta"] == "context-1m-2025-08-07"
+    assert summary_call.body["max_tokens"] == 4096 and "tools" not in summary_call.body
     assert result.summarized_turns == 3 and result.kept_messages == 4
     assert result.usage.output_tokens > 0
     # A cold resume reloads the stored rows (JSON) into a fresh loop.
