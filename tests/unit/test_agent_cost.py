@@ -357,3 +357,43 @@ def test_only_consecutive_read_only_calls_share_a_batch() -> None:
     calls = [{"id": str(i), "name": name, "input": {}} for i, name in enumerate(names)]
     grouped = [[c["name"] for c in batch] for batch in _batches(calls, BUILTIN_TOOLS)]
     assert grouped == [["Read", "Grep"], ["Write"], ["LS", "Glob"], ["Bash"], ["Nope"]]
+
+
+async def test_a_second_compaction_summarizes_the_first_summary(
+    make_loop: Any, fake: FakeAnthropic
+) -> None:
+    loop = make_loop(compact_keep_turns=1)
+    conversation: list[dict[str, Any]] = []
+    for n in range(3):
+        await collect(loop, conversation, long_prompt(n))
+    assert await loop.compact(conversation) is not None
+    for n in range(3, 5):
+        await collect(loop, conversation, long_prompt(n))
+    second = await loop.compact(conversation)
+    assert second is not None
+    # The earlier summary went into the new one, as the transcript's first user text.
+    request = fake.message_requests[-1]["messages"][0]["content"]
+    assert "Summary of the earlier conversation" in request
+    view, index = context_of(conversation)
+    assert index[0] == -1 and len(view) == 1 + 2  # summary + the last turn
+    assert view[1]["content"] == long_prompt(4)
+    assert all(i >= 0 and "compact boundary" not in json.dumps(conversation[i]) for i in index[1:])
+
+
+async def test_kept_turns_across_an_earlier_boundary(make_loop: Any, fake: FakeAnthropic) -> None:
+    loop = make_loop(compact_keep_turns=2)
+    conversation: list[dict[str, Any]] = []
+    for n in range(3):
+        await collect(loop, conversation, long_prompt(n))
+    assert await loop.compact(conversation) is not None
+    await collect(loop, conversation, long_prompt(3))
+    assert await loop.compact(conversation) is not None
+    view, _ = context_of(conversation)
+    await collect(loop, conversation, "next")
+    sent = fake.message_requests[-1]["messages"]
+    assert json.dumps(sent).count("compact boundary") == 0  # boundaries are never sent
+    assert json.dumps(sent).count("Summary of the earlier conversation") == 1
+    assert [m["content"] for m in view[1:] if isinstance(m["content"], str)] == [
+        long_prompt(2),
+        long_prompt(3),
+    ]
