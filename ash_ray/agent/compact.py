@@ -160,6 +160,15 @@ class CompactResult:
     tokens_after: int
     usage: Usage = field(default_factory=Usage)
 
+    def boundary_message(self) -> dict[str, Any]:
+        """The Claude Agent SDK's message for it (``system`` / ``compact_boundary``)."""
+        trigger = "manual" if self.trigger == "manual" else "auto"
+        return {
+            "type": "system",
+            "subtype": "compact_boundary",
+            "compact_metadata": {"trigger": trigger, "pre_tokens": self.tokens_before},
+        }
+
     def event(self) -> dict[str, Any]:
         return {
             "trigger": self.trigger,

@@ -327,6 +327,7 @@ class AgentLoop:
         turn.spend(result.usage)
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         yield AgentEvent("compact", self._tag(result.event()))
+        yield AgentEvent("message", self._tag(result.boundary_message()))
 
     # ------------------------------------------------------------ tools
 

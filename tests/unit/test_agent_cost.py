@@ -236,13 +236,18 @@ async def test_auto_compaction_keeps_recent_turns(make_loop: Any, fake: FakeAnth
     fake.configure(context_window_tokens=WINDOW)
     loop = make_loop(context_window_tokens=WINDOW, compact_threshold=0.8, compact_keep_turns=2)
     conversation: list[dict[str, Any]] = []
-    compactions = []
+    compactions, boundaries = [], []
     for n in range(12):
         events = await collect(loop, conversation, long_prompt(n))
         assert result_of(events)["subtype"] == "success", n
         compactions += [e.data for e in events if e.type == "compact"]
+        boundaries += [e.data for e in events if e.data.get("subtype") == "compact_boundary"]
     assert compactions, "a 12-turn session over a 3000-token window must compact"
     event = compactions[0]
+    # Each also as the Claude Agent SDK's compact_boundary message.
+    assert [b["compact_metadata"] for b in boundaries] == [
+        {"trigger": "auto", "pre_tokens": c["tokensBefore"]} for c in compactions
+    ]
     assert {c["trigger"] for c in compactions} == {"auto"}  # before the API had to refuse
     assert event["trigger"] == "auto" and event["summarizedTurns"] >= 1
     assert event["tokensAfter"] < event["tokensBefore"]
