@@ -109,10 +109,10 @@ def choose_cut(
         return None
     prompts = [c for c in safe if _is_prompt(view[c])]
     start = prompts[-keep_turns] if keep_turns and len(prompts) >= keep_turns else safe[0]
-    for cut in safe:
-        if cut >= start and estimate_tokens(view[cut:]) <= keep_tokens:
-            return cut
-    return safe[-1]
+    tail = [0] * (len(view) + 1)  # tail[c]: tokens of view[c:], each message sized once
+    for c in range(len(view) - 1, -1, -1):
+        tail[c] = tail[c + 1] + estimate_tokens(view[c])
+    return next((c for c in safe if c >= start and tail[c] <= keep_tokens), safe[-1])
 
 
 def _clip(text: str, limit: int) -> str:
