@@ -7,7 +7,9 @@ test releases it:
 - ``at="first_token"``: after the headers and ``message_start``, before the first
   content token (a turn that is "thinking");
 - ``at="message_stop"``: after every content token and ``message_delta``, before
-  ``message_stop`` (a turn whose text streamed but which has not finished).
+  ``message_stop`` (a turn whose text streamed but which has not finished);
+- ``at="token:N"``: before the N-th content token, counting from 0 (a reply cut in the
+  middle of a block; ``token:0`` is ``first_token``).
 
 A non-streaming request is held before its body, whatever ``at`` says. ``seen`` is set
 when the request arrives, ``held`` when the reply is parked. A hold releases itself after
@@ -27,18 +29,29 @@ from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
-HoldPoint = Literal["first_token", "message_stop"]
-HOLD_POINTS: tuple[HoldPoint, ...] = ("first_token", "message_stop")
+HoldPoint = Literal["first_token", "message_stop"] | str  # or "token:N"
+HOLD_POINTS = ("first_token", "message_stop", "token:N")
 # Long enough for any test step, short enough that a forgotten hold does not wedge a run.
 DEFAULT_HOLD_S = 300.0
+
+
+def before_token(at: str) -> int | None:
+    """The token a hold point parks before (None for message_stop); ValueError if bad."""
+    if at == "message_stop":
+        return None
+    if at == "first_token":
+        return 0
+    number = at.removeprefix("token:")
+    if at.startswith("token:") and number.isdigit():
+        return int(number)
+    raise ValueError(f"hold at {at!r}: choose one of {', '.join(HOLD_POINTS)}")
 
 
 class Hold:
     """One latch on one reply. Use as a context manager so it is released on the way out."""
 
     def __init__(self, hold_id: str, marker: str | None, at: HoldPoint, timeout_s: float) -> None:
-        if at not in HOLD_POINTS:
-            raise ValueError(f"hold at {at!r}: choose one of {', '.join(HOLD_POINTS)}")
+        self.before_token = before_token(at)  # None: hold at message_stop
         self.id = hold_id
         self.marker = marker
         self.at: HoldPoint = at

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ash_ray.testing.fake_holds import DEFAULT_HOLD_S, HOLD_POINTS, Hold, Holds
+from ash_ray.testing.fake_holds import DEFAULT_HOLD_S, Hold, Holds
 from ash_ray.testing.fake_replies import (
     AnyReply,
     ErrorReply,
@@ -216,12 +216,12 @@ class _Handler(BaseHTTPRequestHandler):
         ``until`` (seen or held), ``/_fake/release`` releases one ``id`` or all."""
         holds = self.server.state.holds
         if path == "/_fake/hold":
-            if body.get("at", "first_token") not in HOLD_POINTS:
-                self._error(ErrorReply(400, "invalid_request_error", f"bad at: {body['at']!r}"))
+            at, timeout_s = str(body.get("at", "first_token")), body.get("timeout_s")
+            try:
+                hold = holds.add(body.get("marker"), at, float(timeout_s or DEFAULT_HOLD_S))
+            except ValueError as exc:
+                self._error(ErrorReply(400, "invalid_request_error", str(exc)))
                 return
-            marker = body.get("marker")
-            at = body.get("at", "first_token")
-            hold = holds.add(marker, at, float(body.get("timeout_s", DEFAULT_HOLD_S)))
             self._json(200, hold.state())
             return
         found = holds.get(str(body.get("id")))
@@ -298,12 +298,12 @@ class _Handler(BaseHTTPRequestHandler):
         tokens = 0
         for index, (frame, is_token) in enumerate(frames):
             if is_token:
-                if tokens == 0 and hold is not None and hold.at == "first_token":
+                if hold is not None and hold.before_token == tokens:
                     hold.park()
                 time.sleep(delays[0] if tokens == 0 else delays[1])
                 tokens += 1
-            # A reply without tokens is held before it ends, wherever the hold is.
-            last = index == len(frames) - 1
-            if last and hold is not None and (hold.at == "message_stop" or tokens == 0):
+            # A hold past the reply's last token holds before message_stop.
+            at = None if hold is None else hold.before_token
+            if index == len(frames) - 1 and hold is not None and (at is None or at >= tokens):
                 hold.park()
             self._chunk(frame)

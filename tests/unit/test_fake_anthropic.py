@@ -362,4 +362,16 @@ def test_hold_over_http_for_other_processes(
         remote.hold("never sent").wait_seen(timeout_s=0.1)
     remote.release_all()
     resp = httpx.post(fake.url + "/_fake/hold", json={"at": "somewhere"})
-    assert resp.status_code == 400
+    assert resp.status_code == 400 and "token:N" in resp.text
+
+
+def test_hold_in_the_middle_of_a_block(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.script("0123456789abcdef" * 3)  # three text deltas of 16 characters
+    with fake.hold(at="token:2") as hold:
+        thread, pieces, events = _stream_in_thread(client, "hello")
+        hold.wait_held()
+        wait_for(lambda: len(pieces) == 2, timeout_s=10, what="two deltas")
+        assert "".join(pieces) == "0123456789abcdef" * 2 and thread.is_alive()
+        hold.release()
+        thread.join(10)
+    assert len(pieces) == 3 and events[-1] == "message_stop"
