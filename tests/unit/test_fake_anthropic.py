@@ -183,6 +183,8 @@ def test_auth_is_required_when_configured(fake: FakeAnthropic) -> None:
 
 
 def test_delays_per_server_and_per_reply(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    # The delays themselves are under test (benchmarks model latency with them); nothing
+    # here orders events by them.
     fake.configure(first_token_delay_s=0.3)
     started = time.monotonic()
     with client.messages.stream(model="m", max_tokens=8, messages=USER_HI) as stream:
