@@ -31,7 +31,6 @@ import logging
 import signal
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from types import TracebackType
@@ -190,15 +189,6 @@ class FakeAnthropic:
     def message_requests(self) -> list[dict[str, Any]]:
         """Bodies of the ``POST /v1/messages`` requests so far."""
         return [r.body for r in self.requests if r.path == "/v1/messages"]
-
-    def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> list[RecordedRequest]:
-        """Poll until ``count`` requests arrived; TimeoutError names how many did."""
-        deadline = time.monotonic() + timeout_s
-        while len(found := self.requests) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)} of {count} requests after {timeout_s}s")
-            time.sleep(0.01)
-        return found
 
 
 def _call(url: str, method: str, body: Any = None, timeout_s: float = 10.0) -> Any:
