@@ -18,7 +18,8 @@ def test_disconnect_then_reattach_gets_every_event_once(
 ) -> None:
     sid = new_session(http, agent)
     seen = []
-    # The reply stops after its second delta until the client has gone away.
+    # The reply stops after its second delta until the client has gone and come back:
+    # the re-attach always meets the turn running.
     with fake_model.hold(LONG, at="token:2") as hold:
         with http.stream(
             "POST",
@@ -29,13 +30,14 @@ def test_disconnect_then_reattach_gets_every_event_once(
                 seen.append(frame)
                 if frame[1] == "text_delta":
                     break  # the client goes away mid-turn
-        assert hold.seen and not hold.released
-    last_id = seen[-1][0]
-    with http.stream(
-        "GET", f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": str(last_id)}
-    ) as r:
-        assert r.status_code == 200
-        rest = list(frames(r.iter_lines()))
+        last_id = seen[-1][0]
+        with http.stream(
+            "GET", f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": str(last_id)}
+        ) as r:
+            assert r.status_code == 200
+            assert not hold.released
+            hold.release()
+            rest = list(frames(r.iter_lines()))
     assert rest and rest[-1][1] == "done"
     combined = [f[0] for f in seen] + [f[0] for f in rest]
     assert len(combined) == len(set(combined)), "an event was delivered twice"
