@@ -15,7 +15,7 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings
 from ash_ray.errors import AtCapacity
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 from tests.integration.sse import new_session, send
 
 pytestmark = pytest.mark.ray

@@ -12,7 +12,8 @@ import pytest
 import ray
 
 from ash_ray.names import REGISTRY_NAME
-from tests.integration.conftest import API_KEY, Target, wait_for
+from tests.helpers import wait_for
+from tests.integration.conftest import API_KEY, Target
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray

@@ -28,7 +28,8 @@ from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AtCapacity
 from ash_ray.pipeline import AshRay
 from ash_ray.testing.fake_anthropic import Reply, text
-from tests.integration.conftest import MODEL_KEY, wait_for
+from tests.helpers import wait_for
+from tests.integration.conftest import MODEL_KEY
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 from tests.integration.sse import frames, new_session
 
 pytestmark = pytest.mark.ray
