@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         Path.home() / ".ash-ray", description="Workspaces, snapshots and the SQLite file."
     )
     database_url: str = Field(
-        "", description="postgresql://... for Postgres/CockroachDB; empty: SQLite in data_dir."
+        "",
+        description="postgresql://... for Postgres/CockroachDB; empty: SQLite in data_dir; "
+        "sqlite:////abs/path.db or sqlite:/abs/path.db, sqlite:///rel.db (under data_dir).",
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "NORMAL",
@@ -160,6 +162,8 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if value and not value.startswith(("postgresql://", "postgres://", "sqlite:")):
             raise ValueError("must start with postgresql:// (or be empty for SQLite)")
+        if value.startswith("sqlite://") and not value.startswith("sqlite:///"):
+            raise ValueError("sqlite URLs have no host: sqlite:////abs/path.db or sqlite:///rel.db")
         return value
 
     @field_validator("proxy_port")
@@ -180,9 +184,14 @@ class Settings(BaseSettings):
 
     @property
     def sqlite_path(self) -> Path:
-        if self.database_url.startswith("sqlite:"):
-            return Path(self.database_url.removeprefix("sqlite:").lstrip("/") or "ash.db")
-        return self.data_dir / "ash.db"
+        """The SQLite file. As in SQLAlchemy, ``sqlite:///`` is followed by the path, so
+        ``sqlite:////tmp/x.db`` is absolute; a relative path is under ``data_dir`` (a Ray
+        worker's working directory is no place for a database)."""
+        if not self.database_url.startswith("sqlite:"):
+            return self.data_dir / "ash.db"
+        path = self.database_url.removeprefix("sqlite:")
+        path = path[3:] if path.startswith("///") else path
+        return self.data_dir / (path or "ash.db")  # an absolute path replaces data_dir
 
     @property
     def snapshot_dir(self) -> Path:
