@@ -39,15 +39,13 @@ from ash_ray.agent.messages import (
     text_of,
     usage_of,
 )
-from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.pricing import cost_usd
 from ash_ray.agent.spec import AgentSpec
-from ash_ray.agent.tools import Tool, ToolContext, ToolResult, available_tools, run_tool
+from ash_ray.agent.toolbox import AgentTools, ToolTurn
+from ash_ray.agent.tools import Tool, ToolResult
 from ash_ray.config import Settings
 from ash_ray.models import Usage
 from ash_ray.sandbox import Sandbox
-
-_MIB = 1024 * 1024
 
 
 @dataclass
@@ -87,6 +85,7 @@ class AgentLoop:
         settings: Settings,
         *,
         session_id: str | None = None,
+        tools: AgentTools | None = None,
     ) -> None:
         self.client = client
         self.spec = spec
@@ -96,6 +95,12 @@ class AgentLoop:
         self.model: str = spec.model or settings.default_model
         self.last_usage = Usage()
         self.last_cost_usd = 0.0
+        # agenttools: MCP, hooks, modes, todos, subagents; a subagent's loop shares its parent's.
+        self.tools = tools or AgentTools(client, spec, settings, session_id)
+
+    async def aclose(self) -> None:
+        """Stop what the session keeps between turns (MCP servers): pause, stop, end."""
+        await self.tools.aclose()
 
     def _tag(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.session_id:
@@ -131,20 +136,15 @@ class AgentLoop:
         model = options.model or self.spec.model or self.settings.default_model
         self.model = model
         max_turns = options.max_turns or self.settings.max_turns
-        policy = PermissionPolicy(
-            self.spec.permissions,
-            allowed_tools=options.allowed_tools,
-            disallowed_tools=options.disallowed_tools,
-        )
-        offered = policy.offered(t.name for t in available_tools(self.spec))
-        tools = {t.name: t for t in available_tools(self.spec) if t.name in offered}
-        ctx = ToolContext(
-            sandbox=self.sandbox,
-            spec=self.spec,
-            policy=policy,
-            default_timeout_s=self.settings.sandbox_timeout_s,
-            max_write_bytes=self.settings.sandbox_file_size_mb * _MIB,
-        )
+        # --- agenttools: the turn's tools (MCP started lazily), mode and hooks
+        turn = await self.tools.begin_turn(self.sandbox, options, model, self._tag({}))
+        tools = turn.tools
+        for event in turn.drain():
+            yield event
+        blocked, context = await turn.prompt_hooks(prompt)
+        if context:
+            prompt = prompt + "\n\n" + "\n".join(context)
+        # --- end agenttools
         params: dict[str, Any] = {
             "model": model,
             "max_tokens": self.settings.max_tokens,
@@ -157,8 +157,8 @@ class AgentLoop:
                 }
             ],
         }
-        if tools:
-            params["tools"] = [t.api() for t in tools.values()]
+        if tools or turn.server_tools():
+            params["tools"] = [t.api() for t in tools.values()] + turn.server_tools()
         if options.thinking:
             params["thinking"] = options.thinking
 
@@ -166,7 +166,8 @@ class AgentLoop:
         usage, cost, turns, api_s = Usage(), 0.0, 0, 0.0
         final_text, subtype = "", "success"
         self.last_usage, self.last_cost_usd = usage, cost
-        while True:
+        stop_hook_active = False
+        while blocked is None:
             if interrupt.is_set():
                 subtype = "interrupted"
                 break
@@ -197,10 +198,19 @@ class AgentLoop:
                 break
             tool_uses = [b for b in blocks if b["type"] == "tool_use"]
             if not tool_uses:
-                break
+                # agenttools: a Stop hook may send the model back to work, with its reason.
+                if (keep_going := await turn.stop_hooks(stop_hook_active)) is None:
+                    break
+                stop_hook_active = True
+                conversation.append({"role": "user", "content": f"Stop hook: {keep_going}"})
+                continue
             results: list[dict[str, Any]] = []
-            async for event in self._run_tools(ctx, tools, policy, tool_uses, interrupt, results):
+            async for event in self._run_tools(turn, tool_uses, interrupt, results):
                 yield event
+            # agenttools: subagents' usage counts in this turn's
+            sub_usage, sub_cost = turn.take_usage()
+            usage, cost = usage.add(sub_usage), cost + sub_cost
+            self.last_usage, self.last_cost_usd = usage, cost
             conversation.append({"role": "user", "content": results})
             user_message = {"role": "user", "content": results}
             yield AgentEvent(
@@ -208,6 +218,10 @@ class AgentLoop:
                 self._tag({"type": "user", "message": user_message, "parent_tool_use_id": None}),
             )
 
+        if blocked is not None:
+            # agenttools: a UserPromptSubmit hook refused the prompt; no model call.
+            conversation.pop()
+            subtype, final_text = "error_during_execution", f"UserPromptSubmit hook: {blocked}"
         result: dict[str, Any] = {
             "type": "result",
             "subtype": subtype,
@@ -307,9 +321,7 @@ class AgentLoop:
 
     async def _run_tools(
         self,
-        ctx: ToolContext,
-        tools: dict[str, Tool],
-        policy: PermissionPolicy,
+        turn: ToolTurn,
         tool_uses: list[dict[str, Any]],
         interrupt: asyncio.Event,
         results: list[dict[str, Any]],
@@ -320,14 +332,11 @@ class AgentLoop:
             yield AgentEvent("tool_use", {"id": block["id"], "name": name, "input": args})
             if interrupt.is_set():
                 outcome = ToolResult("Interrupted by the user before the tool ran.", True)
-            elif name not in tools:
-                outcome = ToolResult(
-                    f"<tool_use_error>No such tool available: {name}</tool_use_error>", True
-                )
-            elif reason := policy.check(name, args, self.sandbox.workspace):
-                outcome = ToolResult(reason, True)
             else:
-                outcome = await self._run_interruptible(ctx, tools[name], args, interrupt)
+                # agenttools: unknown tool, plan mode, hooks, rules, then the tool
+                outcome = await self._run_interruptible(turn, block, interrupt)
+            for event in turn.drain():  # todo, mcp_status, a subagent's messages
+                yield event
             item = {
                 "type": "tool_result",
                 "tool_use_id": block["id"],
@@ -345,9 +354,9 @@ class AgentLoop:
             )
 
     async def _run_interruptible(
-        self, ctx: ToolContext, tool: Tool, args: Any, interrupt: asyncio.Event
+        self, turn: ToolTurn, block: dict[str, Any], interrupt: asyncio.Event
     ) -> ToolResult:
-        task = asyncio.ensure_future(run_tool(ctx, tool, args))
+        task = asyncio.ensure_future(turn.call(block))
         try:
             if await _first(task, interrupt):
                 return task.result()

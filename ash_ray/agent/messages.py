@@ -26,6 +26,10 @@ class TurnOptions:
     disallowed_tools: Sequence[str] | None = None
     output_format: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
+    # agenttools: the session's permissionMode, mcpServers and subagents (toolbox.py).
+    permission_mode: str | None = None
+    mcp_servers: dict[str, Any] | None = None
+    subagents: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
