@@ -50,7 +50,7 @@ async def todo_write(ctx: ToolContext, args: dict[str, Any]) -> str:
     """Replace the session's task list and announce it."""
     todos = _clean(args["todos"])
     if ctx.state is not None:
-        ctx.state.todos = todos
+        ctx.state.session.todos = todos  # state is the ToolTurn; the list is per session
     if ctx.emit is not None:
         ctx.emit("todo", {"todos": todos})
     return (

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from markdownify import markdownify
+from bs4 import BeautifulSoup
+from markdownify import MarkdownConverter
 
 from ash_ray.agent.file_tools import ToolFailure
 
@@ -91,7 +92,10 @@ def _as_text(response: httpx.Response, body: bytes) -> str:
         raise ToolFailure(f"WebFetch reads text pages only; {response.url} is {kind}")
     text = body.decode(response.encoding or "utf-8", errors="replace")
     if kind in ("text/html", "application/xhtml+xml") or (not kind and "<html" in text[:1000]):
-        return str(markdownify(text, heading_style="ATX", strip=["script", "style"])).strip()
+        soup = BeautifulSoup(text, "html.parser")
+        for tag in soup(["script", "style", "noscript", "template"]):
+            tag.decompose()  # their text is code, not content
+        return str(MarkdownConverter(heading_style="ATX").convert_soup(soup)).strip()
     return text
 
 
