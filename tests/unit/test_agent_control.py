@@ -217,7 +217,11 @@ def _hooks(event: str, command: str, matcher: str = "") -> dict[str, Any]:
 
 
 async def test_pre_tool_use_hook_blocks_with_exit_2(make_loop: Any, fake: FakeAnthropic) -> None:
-    script = 'import json,sys; d=json.load(sys.stdin); open("seen.json","w").write(json.dumps(d)); print("no rm here", file=sys.stderr); sys.exit(2 if "rm" in d["tool_input"]["command"] else 0)'
+    script = (
+        "import json,sys; d=json.load(sys.stdin); open('seen.json','w').write(json.dumps(d));"
+        " print('no rm here', file=sys.stderr);"
+        " sys.exit(2 if 'rm' in d['tool_input']['command'] else 0)"
+    )
     loop = make_loop(
         _hooks("PreToolUse", "python3 .claude/check.py", "Bash"), files={".claude/check.py": script}
     )
@@ -271,7 +275,8 @@ async def test_user_prompt_submit_and_stop_hooks(
                     "hooks": [
                         {
                             "type": "command",
-                            "command": "grep -q secret && { echo 'no secrets' >&2; exit 2; } || echo 'today is Tuesday'",
+                            "command": "grep -q secret && { echo 'no secrets' >&2; exit 2; }"
+                            " || echo 'today is Tuesday'",
                         }
                     ]
                 }
@@ -281,7 +286,9 @@ async def test_user_prompt_submit_and_stop_hooks(
                     "hooks": [
                         {
                             "type": "command",
-                            "command": "python3 -c \"import json,sys; d=json.load(sys.stdin); print(json.dumps({} if d['stop_hook_active'] else {'decision': 'block', 'reason': 'run the tests'}))\"",
+                            "command": "python3 -c \"import json,sys; d=json.load(sys.stdin);"
+                            " print(json.dumps({} if d['stop_hook_active'] else"
+                            " {'decision': 'block', 'reason': 'run the tests'}))\"",
                         }
                     ]
                 }
@@ -302,7 +309,10 @@ async def test_user_prompt_submit_and_stop_hooks(
 async def test_task_runs_a_subagent_without_the_parent_conversation(
     make_loop: Any, fake: FakeAnthropic
 ) -> None:
-    sub = "---\nname: researcher\ndescription: Looks things up\ntools: Read, Grep\nmodel: haiku\n---\nYou are the researcher.\n"
+    sub = (
+        "---\nname: researcher\ndescription: Looks things up\ntools: Read, Grep\n"
+        "model: haiku\n---\nYou are the researcher.\n"
+    )
     loop = make_loop(files={".claude/agents/researcher.md": sub})
     fake.script(
         [
@@ -354,7 +364,10 @@ class _Pages(BaseHTTPRequestHandler):
             self.send_header("Location", "/page")
             self.end_headers()
             return
-        body = b"<html><body><h1>Title</h1><p>Some <b>bold</b> text</p><script>x()</script></body></html>"
+        body = (
+            b"<html><body><h1>Title</h1><p>Some <b>bold</b> text</p>"
+            b"<script>x()</script></body></html>"
+        )
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

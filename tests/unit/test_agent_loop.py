@@ -242,7 +242,11 @@ async def test_session_tool_lists_filter_what_is_offered(
     loop = make_loop(skills=True)
     fake.script("a", "b", [tool_use("Bash", {"command": "echo no"}, id="t")], "c")
     await collect(loop, [], "x")
-    assert [t["name"] for t in fake.message_requests[0]["tools"]] == [*ALL_TOOLS, "Skill", "web_search"]
+    assert [t["name"] for t in fake.message_requests[0]["tools"]] == [
+        *ALL_TOOLS,
+        "Skill",
+        "web_search",
+    ]
     assert "greet: Say hello" in fake.message_requests[0]["system"][0]["text"]
     await collect(loop, [], "x", TurnOptions(allowed_tools=["Read", "Bash(git status)"]))
     assert [t["name"] for t in fake.message_requests[1]["tools"]] == ["Bash", "Read"]
