@@ -354,8 +354,10 @@ class McpServers:
             try:
                 result = await asyncio.wait_for(_unless(server, server.session, tool, args), limit)
             except Exception as exc:
-                why = f"did not answer within {limit:g}s" if isinstance(exc, TimeoutError) else (
-                    server.why_down() if not server.running else _describe(exc)
+                why = (
+                    f"did not answer within {limit:g}s"
+                    if isinstance(exc, TimeoutError)
+                    else (server.why_down() if not server.running else _describe(exc))
                 )
                 if ctx.emit:
                     ctx.emit("mcp_status", {"action": "error", "server": server_name, "error": why})

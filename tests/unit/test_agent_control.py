@@ -286,7 +286,7 @@ async def test_user_prompt_submit_and_stop_hooks(
                     "hooks": [
                         {
                             "type": "command",
-                            "command": "python3 -c \"import json,sys; d=json.load(sys.stdin);"
+                            "command": 'python3 -c "import json,sys; d=json.load(sys.stdin);'
                             " print(json.dumps({} if d['stop_hook_active'] else"
                             " {'decision': 'block', 'reason': 'run the tests'}))\"",
                         }
