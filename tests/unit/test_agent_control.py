@@ -441,3 +441,54 @@ async def test_websearch_is_the_server_tool_and_can_be_denied(
     assert {"type": "web_search_20250305", "name": "web_search", "max_uses": 5} in tools
     await run(loop, "x", TurnOptions(disallowed_tools=["WebSearch"]))
     assert "web_search" not in [t["name"] for t in fake.message_requests[1]["tools"]]
+
+
+async def test_web_search_blocks_stream_through_and_persist(
+    make_loop: Any, fake: FakeAnthropic
+) -> None:
+    loop = make_loop()
+    search = {
+        "type": "server_tool_use",
+        "id": "srvtoolu_1",
+        "name": "web_search",
+        "input": {"query": "ash ray"},
+    }
+    found = {
+        "type": "web_search_tool_result",
+        "tool_use_id": "srvtoolu_1",
+        "content": [
+            {
+                "type": "web_search_result",
+                "url": "https://example.com/",
+                "title": "Example",
+                "encrypted_content": "opaque",
+            }
+        ],
+    }
+    fake.script([search, found, {"type": "text", "text": "It is a project."}], "second")
+    conversation: list[dict[str, Any]] = []
+    events = [
+        e async for e in loop.run_turn(conversation, "search", TurnOptions(), asyncio.Event())
+    ]
+    (assistant,) = [e.data for e in events if e.type == "message" and e.data["type"] == "assistant"]
+    kinds = [b["type"] for b in assistant["message"]["content"]]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
+    assert not results(events)  # the API ran the search: nothing for the loop to run
+    async for _ in loop.run_turn(conversation, "more", TurnOptions(), asyncio.Event()):
+        pass
+    sent = fake.message_requests[1]["messages"][1]["content"]
+    assert sent[0] == search and sent[1]["content"][0]["url"] == "https://example.com/"
+
+
+async def test_a_hook_that_hangs_is_cut_and_does_not_block(
+    make_loop: Any, fake: FakeAnthropic
+) -> None:
+    settings = {
+        "hooks": {
+            "PreToolUse": [{"hooks": [{"type": "command", "command": "sleep 30", "timeout": 1}]}]
+        }
+    }
+    loop = make_loop(settings)
+    fake.script([tool_use("Bash", {"command": "echo ran"})], "ok")
+    (result,) = results(await run(loop, "go"))
+    assert not result["is_error"] and "ran" in result["content"]
