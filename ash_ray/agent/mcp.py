@@ -66,7 +66,11 @@ class ServerConfig:
         """Read one entry; raises ValueError naming what is wrong."""
         if not isinstance(raw, dict):
             raise ValueError(f"MCP server {name!r} must be an object")
-        kind = str(raw.get("type") or ("stdio" if raw.get("command") else "http"))
+        url = str(raw.get("url") or "")
+        guess = (
+            "stdio" if raw.get("command") else "sse" if url.rstrip("/").endswith("/sse") else "http"
+        )
+        kind = str(raw.get("type") or guess)
         kind = "http" if kind == "streamable-http" else kind
         if kind == "stdio":
             if not isinstance(raw.get("command"), str) or not raw["command"]:

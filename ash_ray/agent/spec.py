@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from ash_ray.agent.hooks import HookMatcher, parse_hooks
+from ash_ray.agent.mcp import ServerConfig
 from ash_ray.agent.permissions import PermissionRules
 from ash_ray.errors import AgentInvalid
 
@@ -247,6 +248,11 @@ def load_agent(path: Path) -> AgentSpec:
         servers = _read_json(mcp_file).get("mcpServers", {})
         if not isinstance(servers, dict):
             raise AgentInvalid(f"{mcp_file}: mcpServers must be an object", path=str(mcp_file))
+        for name, entry in servers.items():
+            try:
+                ServerConfig.parse(str(name), entry)
+            except ValueError as exc:
+                raise AgentInvalid(f"{mcp_file}: {exc}", path=str(mcp_file)) from None
         mcp_servers = servers
     return AgentSpec(
         name=folder.resolve().name,
