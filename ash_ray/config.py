@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     default_model: str = Field("claude-sonnet-4-6", description="Model when none is given.")
     max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens of each model request.")
+    context_window_tokens: int = Field(
+        200_000, ge=1000, description="The model's context window, for automatic compaction."
+    )
+    compact_threshold: float = Field(
+        0.8, gt=0, le=1,
+        description="Compact when a call's input would pass this share of the context window.",
+    )
+    compact_keep_turns: int = Field(
+        2, ge=0, le=100, description="Recent turns a compaction keeps verbatim (if they fit)."
+    )
 
     # -- sandbox
     sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(

@@ -9,7 +9,8 @@ replies in order and otherwise follows the default rules of
 
 Other processes (Ray actors) drive it over HTTP: ``POST /_fake/script``
 (``{"replies": [...]}``), ``POST /_fake/reset``, ``GET /_fake/requests``,
-``POST /_fake/config`` (``first_token_delay_s``, ``chunk_delay_s``, ``chunk_chars``),
+``POST /_fake/config`` (``first_token_delay_s``, ``chunk_delay_s``, ``chunk_chars``,
+``context_window_tokens``),
 ``GET /_fake/health``; :class:`FakeAnthropicRemote` wraps them.
 
 It is a threaded stdlib server with keep-alive and chunked SSE: cheap per request, so
@@ -30,6 +31,7 @@ import urllib.request
 from types import TracebackType
 from typing import Any
 
+from ash_ray.testing.fake_cache import PromptCache
 from ash_ray.testing.fake_http import RecordedRequest, Server, State
 from ash_ray.testing.fake_replies import (
     Block,
@@ -72,12 +74,14 @@ class FakeAnthropic:
         chunk_delay_s: float = 0.0,
         chunk_chars: int = 16,
         max_requests: int = 100_000,
+        context_window_tokens: int | None = None,
     ) -> None:
-        """``max_requests`` bounds the recorded requests (the oldest are dropped)."""
+        """``max_requests`` bounds the recorded requests (the oldest are dropped);
+        ``context_window_tokens`` refuses longer requests (see fake_cache)."""
         self.host = host
         self.port = port
         timing = Timing(first_token_delay_s, chunk_delay_s, chunk_chars)
-        self._state = State(api_key, timing, max_requests)
+        self._state = State(api_key, timing, max_requests, PromptCache(context_window_tokens))
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -136,9 +140,13 @@ class FakeAnthropic:
         first_token_delay_s: float | None = None,
         chunk_delay_s: float | None = None,
         chunk_chars: int | None = None,
+        context_window_tokens: int | None = None,
     ) -> None:
-        """Change the default delays and text chunk size of replies that set none."""
+        """Change the default delays and text chunk size of replies that set none,
+        and the context window (None: unchanged)."""
         with self._state.lock:
+            if context_window_tokens is not None:
+                self._state.cache.context_window_tokens = context_window_tokens
             timing = self._state.timing
             if first_token_delay_s is not None:
                 timing.first_token_delay_s = first_token_delay_s

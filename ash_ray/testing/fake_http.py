@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ash_ray.testing.fake_cache import PromptCache
 from ash_ray.testing.fake_replies import (
     AnyReply,
     ErrorReply,
@@ -49,8 +50,11 @@ class RecordedRequest:
 class State:
     """What the handler threads share, behind one lock."""
 
-    def __init__(self, api_key: str | None, timing: Timing, max_requests: int) -> None:
+    def __init__(
+        self, api_key: str | None, timing: Timing, max_requests: int, cache: PromptCache
+    ) -> None:
         self.api_key = api_key
+        self.cache = cache
         self.initial_timing = replace(timing)
         self.timing = timing
         self.lock = threading.Lock()
@@ -62,6 +66,7 @@ class State:
         self.queue.clear()
         self.requests.clear()
         self.timing = replace(self.initial_timing)
+        self.cache.clear()
 
 
 class Server(ThreadingHTTPServer):
@@ -199,6 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
                 for key in ("first_token_delay_s", "chunk_delay_s", "chunk_chars"):
                     if body.get(key) is not None:
                         setattr(state.timing, key, type(getattr(state.timing, key))(body[key]))
+                if "context_window_tokens" in body:
+                    state.cache.context_window_tokens = body["context_window_tokens"]
             else:
                 self._error(ErrorReply(404, "not_found_error", f"no route POST {path}"))
                 return
@@ -212,11 +219,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         state = self.server.state
         with state.lock:
-            reply = state.queue.popleft() if state.queue else default_reply(body)
+            # Token counts and cache hits come from fake_cache, as the real API would report.
+            usage = state.cache.account(body)
+            if isinstance(usage, str):  # over the context window: refused, nothing consumed
+                reply: AnyReply = ErrorReply(400, "invalid_request_error", usage)
+            else:
+                reply = state.queue.popleft() if state.queue else default_reply(body)
             timing = (state.timing.for_reply(reply) if isinstance(reply, Reply) else (0.0, 0.0),
                       state.timing.chunk_chars)  # fmt: skip
         (first_delay, chunk_delay), chunk_chars = timing
-        input_tokens = max(1, length // 4)
+        input_tokens = usage if isinstance(usage, dict) else 1
         if isinstance(reply, ErrorReply) and not (reply.in_stream and body.get("stream")):
             self._error(reply)
             return

@@ -200,6 +200,7 @@ async def test_tool_call_round_trip(make_loop: Any, fake: FakeAnthropic) -> None
         "tool_use_id": "toolu_1",
         "content": "hi",
         "is_error": False,
+        "cache_control": {"type": "ephemeral"},  # the next call reads up to here
     }
     assert second[-2]["content"][1]["type"] == "tool_use"
 
@@ -398,5 +399,7 @@ async def test_conversation_continues_across_turns(make_loop: Any, fake: FakeAnt
     await collect(loop, conversation, "two")
     sent = fake.message_requests[1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
-    assert sent[-1]["content"] == "two"
+    assert sent[-1]["content"] == [
+        {"type": "text", "text": "two", "cache_control": {"type": "ephemeral"}}
+    ]
     assert len(conversation) == 4
