@@ -66,9 +66,14 @@ class AgentTools:
         return next((s for s in self.subagents if s.name == name), None)
 
     async def begin_turn(
-        self, sandbox: Any, options: Any, model: str, session_tag: Mapping[str, Any]
+        self,
+        sandbox: Any,
+        options: Any,
+        model: str,
+        session_tag: Mapping[str, Any],
+        extra_tools: Sequence[Tool] = (),
     ) -> ToolTurn:
-        """The tools of one turn; starts (or restarts) MCP servers first."""
+        """The tools of one turn (``extra_tools`` too); starts or restarts MCP servers first."""
         mode = options.permission_mode or self.spec.permission_mode or "default"
         policy = PermissionPolicy(
             self.spec.permissions,
@@ -90,7 +95,7 @@ class AgentTools:
                 turn.emit("mcp_status", {"action": "error", "error": str(exc)})
         if self._mcp is not None:
             await self._mcp.start(sandbox, turn.emit)
-        every = list(available_tools(self.spec))
+        every = [*available_tools(self.spec), *extra_tools]
         if self.subagents:
             every.append(_task_tool(self.subagents))
         if self._mcp is not None:

@@ -48,8 +48,9 @@ class ToolResult:
 class ToolContext:
     """Everything a tool call may use.
 
-    ``state`` is the session's :class:`~ash_ray.agent.toolbox.AgentTools` (todos, MCP
-    servers, subagents), ``emit`` queues an extra event of the turn (``todo``,
+    ``state`` is the turn's :class:`~ash_ray.agent.toolbox.ToolTurn` (its ``session``
+    holds the todos, MCP servers and subagents), ``emit`` queues an extra event of the
+    turn (``todo``,
     ``mcp_status``, a subagent's messages), ``tool_use_id`` names the running call.
     """
 

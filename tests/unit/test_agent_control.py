@@ -438,7 +438,8 @@ async def test_websearch_is_the_server_tool_and_can_be_denied(
     fake.script("a", "b")
     await run(loop, "x")
     tools = fake.message_requests[0]["tools"]
-    assert {"type": "web_search_20250305", "name": "web_search", "max_uses": 5} in tools
+    (search,) = [t for t in tools if t["name"] == "web_search"]
+    assert search["type"] == "web_search_20250305" and search["max_uses"] == 5
     await run(loop, "x", TurnOptions(disallowed_tools=["WebSearch"]))
     assert "web_search" not in [t["name"] for t in fake.message_requests[1]["tools"]]
 
