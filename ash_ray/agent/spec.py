@@ -57,6 +57,7 @@ class SubagentDef:
     prompt: str
     tools: tuple[str, ...] | None = None
     model: str | None = None
+    disallowed_tools: tuple[str, ...] = ()
 
 
 def tool_list(raw: Any) -> tuple[str, ...] | None:

@@ -52,6 +52,10 @@ def session_subagents(raw: Any) -> tuple[SubagentDef, ...]:
                 prompt=str(item.get("prompt") or item.get("systemPrompt") or ""),
                 tools=tool_list(item.get("tools")),
                 model=str(model) if model else None,
+                disallowed_tools=tool_list(
+                    item.get("disallowed_tools") or item.get("disallowedTools")
+                )
+                or (),
             )
         )
     return tuple(out)
@@ -95,7 +99,7 @@ async def run_task(ctx: ToolContext, args: dict[str, Any]) -> str:
     options = TurnOptions(
         model=spec.model,
         allowed_tools=allowed,
-        disallowed_tools=["Task"],
+        disallowed_tools=["Task", *sub.disallowed_tools],
         permission_mode=turn.policy.mode,
     )
     final, usage, cost = "", Usage(), 0.0

@@ -346,7 +346,13 @@ async def test_task_runs_a_subagent_without_the_parent_conversation(
         if e.type == "message" and e.data["type"] == "assistant"
     )
     session_subs = TurnOptions(
-        subagents={"writer": {"description": "Writes", "prompt": "You write."}}
+        subagents={
+            "writer": {
+                "description": "Writes",
+                "prompt": "You write.",
+                "disallowed_tools": ["Bash"],
+            }
+        }
     )
     fake.script(
         [tool_use("Task", {"description": "w", "prompt": "p", "subagent_type": "writer"})],
@@ -355,6 +361,8 @@ async def test_task_runs_a_subagent_without_the_parent_conversation(
     )
     events = await run(loop, "again", session_subs)
     assert fake.message_requests[-2]["system"][0]["text"].startswith("You write.")
+    writer_tools = [t["name"] for t in fake.message_requests[-2]["tools"]]
+    assert "Bash" not in writer_tools and "Task" not in writer_tools and "Read" in writer_tools
 
 
 class _Pages(BaseHTTPRequestHandler):
