@@ -333,10 +333,12 @@ class AgentLoop:
             if interrupt.is_set():
                 outcome = ToolResult("Interrupted by the user before the tool ran.", True)
             else:
-                # agenttools: unknown tool, plan mode, hooks, rules, then the tool
-                outcome = await self._run_interruptible(turn, block, interrupt)
-            for event in turn.drain():  # todo, mcp_status, a subagent's messages
-                yield event
+                # agenttools: unknown tool, plan mode, hooks, rules, then the tool; its
+                # events (todo, mcp_status, a subagent's messages) stream while it runs
+                work = asyncio.ensure_future(self._run_interruptible(turn, block, interrupt))
+                async for event in turn.stream_until(work):
+                    yield event
+                outcome = work.result()
             item = {
                 "type": "tool_result",
                 "tool_use_id": block["id"],
