@@ -367,9 +367,11 @@ class AgentLoop:
                 yield AgentEvent(
                     "tool_use", {"id": block["id"], "name": block["name"], "input": block["input"]}
                 )
-            outcomes = await asyncio.gather(*(self._dispatch(turn, b, interrupt) for b in batch))
-            for event in turn.calls.drain():  # agenttools: todo, mcp_status, subagent messages
+            work = asyncio.gather(*(self._dispatch(turn, b, interrupt) for b in batch))
+            # agenttools: todo, mcp_status and a subagent's messages stream while tools run
+            async for event in turn.calls.stream_until(work):
                 yield event
+            outcomes = work.result()
             for block, outcome in zip(batch, outcomes, strict=True):
                 item = {
                     "tool_use_id": block["id"],

@@ -16,8 +16,9 @@ subagent's messages) queue on the turn; the loop yields them (:meth:`ToolTurn.dr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ash_ray.agent import subagents
@@ -131,6 +132,7 @@ class ToolTurn:
         self.cost = 0.0
         self._tag = tag
         self._events: list[AgentEvent] = []
+        self._queued = asyncio.Event()
         settings = session.settings
         self.ctx = ToolContext(
             sandbox=sandbox,
@@ -145,11 +147,33 @@ class ToolTurn:
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         self._events.append(AgentEvent(kind, {**data, **self._tag}))
+        self._queued.set()
 
     def drain(self) -> list[AgentEvent]:
         """Events queued since the last drain, oldest first."""
         events, self._events = self._events, []
+        self._queued.clear()
         return events
+
+    async def stream_until(self, work: asyncio.Future[Any]) -> AsyncIterator[AgentEvent]:
+        """Yield queued events as they come (a subagent's, live) until ``work`` is done.
+
+        ``work`` is cancelled if the caller stops listening (the turn was cancelled).
+        """
+        try:
+            while not work.done():
+                waiter = asyncio.ensure_future(self._queued.wait())
+                try:
+                    await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                for event in self.drain():
+                    yield event
+            for event in self.drain():
+                yield event
+        finally:
+            if not work.done():
+                work.cancel()
 
     def add_usage(self, usage: Usage, cost: float) -> None:
         self.usage, self.cost = self.usage.add(usage), self.cost + cost

@@ -501,3 +501,27 @@ async def test_a_hook_that_hangs_is_cut_and_does_not_block(
     fake.script([tool_use("Bash", {"command": "echo ran"})], "ok")
     (result,) = results(await run(loop, "go"))
     assert not result["is_error"] and "ran" in result["content"]
+
+
+async def test_subagent_events_stream_while_the_task_runs(
+    make_loop: Any, fake: FakeAnthropic
+) -> None:
+    loop = make_loop(files={".claude/agents/waiter.md": "---\nname: waiter\n---\nYou wait.\n"})
+    ws = loop.sandbox.workspace
+    wait = "for i in $(seq 100); do test -f go && break; sleep 0.1; done; cat go"
+    fake.script(
+        [tool_use("Task", {"description": "w", "prompt": "wait", "subagent_type": "waiter"})],
+        [tool_use("Bash", {"command": wait}, id="inner")],
+        "waited",
+        "done",
+    )
+    seen_before_release = False
+    async for event in loop.run_turn([], "go", TurnOptions(), asyncio.Event()):
+        if event.type == "message" and event.data.get("parent_tool_use_id"):
+            if not (ws / "go").exists():
+                # The subagent's Bash polls for this file: only a live event releases it.
+                seen_before_release = True
+                (ws / "go").write_text("released")
+        if event.type == "tool_result" and event.data["tool_use_id"] == "inner":
+            assert event.data["content"] == "released"
+    assert seen_before_release
