@@ -3,7 +3,7 @@
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Image, MCPServer
 from mcp_types import ToolAnnotations
 
 server = MCPServer("demo")
@@ -27,6 +27,18 @@ def boom() -> str:
     raise ValueError("kaboom")
 
 
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def picture() -> Image:
+    """A 1x1 PNG."""
+    return Image(data=PIXEL, format="png")
+
+
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cf000000030101005c5dd6d60000000049454e44ae426082"
+)
+
+
 @server.tool()
 def die() -> str:
     """Kills the server."""
@@ -34,7 +46,9 @@ def die() -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 2:
+        server.run("sse", host="127.0.0.1", port=int(sys.argv[1]))
+    elif len(sys.argv) > 1:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
     else:
         server.run()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
 
 from ash_ray.agent import AgentEvent, AgentLoop, TurnOptions, load_agent
@@ -164,25 +163,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def http_server() -> Iterator[str]:
+def _serve(*args: str) -> Iterator[int]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), str(port)],
+        [sys.executable, str(SERVER), str(port), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/mcp"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            httpx.get(url, timeout=1)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
-        except httpx.HTTPError:
+        except OSError:
             time.sleep(0.1)
-    yield url
+    yield port
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    for port in _serve():
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture
+def sse_server() -> Iterator[str]:
+    for port in _serve("sse"):
+        yield f"http://127.0.0.1:{port}/sse"
 
 
 async def test_http_server_and_session_entry_wins(
@@ -196,3 +205,18 @@ async def test_http_server_and_session_entry_wins(
     assert status(events)[0]["servers"] == [
         {"name": "remote", "transport": "http", "url": http_server}
     ]
+
+
+async def test_sse_server_and_image_results(
+    make_loop: Any, fake: FakeAnthropic, sse_server: str
+) -> None:
+    loop = make_loop({"pics": {"type": "sse", "url": sse_server}})
+    fake.script([tool_use("mcp__pics__picture", {})], "ok")
+    events = await run(loop, "draw")
+    (result,) = results(events)
+    (block,) = result["content"]
+    assert block["type"] == "image" and block["source"]["media_type"] == "image/png"
+    assert block["source"]["data"].startswith("iVBOR")  # base64 of the PNG signature
+    # The image went back to the model as an image block.
+    sent = fake.message_requests[1]["messages"][-1]["content"][0]["content"][0]
+    assert sent["type"] == "image"
