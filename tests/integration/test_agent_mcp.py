@@ -128,3 +128,16 @@ def test_subagent_turn(http: httpx.Client, cc_agent: str) -> None:
         if f[1] == "message" and f[2]["type"] == "assistant"
     ]
     assert result["usage"]["output_tokens"] == sum(own)  # the subagent's usage counts
+
+
+def test_todo_and_mcp_status_reach_the_stream_and_the_timeline(
+    http: httpx.Client, cc_agent: str
+) -> None:
+    sid = new_session(http, cc_agent)
+    todos = [{"content": "ship it", "status": "in_progress", "activeForm": "Shipping it"}]
+    frames = send(http, sid, f"TOOL TodoWrite {json.dumps({'todos': todos})}")
+    assert [f[2]["todos"] for f in frames if f[1] == "todo"] == [todos]
+    assert any(f[1] == "mcp_status" for f in frames)
+    events = http.get(f"/api/sessions/{sid}/events").json()["events"]
+    kinds = [json.loads(e["data"])["event"] for e in events]
+    assert "todo" in kinds and "mcp_status" in kinds
