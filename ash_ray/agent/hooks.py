@@ -174,6 +174,9 @@ async def _run_one(sandbox: Any, hook: HookCommand, payload: bytes, timeout_s: f
     except TimeoutError:
         logger.warning("hook %r timed out after %.0fs", hook.command, timeout_s)
         return None
+    except OSError as exc:
+        logger.warning("hook %r failed: %s", hook.command, exc)
+        return None
     finally:
         await spawned.kill()
     return spawned.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
