@@ -36,6 +36,7 @@ SUMMARY_SYSTEM = (
     "they were solved, and what remains to do. Be concise and factual."
 )
 _BLOCK_CHARS = 2_000  # per tool input/result in the transcript
+SUMMARY_MAX_TOKENS = 4096
 
 
 def estimate_tokens(value: Any) -> int:
@@ -108,10 +109,10 @@ def choose_cut(
         return None
     prompts = [c for c in safe if _is_prompt(view[c])]
     start = prompts[-keep_turns] if keep_turns and len(prompts) >= keep_turns else safe[0]
-    for cut in safe:
-        if cut >= start and estimate_tokens(view[cut:]) <= keep_tokens:
-            return cut
-    return safe[-1]
+    tail = [0] * (len(view) + 1)  # tail[c]: tokens of view[c:], each message sized once
+    for c in range(len(view) - 1, -1, -1):
+        tail[c] = tail[c + 1] + estimate_tokens(view[c])
+    return next((c for c in safe if c >= start and tail[c] <= keep_tokens), safe[-1])
 
 
 def _clip(text: str, limit: int) -> str:
@@ -159,6 +160,15 @@ class CompactResult:
     tokens_after: int
     usage: Usage = field(default_factory=Usage)
 
+    def boundary_message(self) -> dict[str, Any]:
+        """The Claude Agent SDK's message for it (``system`` / ``compact_boundary``)."""
+        trigger = "manual" if self.trigger == "manual" else "auto"
+        return {
+            "type": "system",
+            "subtype": "compact_boundary",
+            "compact_metadata": {"trigger": trigger, "pre_tokens": self.tokens_before},
+        }
+
     def event(self) -> dict[str, Any]:
         return {
             "trigger": self.trigger,
@@ -172,21 +182,33 @@ class CompactResult:
 
 
 async def summarize(
-    client: anthropic.AsyncAnthropic, model: str, text: str, max_tokens: int
+    client: anthropic.AsyncAnthropic,
+    model: str,
+    text: str,
+    max_tokens: int,
+    betas: list[str] | None = None,
 ) -> tuple[str, Usage]:
-    """Ask the model for a summary of ``text``; returns it and the call's usage."""
-    message = await client.messages.create(
-        model=model,
-        max_tokens=max_tokens,
-        system=SUMMARY_SYSTEM,
-        messages=[
+    """Ask the model for a summary of ``text``; returns it and the call's usage.
+
+    ``betas`` are the turn's (a long-context beta must cover this call too).
+    """
+    request: dict[str, Any] = {
+        "model": model,
+        # Not streamed, so kept short: the SDK refuses long non-streaming calls.
+        "max_tokens": min(max_tokens, SUMMARY_MAX_TOKENS),
+        "system": SUMMARY_SYSTEM,
+        "messages": [
             {
                 "role": "user",
                 "content": f"<{SUMMARY_TAG}>\n{text}\n</{SUMMARY_TAG}>\n\n"
                 "Summarize the conversation above.",
             }
         ],
-    )
+    }
+    if betas:
+        message: Any = await client.beta.messages.create(**request, betas=betas)
+    else:
+        message = await client.messages.create(**request)
     summary = "".join(b.text for b in message.content if b.type == "text").strip()
     return summary or "(no summary)", usage_of(message.usage)
 
@@ -202,6 +224,7 @@ async def compact(
     max_chars: int,
     max_tokens: int,
     overhead_tokens: int = 0,
+    betas: list[str] | None = None,
 ) -> CompactResult | None:
     """Summarize the older part of ``history`` and append the boundary (None: nothing to do)."""
     view, index = context_of(history)
@@ -209,7 +232,8 @@ async def compact(
     if cut is None:
         return None
     old = view[:cut]
-    summary, usage = await summarize(client, model, transcript(old, max_chars), max_tokens)
+    text = transcript(old, max_chars)
+    summary, usage = await summarize(client, model, text, max_tokens, betas)
     kept = len(history) - index[cut]
     before = overhead_tokens + estimate_tokens(view)
     history.append(boundary_message(summary, kept))

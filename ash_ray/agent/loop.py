@@ -314,7 +314,10 @@ class AgentLoop:
         return size > limit
 
     async def compact(
-        self, conversation: list[dict[str, Any]], trigger: str = "manual"
+        self,
+        conversation: list[dict[str, Any]],
+        trigger: str = "manual",
+        betas: Sequence[str] | None = None,
     ) -> CompactResult | None:
         """Summarize the older turns of ``conversation`` now (None: nothing to summarize).
 
@@ -333,6 +336,7 @@ class AgentLoop:
             max_chars=window * 2,  # half the window, at about 4 characters a token
             max_tokens=self.settings.max_tokens,
             overhead_tokens=self._overhead_tokens,
+            betas=list(betas) if betas else None,
         )
         if result is not None:
             self._measured, self._compacted_len = None, len(conversation)
@@ -342,12 +346,13 @@ class AgentLoop:
         self, turn: _Turn, conversation: list[dict[str, Any]], trigger: str
     ) -> AsyncIterator[AgentEvent]:
         """Compact within a turn: its usage counts, and a ``compact`` event tells."""
-        result = await self.compact(conversation, trigger)
+        result = await self.compact(conversation, trigger, turn.params.get("betas"))
         if result is None:
             return
         turn.spend(result.usage)
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         yield AgentEvent("compact", self._tag(result.event()))
+        yield AgentEvent("message", self._tag(result.boundary_message()))
 
     # ------------------------------------------------------------ tools
 

@@ -18,38 +18,20 @@ import anthropic
 logger = logging.getLogger(__name__)
 
 _EVENTS: list[dict[str, Any]] = [
-    {
-        "type": "message_start",
-        "message": {
-            "id": "msg_warmup",
-            "type": "message",
-            "role": "assistant",
-            "model": "warm-up",
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 0},
-        },
-    },
+    {"type": "message_start", "message": {
+        "id": "msg_warmup", "type": "message", "role": "assistant", "model": "warm-up",
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 0}}},
     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
     {"type": "content_block_stop", "index": 0},
-    {
-        "type": "content_block_start",
-        "index": 1,
-        "content_block": {"type": "tool_use", "id": "toolu_warmup", "name": "LS", "input": {}},
-    },
-    {
-        "type": "content_block_delta",
-        "index": 1,
-        "delta": {"type": "input_json_delta", "partial_json": '{"path": "."}'},
-    },
+    {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "tool_use", "id": "toolu_warmup", "name": "LS", "input": {}}},
+    {"type": "content_block_delta", "index": 1, "delta": {
+        "type": "input_json_delta", "partial_json": '{"path": "."}'}},
     {"type": "content_block_stop", "index": 1},
-    {
-        "type": "message_delta",
-        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-        "usage": {"output_tokens": 2},
-    },
+    {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+     "usage": {"output_tokens": 2}},
     {"type": "message_stop"},
 ]
 _BODY = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in _EVENTS).encode()

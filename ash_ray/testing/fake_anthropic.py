@@ -206,7 +206,8 @@ class FakeAnthropicRemote:
         self._call("POST", "/_fake/script", {"replies": [to_json(to_reply(r)) for r in replies]})
 
     def configure(self, **timing: float | int) -> None:
-        """Set ``first_token_delay_s``, ``chunk_delay_s`` and/or ``chunk_chars``."""
+        """Set ``first_token_delay_s``, ``chunk_delay_s``, ``chunk_chars`` and/or
+        ``context_window_tokens``."""
         self._call("POST", "/_fake/config", timing)
 
     def reset(self) -> None:

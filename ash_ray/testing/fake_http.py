@@ -51,10 +51,14 @@ class State:
     """What the handler threads share, behind one lock."""
 
     def __init__(
-        self, api_key: str | None, timing: Timing, max_requests: int, cache: PromptCache
+        self,
+        api_key: str | None,
+        timing: Timing,
+        max_requests: int,
+        cache: PromptCache | None = None,
     ) -> None:
         self.api_key = api_key
-        self.cache = cache
+        self.cache = cache or PromptCache()
         self.initial_timing = replace(timing)
         self.timing = timing
         self.lock = threading.Lock()

@@ -236,13 +236,18 @@ async def test_auto_compaction_keeps_recent_turns(make_loop: Any, fake: FakeAnth
     fake.configure(context_window_tokens=WINDOW)
     loop = make_loop(context_window_tokens=WINDOW, compact_threshold=0.8, compact_keep_turns=2)
     conversation: list[dict[str, Any]] = []
-    compactions = []
+    compactions, boundaries = [], []
     for n in range(12):
         events = await collect(loop, conversation, long_prompt(n))
         assert result_of(events)["subtype"] == "success", n
         compactions += [e.data for e in events if e.type == "compact"]
+        boundaries += [e.data for e in events if e.data.get("subtype") == "compact_boundary"]
     assert compactions, "a 12-turn session over a small window must compact"
     event = compactions[0]
+    # Each also as the Claude Agent SDK's compact_boundary message.
+    assert [b["compact_metadata"] for b in boundaries] == [
+        {"trigger": "auto", "pre_tokens": c["tokensBefore"]} for c in compactions
+    ]
     assert {c["trigger"] for c in compactions} == {"auto"}  # before the API had to refuse
     assert event["trigger"] == "auto" and event["summarizedTurns"] >= 1
     assert event["tokensAfter"] < event["tokensBefore"]
@@ -321,8 +326,11 @@ async def test_compact_on_demand_and_cold_resume(make_loop: Any, fake: FakeAnthr
     assert await loop.compact(conversation) is None  # nothing to summarize
     for n in range(5):
         await collect(loop, conversation, long_prompt(n))
-    result = await loop.compact(conversation)
+    result = await loop.compact(conversation, betas=["context-1m-2025-08-07"])
     assert result is not None and result.trigger == "manual"
+    summary_call = fake.requests[-1]
+    assert summary_call.headers["anthropic-beta"] == "context-1m-2025-08-07"
+    assert summary_call.body["max_tokens"] == 4096 and "tools" not in summary_call.body
     assert result.summarized_turns == 3 and result.kept_messages == 4
     assert result.usage.output_tokens > 0
     # A cold resume reloads the stored rows (JSON) into a fresh loop.
@@ -344,3 +352,53 @@ async def test_scripted_error_is_not_mistaken_for_too_long(
     with pytest.raises(anthropic.BadRequestError):
         await collect(loop, [], "x")
     assert len(fake.message_requests) == 1
+
+
+def test_only_consecutive_read_only_calls_share_a_batch() -> None:
+    from ash_ray.agent.loop import _batches
+    from ash_ray.agent.tools import BUILTIN_TOOLS
+
+    names = ["Read", "Grep", "Write", "LS", "Glob", "Bash", "Nope"]
+    calls = [{"id": str(i), "name": name, "input": {}} for i, name in enumerate(names)]
+    grouped = [[c["name"] for c in batch] for batch in _batches(calls, BUILTIN_TOOLS)]
+    assert grouped == [["Read", "Grep"], ["Write"], ["LS", "Glob"], ["Bash"], ["Nope"]]
+
+
+async def test_a_second_compaction_summarizes_the_first_summary(
+    make_loop: Any, fake: FakeAnthropic
+) -> None:
+    loop = make_loop(compact_keep_turns=1)
+    conversation: list[dict[str, Any]] = []
+    for n in range(3):
+        await collect(loop, conversation, long_prompt(n))
+    assert await loop.compact(conversation) is not None
+    for n in range(3, 5):
+        await collect(loop, conversation, long_prompt(n))
+    second = await loop.compact(conversation)
+    assert second is not None
+    # The earlier summary went into the new one, as the transcript's first user text.
+    request = fake.message_requests[-1]["messages"][0]["content"]
+    assert "Summary of the earlier conversation" in request
+    view, index = context_of(conversation)
+    assert index[0] == -1 and len(view) == 1 + 2  # summary + the last turn
+    assert view[1]["content"] == long_prompt(4)
+    assert all(i >= 0 and "compact boundary" not in json.dumps(conversation[i]) for i in index[1:])
+
+
+async def test_kept_turns_across_an_earlier_boundary(make_loop: Any, fake: FakeAnthropic) -> None:
+    loop = make_loop(compact_keep_turns=2)
+    conversation: list[dict[str, Any]] = []
+    for n in range(3):
+        await collect(loop, conversation, long_prompt(n))
+    assert await loop.compact(conversation) is not None
+    await collect(loop, conversation, long_prompt(3))
+    assert await loop.compact(conversation) is not None
+    view, _ = context_of(conversation)
+    await collect(loop, conversation, "next")
+    sent = fake.message_requests[-1]["messages"]
+    assert json.dumps(sent).count("compact boundary") == 0  # boundaries are never sent
+    assert json.dumps(sent).count("Summary of the earlier conversation") == 1
+    assert [m["content"] for m in view[1:] if isinstance(m["content"], str)] == [
+        long_prompt(2),
+        long_prompt(3),
+    ]
