@@ -140,6 +140,27 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = Field(120.0, gt=0, le=86_400, description="Wall time per tool.")
     sandbox_network: bool = Field(True, description="False cuts tool network (unshare --net).")
 
+    # -- agent tools (MCP, web, hooks)
+    webfetch_allow_private: bool = Field(
+        False,
+        description="WebFetch may reach loopback, private and link-local addresses "
+        "(development and tests only: the model chooses the URL).",
+    )
+    web_search: bool = Field(
+        True,
+        description="Offer Anthropic's server-side web search as WebSearch (turn off for "
+        "gateways that do not support it).",
+    )
+    mcp_startup_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="How long an MCP server may take to start and list tools."
+    )
+    mcp_call_timeout_s: float = Field(
+        120.0, gt=0, le=86_400, description="How long one MCP tool call may take."
+    )
+    hook_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Default time limit of a hook command."
+    )
+
     # -- logging
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: str = Field("INFO", description="Python log level name.")

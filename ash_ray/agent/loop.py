@@ -23,6 +23,11 @@ input would pass ``compact_threshold`` of ``context_window_tokens``, the older t
 summarized first (a ``compact`` event). Several read-only tool calls of one reply run
 concurrently (:meth:`AgentLoop._run_tools`); each call goes through
 :meth:`AgentLoop._dispatch`.
+
+Tools, modes and hooks (see :mod:`.toolbox`): the turn's tool set (built-ins, Skill,
+Task, MCP tools started lazily), ``permissionMode``, and the ``UserPromptSubmit``,
+``PreToolUse``, ``PostToolUse`` and ``Stop`` hooks come from :class:`AgentTools`, which
+lives as long as the loop (a subagent's loop shares its parent's).
 """
 
 from __future__ import annotations
@@ -51,12 +56,12 @@ from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.pricing import cost_usd
 from ash_ray.agent.spec import AgentSpec
 from ash_ray.agent.stream import Reply, first, stream_reply
-from ash_ray.agent.tools import Tool, ToolContext, ToolResult, available_tools, run_tool
+from ash_ray.agent.toolbox import AgentTools, ToolTurn
+from ash_ray.agent.tools import Tool, ToolContext, ToolResult
 from ash_ray.config import Settings
 from ash_ray.models import Usage
 from ash_ray.sandbox import Sandbox
 
-_MIB = 1024 * 1024
 _TOO_LONG = "prompt is too long"
 
 
@@ -70,6 +75,7 @@ class _Turn:
     ctx: ToolContext
     params: dict[str, Any]
     include_partial: bool
+    calls: ToolTurn  # agenttools: the tool path (modes, hooks, MCP) and queued events
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
 
@@ -94,6 +100,7 @@ class AgentLoop:
         *,
         session_id: str | None = None,
         extra_tools: Sequence[Tool] = (),
+        tools: AgentTools | None = None,
     ) -> None:
         self.client = client
         self.spec = spec
@@ -110,30 +117,26 @@ class AgentLoop:
         # History length right after the last compaction: no second one until it grows,
         # so a tail too big to shrink costs one summary, not one per call.
         self._compacted_len = -1
+        # agenttools: MCP, hooks, modes, todos, subagents; a subagent's loop shares its parent's.
+        self.tools = tools or AgentTools(client, spec, settings, session_id)
+
+    async def aclose(self) -> None:
+        """Stop what the session keeps between turns (MCP servers): pause, stop, end."""
+        await self.tools.aclose()
 
     def _tag(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.session_id:
             data["session_id"] = self.session_id
         return data
 
-    def _start(self, options: TurnOptions) -> _Turn:
+    async def _start(self, options: TurnOptions) -> _Turn:
         model = options.model or self.spec.model or self.settings.default_model
         self.model = model
-        policy = PermissionPolicy(
-            self.spec.permissions,
-            allowed_tools=options.allowed_tools,
-            disallowed_tools=options.disallowed_tools,
+        # agenttools: the turn's tools (MCP started lazily), mode and hooks
+        calls = await self.tools.begin_turn(
+            self.sandbox, options, model, self._tag({}), self.extra_tools
         )
-        every = [*available_tools(self.spec), *self.extra_tools]
-        offered = policy.offered(t.name for t in every)
-        tools = {t.name: t for t in every if t.name in offered}
-        ctx = ToolContext(
-            sandbox=self.sandbox,
-            spec=self.spec,
-            policy=policy,
-            default_timeout_s=self.settings.sandbox_timeout_s,
-            max_write_bytes=self.settings.sandbox_file_size_mb * _MIB,
-        )
+        policy, tools, ctx = calls.policy, calls.tools, calls.ctx
         params: dict[str, Any] = {
             "model": model,
             "max_tokens": self.settings.max_tokens,
@@ -141,8 +144,9 @@ class AgentLoop:
                 *system_prompt(self.spec, options, "Skill" in tools, self.sandbox.workspace)
             ),
         }
-        if tools:
-            params["tools"] = cache.mark_tools([t.api() for t in tools.values()])
+        if tools or calls.server_tools():
+            definitions = [t.api() for t in tools.values()] + calls.server_tools()
+            params["tools"] = cache.mark_tools(definitions)
         if options.thinking:
             params["thinking"] = options.thinking
         if options.effort:
@@ -150,7 +154,7 @@ class AgentLoop:
         if options.betas:
             params["betas"] = list(options.betas)
         self._overhead_tokens = estimate_tokens([params.get("system"), params.get("tools")])
-        return _Turn(model, tools, policy, ctx, params, options.include_partial)
+        return _Turn(model, tools, policy, ctx, params, options.include_partial, calls)
 
     async def run_turn(
         self,
@@ -165,13 +169,21 @@ class AgentLoop:
         to it (:mod:`.compact`), it never removes any.
         """
         started = time.monotonic()
-        turn = self._start(options)
+        turn = await self._start(options)
         max_turns = options.max_turns or self.settings.max_turns
+        # --- agenttools: mcp_status events of the start; UserPromptSubmit hooks
+        for event in turn.calls.drain():
+            yield event
+        blocked, context = await turn.calls.prompt_hooks(prompt)
+        if context:
+            prompt = prompt + "\n\n" + "\n".join(context)
+        stop_hook_active = False
+        # --- end agenttools
         conversation.append({"role": "user", "content": prompt})
         calls, api_s = 0, 0.0
         final_text, subtype = "", "success"
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
-        while True:
+        while blocked is None:
             if interrupt.is_set():
                 subtype = "interrupted"
                 break
@@ -210,16 +222,29 @@ class AgentLoop:
                 break
             tool_uses = [b for b in blocks if b["type"] == "tool_use"]
             if not tool_uses:
-                break
+                # agenttools: a Stop hook may send the model back to work, with its reason.
+                if (keep_going := await turn.calls.stop_hooks(stop_hook_active)) is None:
+                    break
+                stop_hook_active = True
+                conversation.append({"role": "user", "content": f"Stop hook: {keep_going}"})
+                continue
             results: list[dict[str, Any]] = []
             async for event in self._run_tools(turn, tool_uses, interrupt, results):
                 yield event
+            # agenttools: subagents' usage counts in this turn's
+            sub_usage, sub_cost = turn.calls.take_usage()
+            turn.usage, turn.cost = turn.usage.add(sub_usage), turn.cost + sub_cost
+            self.last_usage, self.last_cost_usd = turn.usage, turn.cost
             conversation.append({"role": "user", "content": results})
             user_message = {"role": "user", "content": results}
             yield AgentEvent(
                 "message",
                 self._tag({"type": "user", "message": user_message, "parent_tool_use_id": None}),
             )
+        if blocked is not None:
+            # agenttools: a UserPromptSubmit hook refused the prompt; no model call.
+            conversation.pop()
+            subtype, final_text = "error_during_execution", f"UserPromptSubmit hook: {blocked}"
         result = result_message(
             subtype,
             calls,
@@ -347,7 +372,11 @@ class AgentLoop:
                 yield AgentEvent(
                     "tool_use", {"id": block["id"], "name": block["name"], "input": block["input"]}
                 )
-            outcomes = await asyncio.gather(*(self._dispatch(turn, b, interrupt) for b in batch))
+            work = asyncio.gather(*(self._dispatch(turn, b, interrupt) for b in batch))
+            # agenttools: todo, mcp_status and a subagent's messages stream while tools run
+            async for event in turn.calls.stream_until(work):
+                yield event
+            outcomes = work.result()
             for block, outcome in zip(batch, outcomes, strict=True):
                 item = {
                     "tool_use_id": block["id"],
@@ -361,21 +390,15 @@ class AgentLoop:
         self, turn: _Turn, block: dict[str, Any], interrupt: asyncio.Event
     ) -> ToolResult:
         """One tool call: checks, then the tool; every refusal is an error result."""
-        name, args = block["name"], block["input"]
         if interrupt.is_set():
             return ToolResult("Interrupted by the user before the tool ran.", True)
-        if name not in turn.tools:
-            return ToolResult(
-                f"<tool_use_error>No such tool available: {name}</tool_use_error>", True
-            )
-        if reason := turn.policy.check(name, args, self.sandbox.workspace):
-            return ToolResult(reason, True)
-        return await self._run_interruptible(turn.ctx, turn.tools[name], args, interrupt)
+        # agenttools: unknown tool, plan mode, PreToolUse hooks, rules, the tool, PostToolUse
+        return await self._run_interruptible(turn.calls, block, interrupt)
 
     async def _run_interruptible(
-        self, ctx: ToolContext, tool: Tool, args: Any, interrupt: asyncio.Event
+        self, calls: ToolTurn, block: dict[str, Any], interrupt: asyncio.Event
     ) -> ToolResult:
-        task = asyncio.ensure_future(run_tool(ctx, tool, args))
+        task = asyncio.ensure_future(calls.call(block))
         try:
             if await first(task, interrupt):
                 return task.result()

@@ -31,6 +31,10 @@ class TurnOptions:
     # "budget_tokens": N} or {"type": "adaptive"}), ``effort`` as output_config.effort
     # (low|medium|high|xhigh|max), ``betas`` as the anthropic-beta header.
     thinking: dict[str, Any] | None = None
+    # agenttools: the session's permissionMode, mcpServers and subagents (toolbox.py).
+    permission_mode: str | None = None
+    mcp_servers: dict[str, Any] | None = None
+    subagents: dict[str, Any] | None = None
     effort: str | None = None
     betas: Sequence[str] | None = None
 

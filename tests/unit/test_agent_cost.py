@@ -86,10 +86,10 @@ async def test_each_call_of_a_tool_loop_reads_the_earlier_prefix(
     requests = fake.message_requests
     assert len(requests) == 4
     # Tools, system, the last message and the previous call's last message: 4 at most.
-    assert marks(requests[0]) == ["tool:LS", "system", "msg:0"]
+    assert marks(requests[0]) == ["tool:web_search", "system", "msg:0"]
     for n, request in enumerate(requests[1:], start=1):
         last = len(request["messages"]) - 1
-        assert marks(request) == ["tool:LS", "system", f"msg:{last - 2}", f"msg:{last}"], n
+        assert marks(request) == ["tool:web_search", "system", f"msg:{last - 2}", f"msg:{last}"], n
     per_call = [e.data["message"]["usage"] for e in events if e.data.get("type") == "assistant"]
     for before, after in itertools.pairwise(per_call):
         # Everything the previous call sent is read back; only the new tail is written.
@@ -220,12 +220,12 @@ async def test_built_in_read_only_flags() -> None:
     from ash_ray.agent.tools import BUILTIN_TOOLS
 
     flagged = {name for name, tool in BUILTIN_TOOLS.items() if tool.read_only}
-    assert flagged == {"Read", "Glob", "Grep", "LS"}
+    assert flagged == {"Read", "Glob", "Grep", "LS", "WebFetch"}
 
 
 # ------------------------------------------------------------------ compaction
 
-WINDOW = 3000
+WINDOW = 4000  # the tool definitions (agenttools) take about 1000
 
 
 def long_prompt(n: int) -> str:
@@ -242,7 +242,7 @@ async def test_auto_compaction_keeps_recent_turns(make_loop: Any, fake: FakeAnth
         assert result_of(events)["subtype"] == "success", n
         compactions += [e.data for e in events if e.type == "compact"]
         boundaries += [e.data for e in events if e.data.get("subtype") == "compact_boundary"]
-    assert compactions, "a 12-turn session over a 3000-token window must compact"
+    assert compactions, "a 12-turn session over a small window must compact"
     event = compactions[0]
     # Each also as the Claude Agent SDK's compact_boundary message.
     assert [b["compact_metadata"] for b in boundaries] == [

@@ -24,7 +24,19 @@ from ash_ray.testing.fake_anthropic import (
     tool_use,
 )
 
-ALL_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "LS"]
+ALL_TOOLS = [
+    "Bash",
+    "Read",
+    "Write",
+    "Edit",
+    "Glob",
+    "Grep",
+    "LS",
+    "MultiEdit",
+    "NotebookEdit",
+    "WebFetch",
+    "TodoWrite",
+]
 
 
 @pytest.fixture
@@ -136,7 +148,7 @@ async def test_plain_text_answer(make_loop: Any, fake: FakeAnthropic) -> None:
     request = fake.message_requests[0]
     assert request["stream"] is True and request["max_tokens"] == 8192
     assert request["system"][0]["text"].startswith("You are a careful test agent.")
-    assert [t["name"] for t in request["tools"]] == ALL_TOOLS
+    assert [t["name"] for t in request["tools"]] == [*ALL_TOOLS, "web_search"]
 
 
 async def test_partial_deltas_and_thinking(make_loop: Any, fake: FakeAnthropic) -> None:
@@ -231,7 +243,11 @@ async def test_session_tool_lists_filter_what_is_offered(
     loop = make_loop(skills=True)
     fake.script("a", "b", [tool_use("Bash", {"command": "echo no"}, id="t")], "c")
     await collect(loop, [], "x")
-    assert [t["name"] for t in fake.message_requests[0]["tools"]] == [*ALL_TOOLS, "Skill"]
+    assert [t["name"] for t in fake.message_requests[0]["tools"]] == [
+        *ALL_TOOLS,
+        "Skill",
+        "web_search",
+    ]
     assert "greet: Say hello" in fake.message_requests[0]["system"][0]["text"]
     await collect(loop, [], "x", TurnOptions(allowed_tools=["Read", "Bash(git status)"]))
     assert [t["name"] for t in fake.message_requests[1]["tools"]] == ["Bash", "Read"]
