@@ -96,6 +96,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         log_to_driver=False,
         configure_logging=False,
     )
+    stop.install()  # after ray.init, which sets its own SIGTERM handler
     try:
         app.ensure_registry(settings)
         ingress = app.start_serve(settings)

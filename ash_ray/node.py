@@ -57,6 +57,7 @@ def run_head(settings: Settings, announce: Any) -> int:
         if code != 0:
             raise SystemExit(f"error: `ray start --head` failed with exit code {code}")
         ray.init(address="auto", namespace=settings.namespace)
+    stop.install()  # after ray.init, which sets its own SIGTERM handler
     try:
         app.ensure_registry(settings)
         ingress = app.start_serve(settings)
@@ -91,6 +92,7 @@ def run_worker(settings: Settings) -> int:
     if stop.is_set():
         return 0
     ray.init(address="auto", namespace=settings.namespace)
+    stop.install()  # after ray.init, which sets its own SIGTERM handler
     node_id = ray.get_runtime_context().get_node_id()
     try:
         # The node leaves the cluster when the head goes; then the pod exits and restarts.

@@ -60,7 +60,8 @@ def isolate_ray_processes() -> None:
 class Shutdown:
     """SIGTERM/SIGINT latch with a deadline: ``wait()``, drain, then exit by ``deadline``.
 
-    Must be created on the main thread (signal handlers can only be set there).
+    Must be created on the main thread (signal handlers can only be set there), and
+    :meth:`install` called again once Ray is initialized.
     """
 
     def __init__(self, grace_s: float) -> None:
@@ -68,6 +69,11 @@ class Shutdown:
         self.signalled_at: float | None = None
         self.drained = False
         self._event = threading.Event()
+        self.install()
+
+    def install(self) -> None:
+        """(Re)take SIGTERM and SIGINT. Call again after ``ray.init``: Ray's core worker
+        installs a failure handler that turns SIGTERM into an abort (exit -6, no drain)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
 
