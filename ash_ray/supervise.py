@@ -57,18 +57,20 @@ def isolate_ray_processes() -> None:
     setattr(services, "ConsolePopen", OwnSession)  # noqa: B010 - mypy: a class
 
 
-class Shutdown:
-    """SIGTERM/SIGINT latch with a deadline: ``wait()``, drain, then exit by ``deadline``.
+class Shutdown(threading.Event):
+    """SIGTERM/SIGINT latch with a deadline: ``wait()``, drain, then exit in time.
+
+    A :class:`threading.Event` (set by the first signal), so it goes wherever one does.
 
     Must be created on the main thread (signal handlers can only be set there), and
     :meth:`install` called again once Ray is initialized.
     """
 
     def __init__(self, grace_s: float) -> None:
+        super().__init__()
         self.grace_s = grace_s
         self.signalled_at: float | None = None
         self.drained = False
-        self._event = threading.Event()
         self.install()
 
     def install(self) -> None:
@@ -83,16 +85,13 @@ class Shutdown:
             _exit(130 if signum == signal.SIGINT else 143)
         self.signalled_at = time.monotonic()
         threading.Thread(target=self._watchdog, name="ash-shutdown", daemon=True).start()
-        self._event.set()
+        self.set()
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until a signal came (True) or ``timeout_s`` passed (False)."""
-        # Short waits keep the main thread where Python can run the signal handler.
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self._event.wait(0.5):
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a signal came (True) or ``timeout`` seconds passed (False)."""
+        # Short waits: the main thread must return to Python to run the signal handler.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not super().wait(0.5):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         return True
