@@ -12,8 +12,8 @@ then stops the session (its worker is freed) unless --keep. Prints one table.
 Figures: errors (HTTP errors, failed streams, ``error`` events), lost messages
 (acknowledged user messages missing from GET .../messages), latency percentiles of
 create, first event and done, CPU seconds of the server's processes per turn (Ray's
-daemons, Serve, registry and session workers; from the start of the run to its end, of
-processes alive at the end) and the server's memory (RSS and PSS summed over its
+daemons, Serve, registry and session workers, sampled every second: a worker's last
+second before it exits is missed) and the server's memory (RSS and PSS summed over its
 processes, at the peak of 1 s samples and at the end).
 """
 
@@ -136,28 +136,40 @@ def memory_mb(procs: list[psutil.Process]) -> tuple[float, float]:
     return rss / 2**20, pss / 2**20
 
 
-class MemorySampler:
-    """Peak RSS/PSS of the server's processes, sampled every second on a thread."""
+class Sampler:
+    """The server's processes sampled every second on a thread: peak RSS/PSS, and the
+    CPU time each process was last seen with (session workers exit during the run)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.peak = (0.0, 0.0)
+        self.before = cpu_seconds(server.processes())
+        self.cpu = dict(self.before)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            procs = self.server.processes()
+            self.cpu.update(cpu_seconds(procs))
+            rss, pss = memory_mb(procs)
+            self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
+
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            with contextlib.suppress(psutil.Error):
-                rss, pss = memory_mb(self.server.processes())
-                self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
+            self.sample()
 
-    def __enter__(self) -> MemorySampler:
+    def cpu_used(self) -> float:
+        return sum(t - self.before.get(pid, 0.0) for pid, t in self.cpu.items())
+
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()
 
 
 # ---------------------------------------------------------------------- the load
@@ -297,14 +309,11 @@ def main() -> int:
             agent = make_agent(server.root)
             r = httpx.post(f"{server.url}/api/agents", json={"name": "load", "path": str(agent)})
             r.raise_for_status()
-            before = cpu_seconds(server.processes())
-            with MemorySampler(server) as mem:
+            with Sampler(server) as sampler:
                 wall = asyncio.run(run_load(server.url, args, stats))
             procs = server.processes()
-            after = cpu_seconds(procs)
-            cpu = sum(t - before.get(pid, 0.0) for pid, t in after.items())
             end = memory_mb(procs)
-            print(table(args, stats, wall, cpu, mem.peak, end, len(procs)))
+            print(table(args, stats, wall, sampler.cpu_used(), sampler.peak, end, len(procs)))
         finally:
             server.stop()
     return 1 if stats.errors or stats.lost else 0

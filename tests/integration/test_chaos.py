@@ -37,7 +37,7 @@ from tests.integration.conftest import MODEL_KEY, free_port_pair, wait_for
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import frames, new_session, send
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DRAIN_TIMEOUT_S = 15.0
 
