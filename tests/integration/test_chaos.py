@@ -60,7 +60,8 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     )
     if reporter is not None:
         reporter.write_line(line)
-    print(line)
+    else:
+        print(line)
 
 
 @dataclass
