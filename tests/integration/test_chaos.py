@@ -53,14 +53,16 @@ class Tally:
 def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     t = Tally()
     yield t
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     line = (
-        f"chaos suite: {len(t.faults)} faults injected ({', '.join(t.faults)}); "
+        f"\nchaos suite: {len(t.faults)} faults injected ({', '.join(t.faults)}); "
         f"{t.acked} acknowledged messages checked, {t.lost} lost"
     )
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
+    # Past output capture (as capsys.disabled() does), so that every run shows it.
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        print(line)
+        return
+    with capman.global_and_fixture_disabled():
         print(line)
 
 
