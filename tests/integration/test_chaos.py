@@ -29,10 +29,10 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from ash_ray.testing.postgres import TempPostgres
 
 from ash_ray.config import Settings
 from ash_ray.store import SqliteStore
-from ash_ray.testing.postgres import TempPostgres
 from tests.integration.conftest import MODEL_KEY, free_port_pair, wait_for
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import frames, new_session, send
