@@ -29,13 +29,13 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from ash_ray.testing.postgres import TempPostgres
 
 from ash_ray.config import Settings
 from ash_ray.store import SqliteStore
 from tests.integration.conftest import MODEL_KEY, free_port_pair, wait_for
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import frames, new_session, send
+from tests.pg import TempPostgres
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -186,7 +186,10 @@ def _kill_registry(proc: AshProcess, http: httpx.Client, ledger: Ledger) -> None
 def _restart_postgres_under_streams(
     http: httpx.Client, pg: TempPostgres, sids: list[str], ledger: Ledger, fake_model: Any
 ) -> None:
-    fake_model.configure(chunk_delay_s=0.1)
+    # Each reply is held mid-stream until the database has restarted under it.
+    holds = [
+        fake_model.hold(f"through a database restart {i} ", at="token:3") for i in range(len(sids))
+    ]
     try:
         streams, responses = [], []
         for i, sid in enumerate(sids):
@@ -196,13 +199,18 @@ def _restart_postgres_under_streams(
             responses.append(streams[-1].__enter__())
             assert responses[-1].status_code == 200
             ledger.ack(sid, body["content"])
+        for hold in holds:
+            hold.wait_held(60)
         pg.restart()
         ledger.tally.faults.append("postgres restart under streams")
+        for hold in holds:
+            hold.release()
         results = [list(frames(r.iter_lines())) for r in responses]
         for s in streams:
             s.__exit__(None, None, None)
     finally:
-        fake_model.configure(chunk_delay_s=0)
+        for hold in holds:
+            hold.release()
     for got in results:
         assert got[-1][1] == "done" and not any(f[1] == "error" for f in got), got[-3:]
 
@@ -210,21 +218,16 @@ def _restart_postgres_under_streams(
 def _kill_server_mid_turn(
     proc: AshProcess, http: httpx.Client, sid: str, ledger: Ledger, fake_model: Any
 ) -> None:
-    fake_model.configure(chunk_delay_s=0.3)
     content = "interrupted by a crash " * 20
-    try:
-        with http.stream(
-            "POST", f"/api/sessions/{sid}/messages",
-            json={"content": content, "includePartialMessages": True},
-        ) as r:
-            assert r.status_code == 200
-            ledger.ack(sid, content)
-            for n, _ in enumerate(frames(r.iter_lines()), start=1):
-                if n == 3:
-                    proc.kill()  # SIGKILL the server and every process of its Ray cluster
-                    break
-    finally:
-        fake_model.configure(chunk_delay_s=0)
+    # The reply is held mid-stream, so the crash lands while the turn is in flight.
+    with fake_model.hold("interrupted by a crash", at="token:3") as hold, http.stream(
+        "POST", f"/api/sessions/{sid}/messages",
+        json={"content": content, "includePartialMessages": True},
+    ) as r:
+        assert r.status_code == 200
+        ledger.ack(sid, content)
+        hold.wait_held(60)
+        proc.kill()  # SIGKILL the server and every process of its Ray cluster
     ledger.tally.faults.append("kill -9 whole server mid-turn")
 
 
@@ -319,17 +322,16 @@ def test_sigterm_drains_and_exits_within_the_timeout(
             write = {"file_path": "kiwi.txt", "content": "kiwi"}
             ledger.send(http, idle, f"TOOL Write {json.dumps(write)}")
             tree = _tree(proc)
-            fake_model.configure(chunk_delay_s=0.3)
             content = "a turn cut short by shutdown " * 20
-            try:
+            # The reply is held mid-stream, so the signal lands while the turn runs.
+            with fake_model.hold("a turn cut short by shutdown", at="token:3") as hold:
                 with http.stream(
                     "POST", f"/api/sessions/{busy}/messages",
                     json={"content": content, "includePartialMessages": True},
                 ) as r:
+                    assert r.status_code == 200
                     ledger.ack(busy, content)
-                    for n, _ in enumerate(frames(r.iter_lines()), start=1):
-                        if n == 3:
-                            break
+                    hold.wait_held(60)
                     assert proc.proc is not None
                     pid = proc.proc.pid
                     signalled = time.monotonic()
@@ -339,8 +341,6 @@ def test_sigterm_drains_and_exits_within_the_timeout(
                         os.kill(pid, signal.SIGTERM)
                     code = proc.proc.wait(DRAIN_TIMEOUT_S + 30)
                     took = time.monotonic() - signalled
-            finally:
-                fake_model.configure(chunk_delay_s=0)
         tally.faults.append(f"SIGTERM to the {'process group' if target == 'group' else 'server'}")
         log = proc.log.read_text()[-3000:]
         assert code == 0, log
