@@ -15,10 +15,10 @@ import time
 from typing import Any
 
 import ray
+from tenacity import Retrying, retry_if_result, stop_when_event_set, wait_fixed
 
 from ash_ray import app
 from ash_ray.config import Settings
-from ash_ray.names import REGISTRY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run_head(settings: Settings, announce: Any) -> int:
         while not stop.wait(1):
             pass
         result = app.drain(settings)
-        logger.info("drained: paused %d session(s)", result["paused"])
+        logger.info("drained: paused %d session(s)", result.paused)
     finally:
         from ray import serve
 
@@ -83,13 +83,7 @@ def run_worker(settings: Settings) -> int:
         raise SystemExit("error: ASH_RAY_HEAD_ADDRESS is required for a worker pod")
     stop = _stop_event()
     app.prepare_ray_env(settings)
-    while not stop.is_set():
-        code = subprocess.call(["ray", "start", "--address", settings.ray_head_address, *RAY_PORTS])
-        if code == 0:
-            break
-        logger.warning("Ray head %s not reachable yet; retrying", settings.ray_head_address)
-        stop.wait(JOIN_RETRY_S)
-    if stop.is_set():
+    if not _join(settings.ray_head_address, stop):
         return 0
     ray.init(address="auto", namespace=settings.namespace)
     node_id = ray.get_runtime_context().get_node_id()
@@ -99,16 +93,35 @@ def run_worker(settings: Settings) -> int:
             if not _node_alive(node_id):
                 logger.error("this node left the Ray cluster; exiting to rejoin")
                 return 1
-        registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
-        result: dict[str, Any] = ray.get(  # type: ignore[assignment]
-            registry.drain.remote(settings.drain_timeout_s, node_id),
-            timeout=settings.drain_timeout_s + 10,
-        )
-        logger.info("drained node %s: paused %d session(s)", node_id[:12], result["paused"])
+        result = app.drain(settings, settings.drain_timeout_s, node_id)
+        logger.info("drained node %s: paused %d session(s)", node_id[:12], result.paused)
     finally:
         ray.shutdown()
         subprocess.call(["ray", "stop", "--force"])
     return 0
+
+
+def _join(head: str, stop: threading.Event) -> bool:
+    """Start this node's Ray and join ``head``, retrying while the head starts; False when
+    a signal came first."""
+
+    def attempt() -> int:
+        code = subprocess.call(["ray", "start", "--address", head, *RAY_PORTS])
+        if code != 0:
+            logger.warning("Ray head %s not reachable yet; retrying", head)
+        return code
+
+    def nap(seconds: float) -> None:
+        stop.wait(seconds)  # a signal ends the wait (and the retries) at once
+
+    retrying = Retrying(
+        stop=stop_when_event_set(stop),
+        wait=wait_fixed(JOIN_RETRY_S),
+        sleep=nap,
+        retry=retry_if_result(lambda code: code != 0),
+        retry_error_callback=lambda _state: 1,
+    )
+    return not stop.is_set() and retrying(attempt) == 0
 
 
 def _node_alive(node_id: str) -> bool:
