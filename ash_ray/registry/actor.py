@@ -72,6 +72,10 @@ class Services:
         self.core.background(self.upkeep.sweep_forever())
         self.capacity.pool.refill_soon()
 
+    async def close(self) -> None:
+        await self.core.close()
+        await self.core.store.close()
+
 
 class Registry:
     """See the module docstring. Methods are called with ``.remote()``; all are async."""

@@ -142,14 +142,10 @@ class Lifecycle:
                 update={"status": "active", "last_active_at": utcnow()}
             )
             live.pending_status = "active"
-            self.core.background(self._tell_status(live, "active"))
+            # Sent now, so that it reaches the worker before any later call of this
+            # session; not awaited (a dead worker is the death watch's business).
+            live.worker.set_status("active", False).ref()
         return True
-
-    async def _tell_status(self, live: Live, status: str) -> None:
-        try:
-            await live.worker.set_status(status, False)
-        except Exception:
-            logger.warning("session %s: worker missed its status %s", live.record.id, status)
 
     # ------------------------------------------------------------------ state changes
 

@@ -90,6 +90,13 @@ class Core:
     def start(self) -> None:
         self.writer.start()
 
+    async def close(self) -> None:
+        """Stop the background work (the registry's process ends anyway; tests call it)."""
+        tasks = [*self._background, *self.writer.tasks()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` unawaited, holding a reference until it ends."""
         task = asyncio.create_task(work)

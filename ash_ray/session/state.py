@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -67,6 +68,17 @@ class HasGuard:
     guard: BindGuard
 
 
+def _guarded(call: Any, method: Callable[..., Any]) -> Any:
+    """Mark ``call`` and give it ``method``'s signature without the session argument:
+    Ray checks a call's arguments against the signature it reads (after
+    ``inspect.unwrap``, hence no ``__wrapped__``)."""
+    params = list(inspect.signature(method).parameters.values())
+    del call.__wrapped__
+    call.__signature__ = inspect.Signature([params[0], *params[2:]])
+    call.needs_bind = True
+    return call
+
+
 def bound(
     method: Callable[Concatenate[W, Bound, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[W, P], Coroutine[Any, Any, T]]:
@@ -76,8 +88,7 @@ def bound(
     async def call(self: W, *args: P.args, **kwargs: P.kwargs) -> T:
         return await method(self, await self.guard.session(), *args, **kwargs)
 
-    call.needs_bind = True  # type: ignore[attr-defined]
-    return call
+    return _guarded(call, method)
 
 
 def bound_stream(
@@ -90,5 +101,4 @@ def bound_stream(
         async for item in method(self, await self.guard.session(), *args, **kwargs):
             yield item
 
-    call.needs_bind = True  # type: ignore[attr-defined]
-    return call
+    return _guarded(call, method)
