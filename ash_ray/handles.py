@@ -1,9 +1,10 @@
 """Typed clients of ash-ray's two actors: the only code that names their methods.
 
 :class:`RegistryClient` and :class:`SessionClient` wrap the Ray actor handles. Each method
-is declared once in :class:`RegistryApi` / :class:`WorkerApi` (which the actors satisfy,
-checked by mypy) and called through it, so a misspelled method or a wrong argument is a
-type error, not an ``AttributeError`` in production. Here, and only here:
+is declared once in :mod:`ash_ray.actor_api` (:class:`RegistryApi` / :class:`WorkerApi`,
+which the actors satisfy, checked by mypy) and called through it, so a misspelled method
+or a wrong argument is a type error, not an ``AttributeError`` in production. Here, and
+only here:
 
 - the registry is resolved by name (:func:`registry_handle`);
 - an error raised in an actor comes back as our own exception (:func:`unwrap`);
@@ -18,11 +19,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 import ray
 from ray.actor import ActorHandle
 
+from ash_ray.actor_api import (
+    Attached,
+    DrainResult,
+    Event,
+    ExecOutput,
+    RegistryApi,
+    TurnOutcome,
+    WorkerApi,
+)
 from ash_ray.errors import AshError, Unavailable
 from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
 from ash_ray.names import DEFAULT_NAMESPACE, REGISTRY_NAME
@@ -36,117 +46,8 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Plain tuples cross the Ray boundary cheaper than pydantic objects on the hot path.
-Event = tuple[int, str, dict[str, Any]]
 # The worker process is gone (or going): a fresh worker is one attach away.
 STALE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
-
-
-# ---------------------------------------------------------------------- replies
-
-
-@dataclass(frozen=True)
-class Attached:
-    """A session and the worker that serves it now."""
-
-    session: SessionRecord
-    worker: ActorHandle
-
-
-@dataclass(frozen=True)
-class DrainResult:
-    paused: int
-    failed: list[str]
-
-
-class TurnOutcome(TypedDict, total=False):
-    """What ``ask`` resolves to (the turn's ``result`` message, or its error)."""
-
-    sessionId: str
-    result: str | None
-    structuredOutput: Any
-    usage: dict[str, Any] | None
-    numTurns: int | None
-    subtype: str | None
-    isError: bool
-    error: str | None
-
-
-class ExecOutput(TypedDict):
-    exitCode: int
-    stdout: str
-    stderr: str
-
-
-# ---------------------------------------------------------------------- the actors' methods
-
-
-class RegistryApi(Protocol):
-    """The registry actor's remote methods (:class:`ash_ray.registry.actor.Registry`)."""
-
-    async def ping(self) -> dict[str, Any]: ...
-    async def deploy_agent(self, name: str, path: str) -> AgentRecord: ...
-    async def get_agent(self, name: str) -> AgentRecord: ...
-    async def list_agents(self) -> list[AgentRecord]: ...
-    async def delete_agent(self, name: str) -> AgentRecord: ...
-    async def create_session(self, body: dict[str, Any]) -> SessionRecord: ...
-    async def get_session(self, session_id: str) -> SessionRecord: ...
-    async def list_sessions(
-        self, agent: str | None, status: str | None, limit: int, offset: int
-    ) -> list[SessionRecord]: ...
-    async def attach(self, session_id: str) -> Attached: ...
-    async def live_handle(self, session_id: str) -> ActorHandle | None: ...
-    async def resume(self, session_id: str, auto: bool = False) -> SessionRecord: ...
-    async def pause(self, session_id: str) -> SessionRecord: ...
-    async def stop(self, session_id: str) -> SessionRecord: ...
-    async def end(self, session_id: str) -> SessionRecord: ...
-    async def fork(self, session_id: str) -> SessionRecord: ...
-    async def patch_config(self, session_id: str, patch: dict[str, Any]) -> SessionRecord: ...
-    async def record(self, batch: WriteBatch, stats: dict[str, Any]) -> None: ...
-    async def put_snapshot(self, session_id: str, data: bytes) -> None: ...
-    async def worker_failed(self, session_id: str, seen_seq: int) -> list[Event]: ...
-    async def list_messages(
-        self, session_id: str, after: int, limit: int
-    ) -> list[MessageRecord]: ...
-    async def list_events(
-        self, session_id: str, after: int, limit: int | None
-    ) -> list[EventRecord]: ...
-    async def health(self) -> dict[str, Any]: ...
-    async def metrics_text(self) -> bytes: ...
-    async def describe_all(self) -> list[dict[str, Any]]: ...
-    async def sweep(self, idle_timeout_s: float | None = None) -> int: ...
-    async def drain(
-        self, timeout_s: float | None = None, node_id: str | None = None
-    ) -> DrainResult: ...
-
-
-class WorkerApi(Protocol):
-    """The session worker's remote methods (:class:`ash_ray.session.actor.SessionWorker`)."""
-
-    async def ready(self) -> dict[str, Any]: ...
-    async def bind(
-        self, record: SessionRecord, agent_path: str, conversation: list[dict[str, Any]],
-        snapshot: bytes | None,
-    ) -> str: ...
-    async def watch(self) -> None: ...
-    async def set_status(self, status: str, wait: bool = True) -> SessionRecord: ...
-    async def update_config(self, config: dict[str, Any]) -> SessionRecord: ...
-    async def describe(self) -> dict[str, Any]: ...
-    async def snapshot(self, force: bool = False) -> bytes | None: ...
-    async def release(self, status: str) -> SessionRecord: ...
-    async def send(self, prompt: str, options: dict[str, Any]) -> int: ...
-    async def ask(self, prompt: str, options: dict[str, Any] | None = None) -> TurnOutcome: ...
-    async def interrupt(self) -> bool: ...
-    async def oldest_seq(self) -> int: ...
-    async def exec(self, command: str, timeout_s: float | None) -> ExecOutput: ...
-    async def workspace_path(self) -> str: ...
-    def run_turn(
-        self, prompt: str, options: dict[str, Any], heartbeat_s: float
-    ) -> AsyncIterator[list[Event]]: ...
-    def stream_events(self, after: int, heartbeat_s: float) -> AsyncIterator[list[Event]]: ...
-    def ask_stream(
-        self, prompt: str, options: dict[str, Any] | None = None
-    ) -> AsyncIterator[Event]: ...
 
 
 # ---------------------------------------------------------------------- errors
