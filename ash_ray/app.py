@@ -15,6 +15,7 @@ from ash_ray.api.app import create_api
 from ash_ray.api.context import IngressContext
 from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AshError
+from ash_ray.handles import DrainResult, RegistryClient
 from ash_ray.logs import configure_logging
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.registry.actor import Registry
@@ -27,7 +28,7 @@ APP_NAME = "ash"
 INGRESS_NAME = "AshIngress"
 
 
-def ensure_registry(settings: Settings) -> Any:
+def ensure_registry(settings: Settings) -> RegistryClient:
     """The detached registry, created on the head node if it is not running yet."""
     registry_cls: Any = ray.remote(Registry)
     handle = (
@@ -45,8 +46,9 @@ def ensure_registry(settings: Settings) -> Any:
         )
         .remote(settings, SessionWorker, open_store)
     )
-    ray.get(handle.ping.remote(), timeout=120)
-    return handle
+    registry = RegistryClient(settings.namespace, handle)
+    registry.ping().get(120)
+    return registry
 
 
 @serve.ingress()
@@ -142,10 +144,15 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def _reusable_direct_ingress_socket() -> None:
-    """Bind Serve's direct-ingress socket with address reuse, as Serve binds its proxy's.
+    """Bind Serve's direct-ingress socket with SO_REUSEPORT, so that a restart can bind it.
 
-    Serve 2.60 binds it without SO_REUSEADDR; the connections a crashed server leaves in
-    TIME_WAIT would then block ASH_PORT for a minute and a restart would fail.
+    Serve 2.60 binds it with neither SO_REUSEADDR nor SO_REUSEPORT; the connections a
+    crashed server leaves in TIME_WAIT would then block ASH_PORT for a minute and a
+    restart would fail. Serve lets a caller ask for SO_REUSEPORT only (``enable_so_reuseport``),
+    and on Linux that is enough: TIME_WAIT entries keep the reuse-port flag of the listener
+    whose connections they were, so a new listener that sets it too (same user) may bind.
+    It would also let a second live listener of the same user share the port:
+    :func:`prepare_ray_env` refuses to start when anything listens on ASH_PORT.
     """
     from ray.serve._private import replica as serve_replica
 
@@ -194,10 +201,9 @@ def start_serve(settings: Settings) -> str:
     return "through the Serve proxy"
 
 
-def drain(settings: Settings, timeout_s: float | None = None) -> dict[str, Any]:
-    """Pause and snapshot every live session (graceful shutdown)."""
-    registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+def drain(
+    settings: Settings, timeout_s: float | None = None, node_id: str | None = None
+) -> DrainResult:
+    """Pause and snapshot every live session (of one node, if given): graceful shutdown."""
     timeout = settings.drain_timeout_s if timeout_s is None else timeout_s
-    ref: Any = registry.drain.remote(timeout)
-    result: dict[str, Any] = ray.get(ref, timeout=timeout + 10)  # type: ignore[assignment]
-    return result
+    return RegistryClient(settings.namespace).drain(timeout, node_id).get(timeout + 10)

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         out("draining: pausing and snapshotting live sessions ...", err=True)
         result = app.drain(settings, stop.drain_budget())
         stop.drained = True
-        out(f"paused {result['paused']} session(s); stopping", err=True)
+        out(f"paused {result.paused} session(s); stopping", err=True)
     finally:
         from ray import serve
 
@@ -142,15 +141,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _wait_healthy(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"error: ash-ray did not become healthy at {url}")
+    from tenacity import RetryError, Retrying, stop_after_delay, wait_fixed
+
+    def healthy() -> None:
+        httpx.get(url + "/health", timeout=5).raise_for_status()
+
+    try:
+        Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.25))(healthy)
+    except RetryError:
+        raise SystemExit(f"error: ash-ray did not become healthy at {url}") from None
 
 
 def _announce(settings: Any, ray: Any) -> None:

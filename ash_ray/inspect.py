@@ -6,15 +6,17 @@ from typing import Any
 
 import ray
 
-from ash_ray.names import REGISTRY_NAME
+from ash_ray.handles import RegistryClient
+from ash_ray.names import DEFAULT_NAMESPACE, actor_name
 
 
-def live_sessions(address: str = "auto", namespace: str = "ash") -> list[dict[str, Any]]:
+def live_sessions(
+    address: str = "auto", namespace: str = DEFAULT_NAMESPACE
+) -> list[dict[str, Any]]:
     """One row per live session worker: the registry's view plus Ray's actor state."""
     if not ray.is_initialized():
         ray.init(address=address, namespace=namespace, log_to_driver=False)
-    registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
-    rows: list[dict[str, Any]] = ray.get(registry.describe_all.remote(), timeout=30)
+    rows = RegistryClient(namespace).describe_all().get(30)
     try:
         from ray.util.state import list_actors
 
@@ -28,7 +30,7 @@ def live_sessions(address: str = "auto", namespace: str = "ash") -> list[dict[st
     except Exception:
         states = {}
     for row in rows:
-        actor = states.get(f"ash-session-{row.get('sandboxId', '')}")
+        actor = states.get(actor_name(row.get("sandboxId", "")))
         if actor is not None:
             row["actorId"] = actor.actor_id
             row["state"] = actor.state

@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 import ray
+from tenacity import Retrying, retry_if_result, stop_when_event_set, wait_fixed
 
 from ash_ray import app, supervise
 from ash_ray.config import Settings
-from ash_ray.names import REGISTRY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run_head(settings: Settings, announce: Any) -> int:
         stop.wait()
         result = app.drain(settings, stop.drain_budget())
         stop.drained = True
-        logger.info("drained: paused %d session(s)", result["paused"])
+        logger.info("drained: paused %d session(s)", result.paused)
     finally:
         from ray import serve
 
@@ -83,13 +83,7 @@ def run_worker(settings: Settings) -> int:
         raise SystemExit("error: ASH_RAY_HEAD_ADDRESS is required for a worker pod")
     stop = supervise.Shutdown(settings.drain_timeout_s)
     app.prepare_ray_env(settings)
-    while not stop.is_set():
-        code = _ray_start(["--address", settings.ray_head_address, *RAY_PORTS])
-        if code == 0:
-            break
-        logger.warning("Ray head %s not reachable yet; retrying", settings.ray_head_address)
-        stop.wait(JOIN_RETRY_S)
-    if stop.is_set():
+    if not _join(settings.ray_head_address, stop):
         return 0
     ray.init(address="auto", namespace=settings.namespace)
     stop.install()  # after ray.init, which sets its own SIGTERM handler
@@ -100,17 +94,36 @@ def run_worker(settings: Settings) -> int:
             if not _node_alive(node_id):
                 logger.error("this node left the Ray cluster; exiting to rejoin")
                 return 1
-        registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
-        budget = stop.drain_budget()
-        result: dict[str, Any] = ray.get(  # type: ignore[assignment]
-            registry.drain.remote(budget, node_id), timeout=budget + 5
-        )
+        result = app.drain(settings, stop.drain_budget(), node_id)
         stop.drained = True
-        logger.info("drained node %s: paused %d session(s)", node_id[:12], result["paused"])
+        logger.info("drained node %s: paused %d session(s)", node_id[:12], result.paused)
     finally:
         ray.shutdown()
         subprocess.call(["ray", "stop", "--force"])
     return 0
+
+
+def _join(head: str, stop: supervise.Shutdown) -> bool:
+    """Start this node's Ray and join ``head``, retrying while the head starts; False when
+    a signal came first."""
+
+    def attempt() -> int:
+        code = _ray_start(["--address", head, *RAY_PORTS])
+        if code != 0:
+            logger.warning("Ray head %s not reachable yet; retrying", head)
+        return code
+
+    def nap(seconds: float) -> None:
+        stop.wait(seconds)  # a signal ends the wait (and the retries) at once
+
+    retrying = Retrying(
+        stop=stop_when_event_set(stop),
+        wait=wait_fixed(JOIN_RETRY_S),
+        sleep=nap,
+        retry=retry_if_result(lambda code: code != 0),
+        retry_error_callback=lambda _state: 1,
+    )
+    return not stop.is_set() and retrying(attempt) == 0
 
 
 def _node_alive(node_id: str) -> bool:

@@ -8,6 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
+from ray.actor import ActorHandle
+
+from ash_ray.api.context import LegacyRegistry
+from ash_ray.errors import AshError
+from ash_ray.handles import Event, RegistryClient, Turn, WorkerClient, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -18,31 +23,45 @@ SSE_HEADERS = {
 }
 HEARTBEAT = b": ping\n\n"
 
+# What the pump takes: typed clients, or (until the routes move) raw handles and
+# the context's LegacyRegistry.
+WorkerLike = WorkerClient | ActorHandle
+RegistryLike = RegistryClient | LegacyRegistry
+
 
 def frame(seq: int, type_: str, data: Any) -> bytes:
     payload = json.dumps(data, separators=(",", ":"))
     return f"id: {seq}\nevent: {type_}\ndata: {payload}\n\n".encode()
 
 
-async def start_turn(handle: Any, prompt: Any, options: dict[str, Any], heartbeat_s: float) -> Any:
+def _worker(worker: WorkerLike) -> WorkerClient:
+    return worker if isinstance(worker, WorkerClient) else WorkerClient(worker)
+
+
+def _registry(registry: RegistryLike) -> RegistryClient:
+    return registry if isinstance(registry, RegistryClient) else registry._client
+
+
+async def start_turn(
+    worker: WorkerLike, prompt: Any, options: dict[str, Any], heartbeat_s: float
+) -> Turn:
     """Start a turn on the worker: one streaming call that runs it and pushes its events.
 
     Awaits the first batch (``session_start``), so a refusal such as a busy session raises
-    here, before any response is sent. Returns what :func:`pump` takes as ``turn``.
+    here, before any response is sent. A :class:`SessionClient` re-attaches a stale worker
+    and starts the turn there. Returns what :func:`pump` takes as ``turn``.
     """
-    stream = handle.run_turn.options(num_returns="streaming").remote(prompt, options, heartbeat_s)
-    first = await (await stream.__anext__())
-    return stream, first
+    return await _worker(worker).start_turn(prompt, options, heartbeat_s)
 
 
 async def pump(
-    handle: Any,
-    registry: Any,
+    worker: WorkerLike,
+    registry: RegistryLike,
     session_id: str,
     after: int,
     heartbeat_s: float,
     replay: bool = False,
-    turn: Any = None,
+    turn: Turn | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield frames of events with seq > ``after`` until the turn's ``done``.
 
@@ -51,43 +70,48 @@ async def pump(
     With ``replay``, events the worker no longer holds come from the store first.
     A dead worker ends the stream with ``error`` and ``done``, which the registry records.
     """
+    client, reg = _worker(worker), _registry(registry)
     seen = after
     try:
         if turn is not None:
-            stream, first = turn
-            yield _frames(first)
-            seen = first[-1][0]
+            yield _frames(turn.first)
+            seen = turn.first[-1][0]
+            batches = _batches(turn.rest)
         else:
             if replay:
-                oldest = await handle.oldest_seq.remote()
+                oldest = await client.oldest_seq()
                 if oldest > seen + 1:
-                    for seq, type_, data, _ts in await registry.list_events.remote(
-                        session_id, seen, oldest - seen - 1
-                    ):
-                        yield frame(seq, type_, data)
-                        seen = seq
-            stream = handle.stream_events.options(num_returns="streaming").remote(
-                seen, heartbeat_s
-            )
-        async for ref in stream:
-            batch = await ref
+                    for e in await reg.list_events(session_id, seen, oldest - seen - 1):
+                        yield frame(e.seq, e.type, e.data)
+                        seen = e.seq
+            batches = client.stream_events(seen, heartbeat_s)
+        async for batch in batches:
             if not batch:
                 yield HEARTBEAT
                 continue
             yield _frames(batch)
             seen = batch[-1][0]
-    except ray.exceptions.RayError:
+    except (ray.exceptions.RayError, AshError):
         logger.warning("session %s worker died mid-stream", session_id)
-        for seq, type_, data in await registry.worker_failed.remote(session_id, seen):
+        for seq, type_, data in await reg.worker_failed(session_id, seen):
             yield frame(seq, type_, data)
 
 
-def _frames(batch: list) -> bytes:
+async def _batches(refs: ray.ObjectRefGenerator) -> AsyncIterator[list[Event]]:
+    async for ref in refs:
+        try:
+            batch: list[Event] = await ref
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrap(exc) from None
+        yield batch
+
+
+def _frames(batch: list[Event]) -> bytes:
     """One chunk a batch: fewer, larger writes to the client."""
     return b"".join(frame(seq, type_, data) for seq, type_, data in batch)
 
 
-async def from_store(registry: Any, session_id: str, after: int) -> AsyncIterator[bytes]:
+async def from_store(registry: RegistryLike, session_id: str, after: int) -> AsyncIterator[bytes]:
     """Frames of a session's stored events (no turn running)."""
-    for seq, type_, data, _ts in await registry.list_events.remote(session_id, after, None):
-        yield frame(seq, type_, data)
+    for e in await _registry(registry).list_events(session_id, after, None):
+        yield frame(e.seq, e.type, e.data)

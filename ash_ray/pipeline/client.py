@@ -3,50 +3,55 @@
 The handle returned here is thin on purpose: ``session.ask`` and ``session.ask_stream`` are
 the session worker's own actor methods (with the turn options checked on the way), so a
 pipeline talks to the worker directly, exactly as the HTTP ingress does, and the registry
-stays the only creator and killer of workers.
+stays the only creator and killer of workers. Both go through the typed clients of
+:mod:`ash_ray.handles`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import ray
 from pydantic import BaseModel, ValidationError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ash_ray.errors import AshError, AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
+from ash_ray.errors import AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
+from ash_ray.handles import Call, Event, RegistryClient, SessionClient, TurnOutcome, unwrap
 from ash_ray.models import MessageCreate, SessionCreate, parse_uuid
-from ash_ray.names import REGISTRY_NAME
+from ash_ray.names import DEFAULT_NAMESPACE
 
-DEFAULT_NAMESPACE = "ash"
+__all__ = [
+    "DEFAULT_NAMESPACE", "AgentSession", "AshRay", "Event", "ask", "connect", "get",
+    "session_body", "turn_options",
+]
+
 # Registry calls are quick; a create may wait for a slot (ASH_CAPACITY_WAIT_S, max 600 s).
 REGISTRY_TIMEOUT_S = 660.0
 
-Event = tuple[int, str, dict[str, Any]]
-
 
 def get(ref: Any, timeout_s: float | None = REGISTRY_TIMEOUT_S) -> Any:
-    """``ray.get`` that raises our own exception (the cause) rather than Ray's wrapper.
+    """``ray.get`` of an ObjectRef (or a typed :class:`Call`) that raises our own exception.
 
-    ``ray.get`` already raises a ``RayTaskError`` that *is an instance of* the cause's class,
-    so ``except SessionNotFound`` works either way; here the caller gets the plain error,
-    with its message and fields, and a lost registry becomes :class:`Unavailable`.
+    ``ray.get`` raises a ``RayTaskError`` that *is an instance of* the cause's class, so
+    ``except SessionNotFound`` works either way; here the caller gets the plain error.
     """
+    if isinstance(ref, Call):
+        return ref.get(timeout_s)
     try:
         return ray.get(ref, timeout=timeout_s)
     except ray.exceptions.RayTaskError as exc:
-        raise plain(exc) from None
+        raise unwrap(exc) from None
 
 
-def plain(exc: BaseException) -> BaseException:
-    """Our error inside a ``RayTaskError`` (however deeply wrapped), else ``exc`` itself."""
-    while isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
-        if not isinstance(exc.cause, AshError):
-            return exc
-        exc = exc.cause
-    return exc
-
+def capacity_retry(wait_s: float, poll_s: float = 1.0) -> Retrying:
+    """Retry on :class:`AtCapacity` for up to ``wait_s`` (the registry's 503)."""
+    return Retrying(
+        stop=stop_after_delay(wait_s),
+        wait=wait_exponential(multiplier=0.05, max=poll_s),
+        retry=retry_if_exception_type(AtCapacity),
+        reraise=True,
+    )
 
 def _check_keys(model: type[BaseModel], given: dict[str, Any], what: str) -> None:
     known = set(model.model_fields)
@@ -85,17 +90,17 @@ def session_body(agent: str, config: dict[str, Any]) -> dict[str, Any]:
 class _Method:
     """``.remote(prompt, **options)`` on a worker method, with the options checked."""
 
-    def __init__(self, session: AgentSession, name: str, streaming: bool = False) -> None:
+    def __init__(self, session: AgentSession, streaming: bool = False) -> None:
         self._session = session
-        self._name = name
         self._streaming = streaming
 
     def remote(self, prompt: str, **options: Any) -> Any:
         """An ObjectRef of the turn outcome (``ask``) or an ObjectRefGenerator of events."""
-        method = getattr(self._session.handle, self._name)
+        worker = self._session.worker
+        opts = turn_options(prompt, options)
         if self._streaming:
-            method = method.options(num_returns="streaming")
-        return method.remote(prompt, turn_options(prompt, options))
+            return worker.ask_stream(prompt, opts)
+        return worker.ask(prompt, opts).ref()
 
 
 class AgentSession:
@@ -107,59 +112,60 @@ class AgentSession:
     session on exit.
     """
 
-    def __init__(self, registry: Any, info: dict[str, Any], handle: Any) -> None:
-        self.registry = registry
-        self.info = info
-        self.handle = handle
-        self.ask = _Method(self, "ask")
-        self.ask_stream = _Method(self, "ask_stream", streaming=True)
+    def __init__(self, worker: SessionClient) -> None:
+        self.worker = worker
+        self.ask = _Method(self)
+        self.ask_stream = _Method(self, streaming=True)
+
+    @property
+    def registry(self) -> RegistryClient:
+        return self.worker.registry
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The session as ``GET /api/sessions/{id}`` shows it (as of the last call)."""
+        return self.worker.session.public()
 
     @property
     def id(self) -> str:
         """The session id (the same one the HTTP API uses)."""
-        return str(self.info["id"])
+        return self.worker.id
 
     @property
     def agent(self) -> str:
         """Name of the agent the session runs."""
-        return str(self.info["agentName"])
+        return self.worker.session.agent_name
 
     def __repr__(self) -> str:
         return f"AgentSession(id={self.id!r}, agent={self.agent!r})"
 
     def refresh(self) -> AgentSession:
         """Re-attach after the worker went away (evicted, swept, node lost): resumes it."""
-        self.info, self.handle = get(self.registry.attach.remote(self.id))
+        self.worker.again_sync()
         return self
 
-    def run(self, prompt: str, *, timeout_s: float | None = None, **options: Any) -> dict[str, Any]:
+    def run(self, prompt: str, *, timeout_s: float | None = None, **options: Any) -> TurnOutcome:
         """Blocking ``ask``: our errors unwrapped; a vanished worker is resumed once.
 
         The retry covers a worker lost *between* turns (evicted, swept); a worker that dies
-        during the turn fails the same way, and its session is then in ``error`` state.
+        during the turn fails the same way, and its session is then ``paused``.
         """
-        try:
-            return dict(get(self.ask.remote(prompt, **options), timeout_s))
-        except ray.exceptions.RayActorError:
-            self.refresh()
-            return dict(get(self.ask.remote(prompt, **options), timeout_s))
+        return self.worker.ask(prompt, turn_options(prompt, options)).get(timeout_s)
 
     def stream(self, prompt: str, **options: Any) -> Iterator[Event]:
         """The turn's events, ``(seq, type, data)``, as they happen; ends after ``done``."""
-        for ref in self.ask_stream.remote(prompt, **options):
-            seq, type_, data = get(ref, None)
-            yield int(seq), str(type_), dict(data)
+        return self.worker.ask_events(prompt, turn_options(prompt, options))
 
     def describe(self) -> dict[str, Any]:
         """The worker's own view: status, turn running, idle seconds, usage, node."""
-        return dict(get(self.handle.describe.remote(), 30))
+        return self.worker.describe().get(30)
 
     def end(self) -> dict[str, Any]:
         """End the session (terminal; its worker is released). Ending twice is harmless."""
         try:
-            self.info = get(self.registry.end.remote(self.id))
+            self.worker.session = self.registry.end(self.id).get(REGISTRY_TIMEOUT_S)
         except SessionEnded:
-            self.info = get(self.registry.get_session.remote(self.id))
+            self.worker.session = self.registry.get_session(self.id).get(REGISTRY_TIMEOUT_S)
         except NotFound:
             pass
         return self.info
@@ -174,9 +180,12 @@ class AgentSession:
 class AshRay:
     """The ash-ray cluster seen from a Ray driver: sessions by agent name or session id."""
 
-    def __init__(self, registry: Any, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(self, registry: RegistryClient) -> None:
         self.registry = registry
-        self.namespace = namespace
+
+    @property
+    def namespace(self) -> str:
+        return self.registry.namespace
 
     def session(self, agent: str, *, wait_s: float = 0.0, **config: Any) -> AgentSession:
         """Create a session on a deployed agent.
@@ -187,52 +196,33 @@ class AshRay:
         ``wait_s`` > 0, in which case the create is retried until then.
         """
         body = session_body(agent, config)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                info = get(self.registry.create_session.remote(body))
-                break
-            except AtCapacity:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        return self.attach(info["id"])
+        created = capacity_retry(wait_s)(
+            lambda: self.registry.create_session(body).get(REGISTRY_TIMEOUT_S)
+        )
+        return self.attach(created.id)
 
     def attach(self, session_id: str) -> AgentSession:
         """A handle on an existing session (resumed first when paused or cold)."""
-        sid = parse_uuid(session_id)
-        info, handle = get(self.registry.attach.remote(sid))
-        return AgentSession(self.registry, info, handle)
+        return AgentSession(self.registry.session_sync(parse_uuid(session_id), REGISTRY_TIMEOUT_S))
 
     def get_session(self, session_id: str) -> dict[str, Any]:
         """The session as ``GET /api/sessions/{id}`` shows it."""
-        return dict(get(self.registry.get_session.remote(parse_uuid(session_id))))
+        return self.registry.get_session(parse_uuid(session_id)).get(REGISTRY_TIMEOUT_S).public()
 
     def end(self, session_id: str) -> dict[str, Any]:
         """End a session by id."""
-        return dict(get(self.registry.end.remote(parse_uuid(session_id))))
+        return self.registry.end(parse_uuid(session_id)).get(REGISTRY_TIMEOUT_S).public()
 
     def list_sessions(
         self, agent: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Sessions as ``GET /api/sessions`` lists them."""
-        return list(get(self.registry.list_sessions.remote(agent, status, limit, 0)))
+        rows = self.registry.list_sessions(agent, status, limit, 0).get(REGISTRY_TIMEOUT_S)
+        return [r.public() for r in rows]
 
     def live(self) -> list[dict[str, Any]]:
         """Every live worker's ``describe()`` (what ``ash-ray ps`` shows)."""
-        return list(get(self.registry.describe_all.remote()))
-
-
-def registry_handle(namespace: str = DEFAULT_NAMESPACE) -> Any:
-    """The running registry actor; :class:`Unavailable` when there is none."""
-    try:
-        return ray.get_actor(REGISTRY_NAME, namespace=namespace)
-    except ValueError:
-        raise Unavailable(
-            f"no ash-ray registry ({REGISTRY_NAME!r}) in Ray namespace {namespace!r}: "
-            "start ash-ray on this cluster (`ash-ray start` or `ash-ray serve`) "
-            "or pass the namespace it runs in"
-        ) from None
+        return self.registry.describe_all().get(REGISTRY_TIMEOUT_S)
 
 
 def connect(namespace: str = DEFAULT_NAMESPACE, address: str = "auto") -> AshRay:
@@ -242,12 +232,14 @@ def connect(namespace: str = DEFAULT_NAMESPACE, address: str = "auto") -> AshRay
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         except ConnectionError as exc:
             raise Unavailable(f"no Ray cluster at {address!r}: {exc}") from None
-    return AshRay(registry_handle(namespace), namespace)
+    registry = RegistryClient(namespace)
+    _ = registry.handle  # Unavailable now, not at the first call
+    return AshRay(registry)
 
 
 def ask(
     agent: str, prompt: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any
-) -> dict[str, Any]:
+) -> TurnOutcome:
     """One prompt in a fresh session that is ended afterwards; returns the turn outcome."""
     with connect(namespace).session(agent) as session:
         return session.run(prompt, **options)

@@ -20,13 +20,13 @@ import ray.data
 from ray.data.dataset import MaterializedDataset
 
 from ash_ray.errors import InvalidInput, TurnFailed
+from ash_ray.handles import RegistryClient, TurnOutcome
 from ash_ray.models import new_id
 from ash_ray.pipeline.client import (
     DEFAULT_NAMESPACE,
     AgentSession,
     AshRay,
     get,
-    registry_handle,
     session_body,
     turn_options,
 )
@@ -53,7 +53,7 @@ class PromptRunner:
         on_error: OnError,
         capacity_wait_s: float,
     ) -> None:
-        self.ash = AshRay(registry_handle(namespace), namespace)
+        self.ash = AshRay(RegistryClient(namespace))
         self.ledger = ledger
         self.session_per = session_per
         self.prompt_column = prompt_column
@@ -73,7 +73,7 @@ class PromptRunner:
     def _close(self, session: AgentSession) -> None:
         get(self.ledger.end.remote(session.id))
 
-    def _ask(self, prompt: str) -> dict[str, Any]:
+    def _ask(self, prompt: str) -> TurnOutcome:
         if self.session is not None:
             return self.session.run(prompt, **self.options)
         session = self._open()
@@ -109,7 +109,7 @@ class PromptRunner:
         return self._columns(batch, rows)
 
     def _columns(
-        self, batch: dict[str, np.ndarray], rows: list[tuple[dict[str, Any], str | None]]
+        self, batch: dict[str, np.ndarray], rows: list[tuple[TurnOutcome, str | None]]
     ) -> dict[str, np.ndarray]:
         def col(values: list[Any], dtype: Any = object) -> np.ndarray:
             return np.array(values, dtype=dtype)
@@ -164,7 +164,7 @@ class PipelineSessions:
         self.summary: dict[str, Any] | None = None
 
     def __enter__(self) -> PipelineSessions:
-        registry_handle(self.namespace)  # fail early and clearly when ash-ray is not running
+        _ = RegistryClient(self.namespace).handle  # fail early and clearly: is ash-ray running?
         self.ledger = start_ledger(self.namespace, self.pipeline_id, self.concurrency)
         return self
 

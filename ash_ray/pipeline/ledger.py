@@ -15,23 +15,25 @@ three here. The ledger needs nothing from them at the end.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import ray
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from ash_ray.errors import AtCapacity, Conflict, NotFound, SessionEnded, Unavailable
-from ash_ray.pipeline.client import get, registry_handle
+from ash_ray.errors import Conflict, NotFound, SessionEnded, Unavailable
+from ash_ray.handles import RegistryClient
+from ash_ray.pipeline.client import REGISTRY_TIMEOUT_S, capacity_retry
 
-CAPACITY_RETRY_S = 0.5
 CONFLICT_RETRY_S = 10.0
+CONFLICT_POLL_S = 0.1
 
 
 class SessionLedger:
     """Opens, tracks and finally ends one pipeline's sessions (a Ray actor, no CPU)."""
 
     def __init__(self, namespace: str, pipeline_id: str) -> None:
-        self.registry = registry_handle(namespace)
+        self.registry = RegistryClient(namespace)
+        _ = self.registry.handle  # Unavailable now when ash-ray is not running
         self.pipeline_id = pipeline_id
         self.open: set[str] = set()
         self.created = 0
@@ -59,31 +61,29 @@ class SessionLedger:
                 self.changed.notify_all()
 
     def _create(self, body: dict[str, Any], wait_s: float) -> str:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                return str(get(self.registry.create_session.remote(body))["id"])
-            except AtCapacity:
-                if self.closed or time.monotonic() >= deadline:
-                    raise
-                time.sleep(CAPACITY_RETRY_S)
+        def create() -> str:
+            if self.closed:
+                raise Unavailable(
+                    f"pipeline {self.pipeline_id} has finished; it opens no more sessions"
+                )
+            return self.registry.create_session(body).get(REGISTRY_TIMEOUT_S).id
+
+        return capacity_retry(wait_s, poll_s=0.5)(create)
 
     def end(self, session_id: str) -> None:
         """End one session now (a worker is done with it); unknown or ended ids are fine."""
-        deadline = time.monotonic() + CONFLICT_RETRY_S
-        while True:
-            try:
-                get(self.registry.end.remote(session_id))
-            except (NotFound, SessionEnded):
-                pass
-            except Conflict:  # another call is changing its state right now
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.1)
-                continue
-            with self.changed:
-                self.open.discard(session_id)
-            return
+        retry = Retrying(  # Conflict: another call is changing its state right now
+            stop=stop_after_delay(CONFLICT_RETRY_S),
+            wait=wait_fixed(CONFLICT_POLL_S),
+            retry=retry_if_exception_type(Conflict),
+            reraise=True,
+        )
+        try:
+            retry(lambda: self.registry.end(session_id).get(REGISTRY_TIMEOUT_S))
+        except (NotFound, SessionEnded):
+            pass
+        with self.changed:
+            self.open.discard(session_id)
 
     def opened(self) -> list[str]:
         """Ids of the sessions open right now."""

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import ray
-
 from ash_ray.config import Settings
 from ash_ray.errors import Unavailable
+from ash_ray.handles import WorkerClient
 from ash_ray.models import new_id
 from ash_ray.names import actor_name
+from ash_ray.registry.rayops import GONE, RayOps
 
 logger = logging.getLogger(__name__)
 
@@ -20,28 +20,28 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
 REFILL_DELAY_S = 0.25
 
-Worker = tuple[str, Any]  # (sandbox id, actor handle)
+Worker = tuple[str, WorkerClient]  # (sandbox id, its actor)
 
 
 class Placement:
     """Ray options of a session worker, from the settings and what the cluster declares."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ray_ops: RayOps) -> None:
         self.settings = settings
+        self.ray = ray_ops
         self.slots_total = 0.0
 
-    def refresh(self) -> None:
-        self.slots_total = float(
-            ray.cluster_resources().get(self.settings.session_slot_resource, 0.0)
-        )
+    async def refresh(self) -> None:
+        resources = await self.ray.cluster_resources()
+        self.slots_total = float(resources.get(self.settings.session_slot_resource, 0.0))
 
     @property
     def uses_slots(self) -> bool:
         return self.slots_total > 0
 
-    def options(self, sandbox_id: str) -> dict[str, Any]:
+    async def options(self, sandbox_id: str) -> dict[str, Any]:
         # Slotted nodes may join after the registry started (a worker group scaling up).
-        self.refresh()
+        await self.refresh()
         s = self.settings
         opts: dict[str, Any] = {
             "name": actor_name(sandbox_id),
@@ -57,12 +57,12 @@ class Placement:
             opts["resources"] = {s.session_slot_resource: 1}
         return opts
 
-    def has_room(self, live_workers: int) -> bool:
+    async def has_room(self, live_workers: int) -> bool:
         """Whether one more worker can be placed now (slots when declared, else CPU/memory)."""
-        self.refresh()
+        await self.refresh()
         if self.uses_slots:
             return live_workers < self.slots_total
-        avail = ray.available_resources()
+        avail = await self.ray.available_resources()
         need_mem = self.settings.session_memory_mb * 1024 * 1024
         return avail.get("CPU", 0.0) + 1e-9 >= self.settings.session_num_cpus and (
             not need_mem or avail.get("memory", 0.0) >= need_mem
@@ -76,12 +76,11 @@ class WorkerPool:
         self,
         settings: Settings,
         placement: Placement,
-        worker_cls: type,
         live_workers: Callable[[], int],
     ) -> None:
         self.settings = settings
         self.placement = placement
-        self.worker_cls = worker_cls
+        self.ray = placement.ray
         self.live_workers = live_workers  # every worker in the cluster, bound or pooled
         self.idle: list[Worker] = []
         self.warming = 0
@@ -90,17 +89,16 @@ class WorkerPool:
     async def spawn(self, sandbox_id: str | None = None) -> Worker:
         """Start a worker and wait until it answers; Unavailable when it cannot be placed."""
         sid = sandbox_id or new_id()
-        actor_cls: Any = ray.remote(self.worker_cls)
-        handle = actor_cls.options(**self.placement.options(sid)).remote(self.settings, sid)
+        worker = await self.ray.spawn(sid, await self.placement.options(sid))
         try:
-            await asyncio.wait_for(handle.ready.remote(), READY_TIMEOUT_S)
-        except (TimeoutError, ray.exceptions.RayError) as exc:
-            ray.kill(handle)
+            await asyncio.wait_for(worker.ready(), READY_TIMEOUT_S)
+        except GONE as exc:
+            await self.ray.kill(worker)
             raise Unavailable(
                 f"a session worker could not start ({type(exc).__name__}); "
                 "check the cluster's free CPU/memory/ash_session_slot resources"
             ) from None
-        return sid, handle
+        return sid, worker
 
     def take(self) -> Worker | None:
         worker = self.idle.pop() if self.idle else None
@@ -116,7 +114,7 @@ class WorkerPool:
         # the pooled worker answer first.
         await asyncio.sleep(delay_s)
         while len(self.idle) + self.warming < self.settings.warm_pool_size:
-            if not self.placement.has_room(self.live_workers()):
+            if not await self.placement.has_room(self.live_workers()):
                 return
             self.warming += 1
             try:
@@ -127,7 +125,6 @@ class WorkerPool:
             finally:
                 self.warming -= 1
 
-    def drain(self) -> None:
-        for _sid, handle in self.idle:
-            ray.kill(handle)
-        self.idle.clear()
+    async def drain(self) -> None:
+        idle, self.idle = self.idle, []
+        await asyncio.gather(*(self.ray.kill(worker) for _sid, worker in idle))

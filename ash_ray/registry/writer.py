@@ -29,6 +29,9 @@ class WriteBehind:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [self._task] if self._task is not None else []
+
     async def submit(self, batch: WriteBatch) -> None:
         """Queue ``batch``; returns when it is committed (raises if the store gave up)."""
         if batch.empty():

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from ash_ray.actor_api import Event
 from ash_ray.models import EventRecord, utcnow
-
-# Plain tuples cross the Ray boundary cheaper than pydantic objects on the hot path.
-Event = tuple[int, str, dict]
 
 
 class EventLog:

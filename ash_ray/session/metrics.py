@@ -26,8 +26,10 @@ class SessionMetrics:
         self.tool_calls = metrics.Counter(
             "ash_tool_calls_total", "Tool calls made by turns.", ("agent", "tool")
         )
+        # Not ash_turn_latency_ms: that is the registry's cluster-wide one on /metrics.
         self.turn_latency = metrics.Histogram(
-            "ash_turn_latency_ms", "Wall time of a turn.", _LATENCY_BOUNDARIES_MS, tags
+            "ash_worker_turn_latency_ms", "Wall time of a turn, by agent.",
+            _LATENCY_BOUNDARIES_MS, tags,
         )
 
     def turn(self, agent: str, usage: Usage, latency_ms: float, model_calls: int) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings
 from ash_ray.errors import AtCapacity
+from ash_ray.handles import RegistryClient
 from tests.helpers import wait_for
 from tests.integration.sse import new_session, send
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ray
 @pytest.fixture()
 def small_registry(
     ray_cluster: None, settings: Settings, agent_dir: Path
-) -> Iterator[Any]:
+) -> Iterator[RegistryClient]:
     cap = settings.model_copy(
         update={
             "namespace": "ash-capacity",
@@ -34,50 +34,49 @@ def small_registry(
         }
     )
     registry = app.ensure_registry(cap)
-    ray.get(registry.deploy_agent.remote("cap", str(agent_dir)))
+    registry.deploy_agent("cap", str(agent_dir)).get()
     yield registry
-    for s in ray.get(registry.list_sessions.remote(None, None, 100, 0)):
-        if s["status"] != "ended":
-            ray.get(registry.end.remote(s["id"]))
-    ray.kill(registry, no_restart=True)
+    for s in registry.list_sessions(None, None, 100, 0).get():
+        if s.status != "ended":
+            registry.end(s.id).get()
+    ray.kill(registry.handle, no_restart=True)
 
 
-def _running(registry: Any, sid: str) -> bool:
+def _running(registry: RegistryClient, sid: str) -> bool:
     return any(
         d.get("sessionId") == sid and d.get("turnRunning")
-        for d in ray.get(registry.describe_all.remote())
+        for d in registry.describe_all().get()
     )
 
 
 def test_lru_idle_session_is_evicted_and_503_when_all_run(
-    small_registry: Any, fake_model  # type: ignore[no-untyped-def]
+    small_registry: RegistryClient, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
     reg = small_registry
-    a = ray.get(reg.create_session.remote({"agent": "cap"}))["id"]
-    b = ray.get(reg.create_session.remote({"agent": "cap"}))["id"]
-    c = ray.get(reg.create_session.remote({"agent": "cap"}))["id"]  # evicts a (idle, oldest)
-    assert ray.get(reg.get_session.remote(a))["status"] == "paused"
-    assert ray.get(reg.live_handle.remote(a)) is None
-    assert ray.get(reg.get_session.remote(b))["status"] == "active"
+    a = reg.create_session({"agent": "cap"}).get().id
+    b = reg.create_session({"agent": "cap"}).get().id
+    c = reg.create_session({"agent": "cap"}).get().id  # evicts a (idle, oldest)
+    assert reg.get_session(a).get().status == "paused"
+    assert reg.live_handle(a).get() is None
+    assert reg.get_session(b).get().status == "active"
 
     # Both replies wait before their first token until the test ends: both turns run.
     with fake_model.hold("slow") as first, fake_model.hold("slow") as second:
         for sid in (b, c):
-            _public, handle = ray.get(reg.attach.remote(sid))
-            ray.get(handle.send.remote("slow", {}))
+            reg.session_sync(sid).send("slow", {}).get()
         first.wait_seen()
         second.wait_seen()
         wait_for(lambda: _running(reg, b) and _running(reg, c), what="both turns running")
         wait_for(
-            lambda: ray.get(reg.health.remote())["pool"]["running"] == 2,
+            lambda: reg.health().get()["pool"]["running"] == 2,
             what="the registry to see both turns",
         )
         with pytest.raises(AtCapacity) as exc:
-            ray.get(reg.create_session.remote({"agent": "cap"}))
+            reg.create_session({"agent": "cap"}).get()
         assert "retry" in str(exc.value)
         # A running session is never evicted to make room.
-        assert ray.get(reg.get_session.remote(b))["status"] == "active"
-        assert ray.get(reg.get_session.remote(c))["status"] == "active"
+        assert reg.get_session(b).get().status == "active"
+        assert reg.get_session(c).get().status == "active"
 
 
 def test_pooled_workers_do_not_leak_between_sessions(http: httpx.Client, agent: str) -> None:

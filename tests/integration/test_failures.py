@@ -50,7 +50,10 @@ def test_sigkill_worker_mid_turn_ends_stream_and_session_recovers(
     assert ended_after < 10
     seqs = [f[0] for f in got]
     assert seqs == sorted(set(seqs))
-    assert http.get(f"/api/sessions/{sid}").json()["session"]["status"] == "error"
+    # A lost worker pauses its session (DESIGN 5): resumable, the turn an error event.
+    assert http.get(f"/api/sessions/{sid}").json()["session"]["status"] == "paused"
+    timeline = http.get(f"/api/sessions/{sid}/events").json()["events"]
+    assert [json.loads(e["data"])["event"] for e in timeline[-2:]] == ["error", "done"]
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
     assert [m["role"] for m in msgs[:2]] == ["user", "assistant"]
     assert "before the crash" in msgs[0]["content"]

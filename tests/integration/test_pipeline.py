@@ -139,7 +139,7 @@ def test_sessions_travel_into_ray_tasks(ash: AshRay, agent: str) -> None:
 def test_run_resumes_a_session_whose_worker_went_away(ash: AshRay, agent: str) -> None:
     with ash.session(agent) as session:
         assert session.run("first")["result"] == "echo: first"
-        ash.registry.stop.remote(session.id)  # the worker is released, the session is cold
+        ash.registry.stop(session.id).ref()  # the worker is released, the session is cold
         wait_for(lambda: ash.get_session(session.id)["status"] == "stopped", timeout_s=30)
         assert session.run("second")["result"] == "echo: second"
         assert ash.get_session(session.id)["status"] == "active"

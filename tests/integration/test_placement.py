@@ -118,14 +118,14 @@ def slotted(
     )
     registry = app.ensure_registry(slot_settings)
     try:
-        assert ray.get(registry.health.remote())["sessionSlots"] == SLOTS
-        ray.get(registry.deploy_agent.remote("slots", str(agent_dir)))
-        yield AshRay(registry, NAMESPACE)
+        assert registry.health().get()["sessionSlots"] == SLOTS
+        registry.deploy_agent("slots", str(agent_dir)).get()
+        yield AshRay(registry)
     finally:
-        for row in ray.get(registry.describe_all.remote()):
+        for row in registry.describe_all().get():
             if row.get("sessionId"):
-                ray.get(registry.end.remote(row["sessionId"]))
-        ray.kill(registry)
+                registry.end(row["sessionId"]).get()
+        ray.kill(registry.handle)
 
 
 def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
@@ -144,7 +144,7 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
     turns = [s.ask.remote("take your time", include_partial_messages=True) for s in (first, second)]
     try:
         wait_for(
-            lambda: ray.get(slotted.registry.health.remote())["pool"]["running"] == 2,
+            lambda: slotted.registry.health().get()["pool"]["running"] == 2,
             timeout_s=30, what="both turns running (as the registry sees them)",
         )  # fmt: skip
         started = time.monotonic()
@@ -166,7 +166,7 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
     assert all(o["result"] == "slow " * 12 for o in outcomes), outcomes
     assert third.describe()["nodeId"] == slot_node
 
-    live = [w for w in ray.get(slotted.registry.describe_all.remote()) if w.get("bound")]
+    live = [w for w in slotted.registry.describe_all().get() if w.get("bound")]
     assert len(live) == SLOTS and {w["nodeId"] for w in live} == {slot_node}
     statuses = {slotted.get_session(s.id)["status"] for s in (first, second)}
     assert "paused" in statuses, "one idle session must have been evicted cold"
@@ -181,7 +181,7 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
 def test_a_cold_resume_lands_on_the_slotted_node_again(slotted: AshRay, slot_node: str) -> None:
     session = slotted.session("slots")
     assert session.run("before")["result"] == "echo: before"
-    ray.get(slotted.registry.stop.remote(session.id))  # worker released, session cold
+    slotted.registry.stop(session.id).get()  # worker released, session cold
     assert slotted.get_session(session.id)["status"] == "stopped"
     session.refresh()  # attach resumes it on a new worker
     assert session.describe()["nodeId"] == slot_node

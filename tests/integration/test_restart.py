@@ -66,7 +66,16 @@ def test_sigterm_drains_and_sigkill_loses_nothing(
     proc.start()
     with httpx.Client(base_url=proc.url, timeout=60) as http:
         session = http.get(f"/api/sessions/{sid}").json()["session"]
-        assert session["status"] == "error"  # it died mid-turn
+        assert session["status"] == "paused"  # it died mid-turn: paused, resumable
+        timeline = http.get(f"/api/sessions/{sid}/events").json()["events"]
+        ends = [json.loads(e["data"]) for e in timeline[-2:]]
+        assert [e["event"] for e in ends] == ["error", "done"], timeline[-3:]
+        assert "died" in ends[0]["error"]
+        # A re-attach to the cut-off turn ends at once with the same events.
+        with http.stream("GET", f"/api/sessions/{sid}/stream",
+                         headers={"Last-Event-ID": str(timeline[-3]["sequence"])}) as r:
+            tail = list(frames(r.iter_lines()))
+        assert [f[1] for f in tail] == ["error", "done"]
         msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
         assert len(msgs) >= count_before
         assert any("remember kiwi" in m["content"] for m in msgs)

@@ -1,0 +1,106 @@
+"""Capacity: a worker for one more session, from the warm pool or new, evicting if need be."""
+
+from __future__ import annotations
+
+import logging
+
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
+
+from ash_ray.errors import AtCapacity
+from ash_ray.registry.pool import Placement, Worker, WorkerPool
+from ash_ray.registry.state import Core
+
+logger = logging.getLogger(__name__)
+
+# How often a create that waits for a slot looks again (ASH_CAPACITY_WAIT_S bounds it).
+ROOM_POLL_S = 0.2
+
+
+class _NoRoom(Exception):
+    """Every slot runs a turn right now."""
+
+
+class Capacity:
+    """Enforces ASH_MAX_SANDBOXES and the cluster's slots; owns the warm pool."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.placement = Placement(core.settings, core.ray)
+        self.pool = WorkerPool(core.settings, self.placement, self.worker_count)
+        self.waiting = 0
+
+    def worker_count(self) -> int:
+        """Every worker in the cluster: bound, pooled, or starting."""
+        return len(self.core.live) + len(self.pool.idle) + self.pool.warming
+
+    async def worker(self, sandbox_id: str | None = None) -> tuple[Worker, bool]:
+        """A worker for a session (and whether the pool had it); AtCapacity after the wait."""
+        await self.make_room()
+        pooled = self.pool.take()
+        if pooled is not None:
+            return pooled, True
+        return await self.pool.spawn(sandbox_id), False
+
+    async def make_room(self) -> None:
+        """Free a slot for one more session: evict the LRU idle one, or wait, or 503."""
+        self.waiting += 1
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(self.core.settings.capacity_wait_s),
+                wait=wait_fixed(ROOM_POLL_S),
+                retry=retry_if_exception_type(_NoRoom),
+            ):
+                with attempt:
+                    await self._room_or_evict()
+        except RetryError:
+            raise AtCapacity(
+                f"all {len(self.core.live)} session slots are running turns; retry later",
+            ) from None
+        finally:
+            self.waiting -= 1
+
+    async def _room_or_evict(self) -> None:
+        while True:
+            if len(self.core.live) < self.core.settings.max_sandboxes and (
+                self.pool.idle or await self.placement.has_room(self.worker_count())
+            ):
+                return
+            if not await self._evict_one():
+                raise _NoRoom
+
+    async def _evict_one(self) -> bool:
+        if self.pool.idle:
+            _sid, worker = self.pool.idle.pop(0)
+            await self.core.ray.kill(worker)
+            return True
+        idle = [lv for lv in self.core.live.values() if not lv.running and not lv.lock.locked()]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda lv: lv.record.last_active_at)
+        logger.info("evicting idle session %s to make room", victim.record.id)
+        await self.core.release(victim, "paused")
+        return True
+
+    def figures(self) -> dict[str, int]:
+        """The ``pool`` object of /health (Ash's names)."""
+        live = self.core.live
+        stats = self.core.stats
+        running = sum(1 for lv in live.values() if lv.running)
+        return {
+            "total": self.worker_count(),
+            "cold": 0,
+            "warming": self.pool.warming,
+            "warm": len(self.pool.idle) + len(live) - running,
+            "waiting": self.waiting,
+            "running": running,
+            "maxCapacity": self.core.settings.max_sandboxes,
+            "resumeWarmHits": stats.warm_hits,
+            "resumeColdHits": stats.cold_hits,
+            "preWarmHits": stats.pre_warm_hits,
+        }

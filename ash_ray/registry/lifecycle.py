@@ -1,0 +1,248 @@
+"""The session state machine: create, resume (warm or cold), pause, stop, end, fork, config.
+
+Only this service binds workers to sessions; :class:`~ash_ray.registry.capacity.Capacity`
+hands it the workers and :meth:`Core.release` takes them back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ash_ray.errors import Conflict, SessionBusy, SessionEnded
+from ash_ray.handles import WorkerClient
+from ash_ray.models import (
+    MessageRecord,
+    SessionConfig,
+    SessionRecord,
+    WriteBatch,
+    new_id,
+    utcnow,
+)
+from ash_ray.registry.agents import Agents
+from ash_ray.registry.capacity import Capacity
+from ash_ray.registry.state import Core, Live
+
+logger = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    def __init__(self, core: Core, agents: Agents, capacity: Capacity) -> None:
+        self.core = core
+        self.agents = agents
+        self.capacity = capacity
+
+    # ------------------------------------------------------------------ create and bind
+
+    async def create(self, body: dict[str, Any]) -> SessionRecord:
+        self.core.check_accepting()
+        started = time.perf_counter()
+        agent = await self.agents.get(body["agent"])
+        config = SessionConfig(
+            **{k: v for k, v in body.items() if k in SessionConfig.model_fields and v is not None}
+        )
+        (sid, worker), hit = await self.capacity.worker()
+        now = utcnow()
+        rec = SessionRecord(
+            id=sid, agent_name=agent.name, sandbox_id=sid, status="active",
+            created_at=now, last_active_at=now, config=config,
+        )
+        await self._bind(rec, worker, agent.path, [], None)
+        stats = self.core.stats
+        stats.created.labels(pool="hit" if hit else "miss").inc()
+        stats.pre_warm_hits += int(hit)
+        stats.create_ms.observe((time.perf_counter() - started) * 1000)
+        return rec
+
+    async def _bind(
+        self,
+        rec: SessionRecord,
+        worker: WorkerClient,
+        agent_path: str,
+        conversation: list[dict[str, Any]],
+        snapshot: bytes | None,
+        extra: WriteBatch | None = None,
+    ) -> None:
+        """Commit the session row; the worker binds meanwhile, unwaited.
+
+        The worker holds every call for the session until its bind has run, so the caller
+        can answer as soon as the row is committed. A bind that fails leaves the session
+        in ``error``; the next attach resumes it cold on another worker.
+        """
+        live = Live(rec, worker)
+        self.core.track(live)
+        self.core.background(self._finish_bind(live, agent_path, conversation, snapshot))
+        await self.core.submit(rec, batch=extra)
+
+    async def _finish_bind(
+        self, live: Live, agent_path: str, conversation: list[dict[str, Any]],
+        snapshot: bytes | None,
+    ) -> None:
+        rec = live.record
+        try:
+            live.node_id = await live.worker.bind(rec, agent_path, conversation, snapshot)
+        except Exception:
+            logger.exception("binding session %s to its worker failed", rec.id)
+            await self.core.ray.kill(live.worker)
+            if self.core.live.get(rec.id) is live:
+                self.core.live.pop(rec.id)
+            await self.core.submit(live.record.model_copy(update={"status": "error"}))
+
+    # ------------------------------------------------------------------ attach and resume
+
+    async def attach(self, session_id: str) -> Live:
+        """The live session, resuming it first when it is cold or paused."""
+        live = self.core.live.get(session_id)
+        if live is not None and live.record.status == "active" and not live.dead:
+            return live
+        await self.resume(session_id, auto=True)
+        return self.core.live[session_id]
+
+    async def resume(self, session_id: str, auto: bool = False) -> SessionRecord:
+        self.core.check_accepting()
+        async with self.core.locks.hold(session_id, wait=auto):
+            started = time.perf_counter()
+            rec = await self.core.record_of(session_id)
+            if rec.status == "ended":
+                raise SessionEnded(f"session {session_id} has ended", session_id=session_id)
+            live = self.core.live.get(session_id)
+            if live is not None and self._flip_active(live):
+                self.core.stats.count_resume("warm", None, (time.perf_counter() - started) * 1000)
+                return live.record
+            rec, source = await self._resume_cold(rec)
+            self.core.stats.count_resume("cold", source, (time.perf_counter() - started) * 1000)
+            return rec
+
+    async def _resume_cold(self, rec: SessionRecord) -> tuple[SessionRecord, str]:
+        """A new worker with the stored conversation and workspace; and where it came from."""
+        store = self.core.store
+        agent = await self.agents.get(rec.agent_name)
+        await self.core.flush()
+        history = [m.api() for m in await store.list_messages(rec.id)]
+        snapshot = await store.get_snapshot(rec.id)
+        (sid, worker), _hit = await self.capacity.worker(sandbox_id=None)
+        rec = rec.model_copy(
+            update={"status": "active", "sandbox_id": sid, "last_active_at": utcnow()}
+        )
+        await self._bind(rec, worker, agent.path, history, snapshot)
+        return rec, "store" if snapshot is not None else "fresh"
+
+    def _flip_active(self, live: Live) -> bool:
+        """Warm resume, a state flip here; False when the worker is gone.
+
+        The worker hears of it without being waited for: its record follows
+        ``pending_status`` until its own flush carries the new status.
+        """
+        if live.dead:
+            self.core.live.pop(live.record.id, None)
+            return False
+        if live.record.status != "active":
+            live.record = live.record.model_copy(
+                update={"status": "active", "last_active_at": utcnow()}
+            )
+            live.pending_status = "active"
+            # Sent now, so that it reaches the worker before any later call of this
+            # session; not awaited (a dead worker is the death watch's business).
+            live.worker.set_status("active", False).ref()
+        return True
+
+    # ------------------------------------------------------------------ state changes
+
+    async def pause(self, session_id: str) -> SessionRecord:
+        async with self.core.locks.hold(session_id, wait=False):
+            rec = await self.core.record_of(session_id)
+            _require(rec, ("active",), "pause")
+            live = self.core.live.get(session_id)
+            if live is None:
+                return await self.core.set_cold_status(rec, "paused")
+            live.pending_status = None
+            paused = await live.worker.set_status("paused", True)
+            live.record = live.record.model_copy(update={"status": "paused"})
+            data = await live.worker.snapshot()
+            if data is not None:
+                await self.core.store.put_snapshot(session_id, data)
+            return paused
+
+    async def stop(self, session_id: str) -> SessionRecord:
+        async with self.core.locks.hold(session_id, wait=False):
+            rec = await self.core.record_of(session_id)
+            _require(rec, ("active", "paused", "error", "starting"), "stop")
+            live = self.core.live.get(session_id)
+            if live is None:
+                return await self.core.set_cold_status(rec, "stopped")
+            return await self.core.release(live, "stopped")
+
+    async def end(self, session_id: str) -> SessionRecord:
+        async with self.core.locks.hold(session_id, wait=False):
+            rec = await self.core.record_of(session_id)
+            if rec.status == "ended":
+                raise SessionEnded(f"session {session_id} has already ended")
+            live = self.core.live.get(session_id)
+            if live is not None:
+                return await self.core.release(live, "ended")
+            await self.core.store.delete_snapshot(session_id)
+            return await self.core.set_cold_status(rec, "ended")
+
+    async def fork(self, session_id: str) -> SessionRecord:
+        self.core.check_accepting()
+        store = self.core.store
+        async with self.core.locks.hold(session_id, wait=False):
+            parent = await self.core.record_of(session_id)
+            if parent.status == "ended":
+                raise SessionEnded(f"session {session_id} has ended; it cannot be forked")
+            live = self.core.live.get(session_id)
+            snapshot: bytes | None
+            if live is not None:
+                if live.running:
+                    raise SessionBusy(f"session {session_id} is running a turn; fork after it")
+                snapshot = await live.worker.snapshot(True)
+            else:
+                snapshot = await store.get_snapshot(session_id)
+            await self.core.flush()
+            messages = await store.list_messages(session_id)
+            agent = await self.agents.get(parent.agent_name)
+            (sid, worker), _hit = await self.capacity.worker()
+            now = utcnow()
+            child = SessionRecord(
+                id=sid, agent_name=parent.agent_name, sandbox_id=sid, status="active",
+                created_at=now, last_active_at=now, parent_session_id=parent.id,
+                config=parent.config,
+            )
+            copies = [
+                MessageRecord(
+                    id=new_id(), session_id=sid, sequence=m.sequence, role=m.role,
+                    content=m.content, created_at=now,
+                )
+                for m in messages
+            ]
+            await self._bind(
+                child, worker, agent.path, [m.api() for m in messages], snapshot,
+                extra=WriteBatch(messages=copies),
+            )
+            if snapshot is not None:
+                await store.put_snapshot(sid, snapshot)
+            return child
+
+    async def patch_config(self, session_id: str, patch: dict[str, Any]) -> SessionRecord:
+        async with self.core.locks.hold(session_id, wait=False):
+            rec = await self.core.record_of(session_id)
+            if rec.status == "ended":
+                raise SessionEnded(f"session {session_id} has ended")
+            live = self.core.live.get(session_id)
+            if live is not None:
+                patched = await live.worker.update_config(patch)
+                live.record = live.record.model_copy(
+                    update={"config": live.record.config.model_copy(update=patch)}
+                )
+                return patched
+            new = rec.model_copy(update={"config": rec.config.model_copy(update=patch)})
+            await self.core.submit(new)
+            return new
+
+
+def _require(rec: SessionRecord, allowed: tuple[str, ...], verb: str) -> None:
+    if rec.status == "ended":
+        raise SessionEnded(f"session {rec.id} has ended", session_id=rec.id)
+    if rec.status not in allowed:
+        raise Conflict(f"cannot {verb} session {rec.id}: it is {rec.status}", session_id=rec.id)

@@ -1,0 +1,125 @@
+"""After a crash: adopt the workers that outlived it, close the turns that did not.
+
+A session whose worker or cluster died comes back ``paused`` and resumable (DESIGN
+section 5); a turn it was running gets ``error`` and ``done`` events in its timeline, so
+a client re-attaching sees it end. ``error`` is for sessions that cannot run at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
+from ash_ray.registry.state import LIVE_STATUSES, Core, Live
+
+logger = logging.getLogger(__name__)
+
+PAGE = 500
+WORKER_LOST = "the session worker died; resume to continue"
+# A worker that does not answer in this time after a registry restart is not adopted.
+ADOPT_TIMEOUT_S = 10.0
+
+
+class Recovery:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def recover(self) -> None:
+        """Adopt workers that outlived a registry restart; the rest become cold."""
+        fixes = WriteBatch()
+        for status in LIVE_STATUSES:
+            for rec in await self._all_sessions(status):
+                if await self._adopt(rec):
+                    continue
+                cold, events = await self.closed_turn(rec, rec.last_seq, "paused")
+                fixes.sessions.append(cold)
+                fixes.events.extend(events)
+        await self.kill_orphans()
+        await self.core.submit(batch=fixes)
+
+    async def _adopt(self, rec: SessionRecord) -> bool:
+        worker = await self.core.ray.find_worker(rec.sandbox_id)
+        if worker is None:
+            return False
+        try:
+            await asyncio.wait_for(worker.ready(), ADOPT_TIMEOUT_S)
+            info = await worker.describe()
+        except Exception:
+            info = {}
+        if info.get("bound") and info.get("sessionId") == rec.id:
+            self.core.track(Live(rec, worker, running=info["turnRunning"], node_id=info["nodeId"]))
+            return True
+        await self.core.ray.kill(worker)
+        return False
+
+    async def _all_sessions(self, status: str) -> list[SessionRecord]:
+        out: list[SessionRecord] = []
+        while True:
+            page = await self.core.store.list_sessions(status=status, limit=PAGE, offset=len(out))
+            out.extend(page)
+            if len(page) < PAGE:
+                return out
+
+    async def closed_turn(
+        self, rec: SessionRecord, seen_seq: int, status: str
+    ) -> tuple[SessionRecord, list[EventRecord]]:
+        """The session with ``status``, and the events that end a turn its worker left
+        open (none when the timeline already ends with ``done``). ``seen_seq``: the newest
+        event a client saw, which may be newer than the store's."""
+        last = await self.core.store.list_events(rec.id, after=max(0, rec.last_seq - 1))
+        seq = max(rec.last_seq, seen_seq)
+        if (not last or last[-1].type == "done") and seq == rec.last_seq:
+            return rec.model_copy(update={"status": status}), []
+        now = utcnow()
+        events = [
+            EventRecord(session_id=rec.id, seq=seq + 1, type="error",
+                        data={"error": WORKER_LOST}, created_at=now),
+            EventRecord(session_id=rec.id, seq=seq + 2, type="done",
+                        data={"sessionId": rec.id}, created_at=now),
+        ]
+        return rec.model_copy(update={"status": status, "last_seq": seq + 2}), events
+
+    async def as_cold(self, live: Live) -> None:
+        """A live session whose worker is gone: paused, its open turn closed."""
+        if self.core.live.get(live.record.id) is live:
+            self.core.live.pop(live.record.id)
+        await self.core.flush()
+        rec = await self.core.store.get_session(live.record.id) or live.record
+        status = "paused" if rec.status in LIVE_STATUSES else rec.status
+        cold, events = await self.closed_turn(rec, rec.last_seq, status)
+        await self.core.submit(cold, batch=WriteBatch(events=events))
+
+    async def worker_failed(self, session_id: str, seen_seq: int) -> list[tuple]:
+        """An ingress saw the worker die mid-stream: close the turn, pause the session.
+
+        Returns the events that end the client's stream (also when another caller, such
+        as the sweep, closed the turn first).
+        """
+        live = self.core.live.get(session_id)
+        if live is not None and await self.core.usable(live):
+            return []
+        await self.core.flush()
+        rec = await self.core.store.get_session(session_id)
+        if rec is None:
+            return []
+        if rec.last_seq > seen_seq:
+            done = await self.core.store.list_events(session_id, after=seen_seq)
+            if done and done[-1].type == "done":
+                return [(e.seq, e.type, e.data) for e in done]
+        status = "paused" if rec.status in LIVE_STATUSES else rec.status
+        cold, events = await self.closed_turn(rec, seen_seq, status)
+        await self.core.submit(cold, batch=WriteBatch(events=events))
+        return [(e.seq, e.type, e.data) for e in events]
+
+    async def kill_orphans(self) -> None:
+        """Unbound workers left by an earlier registry (its warm pool) hold slots: free them."""
+        sandbox_ids = await self.core.ray.worker_sandbox_ids()
+        if sandbox_ids is None:
+            return
+        known = {live.record.sandbox_id for live in self.core.live.values()}
+        for sandbox_id in sandbox_ids:
+            if sandbox_id not in known:
+                worker = await self.core.ray.find_worker(sandbox_id)
+                if worker is not None:
+                    await self.core.ray.kill(worker)

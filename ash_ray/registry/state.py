@@ -1,0 +1,166 @@
+"""What the registry's services share: live sessions, per-session locks, the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ash_ray.config import Settings
+from ash_ray.errors import Conflict, SessionNotFound, Unavailable
+from ash_ray.handles import WorkerClient
+from ash_ray.models import SessionRecord, WriteBatch, utcnow
+from ash_ray.registry.rayops import RayOps
+from ash_ray.registry.stats import RegistryStats
+from ash_ray.registry.writer import WriteBehind
+from ash_ray.store.base import Store
+
+logger = logging.getLogger(__name__)
+
+LIVE_STATUSES = ("starting", "active", "paused")
+
+
+@dataclass
+class Live:
+    """A session that has a worker right now."""
+
+    record: SessionRecord
+    worker: WorkerClient
+    running: bool = False
+    node_id: str = ""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set by the death watch: the worker process is gone.
+    dead: bool = False
+    # A status the registry set without waiting for the worker; its flushes follow it.
+    pending_status: str | None = None
+
+
+class Locks:
+    """One lock per session while someone holds or waits for it; dropped after."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def locked(self, session_id: str) -> bool:
+        lock = self._locks.get(session_id)
+        return lock is not None and lock.locked()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str, wait: bool = True) -> AsyncIterator[None]:
+        """Hold the session's lock; with ``wait=False`` a held lock is a Conflict."""
+        if not wait and self.locked(session_id):
+            raise Conflict(
+                f"session {session_id} is changing state in another call; retry",
+                session_id=session_id,
+            )
+        lock = self._locks.setdefault(session_id, asyncio.Lock())
+        self._users[session_id] = self._users.get(session_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[session_id] -= 1
+            if not self._users[session_id]:
+                del self._users[session_id], self._locks[session_id]
+
+
+class Core:
+    """Settings, store, write-behind, stats, Ray and the live index: what every service uses."""
+
+    def __init__(
+        self, settings: Settings, store: Store, ray_ops: RayOps, stats: RegistryStats
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ray = ray_ops
+        self.stats = stats
+        self.writer = WriteBehind(store, settings.store_flush_ms)
+        self.live: dict[str, Live] = {}
+        self.locks = Locks()
+        self.accepting = True
+        self._background: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self.writer.start()
+
+    async def close(self) -> None:
+        """Stop the background work (the registry's process ends anyway; tests call it)."""
+        tasks = [*self._background, *self.writer.tasks()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` unawaited, holding a reference until it ends."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def submit(self, *sessions: SessionRecord, batch: WriteBatch | None = None) -> None:
+        batch = batch or WriteBatch()
+        batch.sessions.extend(sessions)
+        await self.writer.submit(batch)
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+    async def record_of(self, session_id: str) -> SessionRecord:
+        """The session's newest record (the live one, else the store's); 404 if unknown."""
+        if session_id in self.live:
+            return self.live[session_id].record
+        rec = await self.store.get_session(session_id)
+        if rec is None:
+            raise SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
+        return rec
+
+    def check_accepting(self) -> None:
+        if not self.accepting:
+            raise Unavailable("ash-ray is shutting down; retry on another instance")
+
+    async def set_cold_status(self, rec: SessionRecord, status: str) -> SessionRecord:
+        new = rec.model_copy(update={"status": status, "last_active_at": utcnow()})
+        await self.submit(new)
+        return new
+
+    def track(self, live: Live) -> None:
+        """Index a live session and watch its worker: a death is known without a probe."""
+        self.live[live.record.id] = live
+
+        async def watch() -> None:
+            with contextlib.suppress(Exception):
+                await live.worker.watch()
+            live.dead = True
+
+        self.background(watch())
+
+    async def release(self, live: Live, status: str) -> SessionRecord:
+        """Save and snapshot a session, then kill its worker: the session goes cold."""
+        live.pending_status = None  # the worker's release sets the status now
+        try:
+            rec = await live.worker.release(status)
+        except Exception:
+            logger.warning("session %s: release failed; marking it %s", live.record.id, status)
+            rec = await self.set_cold_status(live.record, status)
+        if self.live.get(live.record.id) is live:
+            self.live.pop(live.record.id)
+        await self.ray.kill(live.worker)
+        if status == "ended":
+            await self.store.delete_snapshot(live.record.id)
+        return rec
+
+    async def usable(self, live: Live) -> bool:
+        """Whether the worker answers; a dead one leaves the live index."""
+        try:
+            await asyncio.wait_for(live.worker.ready(), 10)
+            return True
+        except Exception:
+            if self.live.get(live.record.id) is live:
+                self.live.pop(live.record.id)
+            return False

@@ -1,0 +1,104 @@
+"""Background upkeep and shutdown: the idle sweep, stale workspaces, the drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ash_ray.handles import DrainResult
+from ash_ray.models import utcnow
+from ash_ray.registry.capacity import Capacity
+from ash_ray.registry.recovery import Recovery
+from ash_ray.registry.state import Core, Live
+
+logger = logging.getLogger(__name__)
+
+DESCRIBE_TIMEOUT_S = 5.0
+
+
+class Upkeep:
+    def __init__(self, core: Core, capacity: Capacity, recovery: Recovery) -> None:
+        self.core = core
+        self.capacity = capacity
+        self.recovery = recovery
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.core.settings.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("idle sweep failed")
+
+    async def sweep(self, idle_timeout_s: float | None = None) -> int:
+        """Idle sessions go cold; dead workers are noticed; old cold workspaces removed."""
+        settings = self.core.settings
+        now = utcnow()
+        limit = settings.idle_timeout_ms / 1000 if idle_timeout_s is None else idle_timeout_s
+        swept = 0
+        for live in list(self.core.live.values()):
+            if not await self.core.usable(live):
+                await self.recovery.as_cold(live)
+                continue
+            idle = (now - live.record.last_active_at).total_seconds()
+            if live.running or live.lock.locked() or idle < limit:
+                continue
+            async with live.lock:
+                await self.core.release(live, "paused")
+                swept += 1
+        keep = set(self.core.live)
+        await asyncio.to_thread(remove_stale_workspaces, settings.workspaces_dir,
+                                settings.cold_ttl_s, keep)
+        self.capacity.pool.refill_soon()
+        return swept
+
+    async def drain(self, timeout_s: float | None = None, node_id: str | None = None
+                    ) -> DrainResult:
+        """Graceful shutdown: pause and snapshot every live session (of one node, if given).
+
+        Draining the whole cluster also refuses new work until the registry restarts.
+        """
+        if node_id is None:
+            self.core.accepting = False
+        timeout = self.core.settings.drain_timeout_s if timeout_s is None else timeout_s
+        lives = [lv for lv in self.core.live.values() if node_id in (None, lv.node_id)]
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(self.core.release(lv, "paused") for lv in lives), return_exceptions=True
+            ),
+            timeout,
+        )
+        if node_id is None:
+            await self.capacity.pool.drain()
+        await self.core.flush()
+        failed = [str(r) for r in results if isinstance(r, BaseException)]
+        return DrainResult(paused=len(lives) - len(failed), failed=failed)
+
+    async def describe_all(self) -> list[dict[str, Any]]:
+        """Every live worker's own view (for `ash-ray ps`)."""
+
+        async def one(lv: Live) -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(lv.worker.describe(), DESCRIBE_TIMEOUT_S)
+            except Exception as exc:
+                return {"sessionId": lv.record.id, "error": type(exc).__name__}
+
+        return list(await asyncio.gather(*(one(lv) for lv in list(self.core.live.values()))))
+
+
+def remove_stale_workspaces(root: Path, ttl_s: float, keep: set[str]) -> None:
+    """Delete workspace folders untouched for ``ttl_s`` (blocking: run it in a thread)."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - ttl_s
+    for ws in root.iterdir():
+        try:
+            stale = ws.name not in keep and ws.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(ws, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""A session's persistence: new messages, events and usage go to the registry in batches.
+
+The registry's write-behind commits them; what a client reads after ``done`` is committed
+(see :meth:`Persister.flush`). A failed flush is kept and sent first next time; the store
+ignores rows it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ash_ray.models import MessageRecord, UsageRecord, WriteBatch, new_id, utcnow
+from ash_ray.session.state import Bound
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.02
+FLUSH_RETRY_S = 0.5
+
+
+class Sink(Protocol):
+    """Where batches go (the registry; a fake in unit tests)."""
+
+    def record(self, batch: WriteBatch, stats: dict[str, Any]) -> Any: ...
+
+
+class Persister:
+    def __init__(self, sink: Sink, session: Bound, running: Callable[[], bool]) -> None:
+        self.sink = sink
+        self.session = session
+        self.running = running
+        self.saved_messages = len(session.conversation)
+        self.pending_usage: list[UsageRecord] = []
+        self.turn_stats: dict[str, Any] = {}
+        self.dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._unsent: WriteBatch | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_forever())
+
+    def soon(self) -> None:
+        """Flush in the background, at most every FLUSH_INTERVAL_S."""
+        self.dirty.set()
+
+    def _collect(self) -> tuple[WriteBatch, dict[str, Any]]:
+        s = self.session
+        now = utcnow()
+        messages = [
+            MessageRecord(
+                id=new_id(), session_id=s.record.id, sequence=i + 1, role=msg["role"],
+                content=msg["content"], created_at=now,
+            )
+            for i, msg in enumerate(s.conversation[self.saved_messages:], self.saved_messages)
+        ]
+        self.saved_messages = len(s.conversation)
+        events = s.log.take_unsaved()
+        session = s.record.model_copy(update={"last_seq": s.log.last_seq})
+        usage, self.pending_usage = self.pending_usage, []
+        stats, self.turn_stats = {**self.turn_stats, "running": self.running()}, {}
+        return WriteBatch(sessions=[session], messages=messages, events=events, usage=usage), stats
+
+    async def flush(self, wait: bool = True) -> None:
+        """Send what is new; with ``wait``, return once the registry committed it."""
+        async with self._lock:
+            batch, stats = self._collect()
+            if self._unsent is not None:
+                prior = self._unsent
+                batch = WriteBatch(
+                    sessions=batch.sessions,
+                    messages=prior.messages + batch.messages,
+                    events=prior.events + batch.events,
+                    usage=prior.usage + batch.usage,
+                )
+            self._unsent = batch
+            call = self.sink.record(batch, stats)
+            if not wait:
+                call.ref()  # sent now, not awaited
+                self._unsent = None
+                return
+            await call
+            self._unsent = None
+
+    async def _flush_forever(self) -> None:
+        """Flush at most every FLUSH_INTERVAL_S; the first change after a quiet spell (a
+        turn's prompt) goes at once, before the model's first token arrives."""
+        last = 0.0
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            pause = FLUSH_INTERVAL_S - (time.monotonic() - last)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last = time.monotonic()
+            try:
+                await self.flush(wait=True)
+            except Exception:
+                logger.exception("background flush failed; retrying")
+                self.dirty.set()
+                await asyncio.sleep(FLUSH_RETRY_S)
+
+

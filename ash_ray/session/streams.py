@@ -1,0 +1,35 @@
+"""Following a session's event log: the one wait loop behind every streaming call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ash_ray.handles import Event
+from ash_ray.session.events import EventLog
+
+# How long ``ask``/``ask_stream`` wait between checks when no heartbeat is asked for.
+QUIET_WAIT_S = 30.0
+
+
+async def follow(log: EventLog, after: int, heartbeat_s: float) -> AsyncIterator[list[Event]]:
+    """Batches of events with seq > after, ending with the batch that holds ``done``.
+
+    An empty batch means ``heartbeat_s`` passed without an event (SSE sends a ping).
+    """
+    seen = after
+    while True:
+        batch = await log.wait(seen, heartbeat_s)
+        yield batch
+        if batch:
+            seen = batch[-1][0]
+            if any(event[1] == "done" for event in batch):
+                return
+
+
+async def events(log: EventLog, after: int) -> AsyncIterator[Event]:
+    """The events of :func:`follow` one by one, up to and including ``done``."""
+    async for batch in follow(log, after, QUIET_WAIT_S):
+        for event in batch:
+            yield event
+            if event[1] == "done":
+                return

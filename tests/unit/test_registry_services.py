@@ -1,0 +1,259 @@
+"""The registry's services without Ray: capacity, lifecycle, recovery, sweep, drain.
+
+Workers are :mod:`tests.unit.fake_ray` fakes; the store is a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ash_ray.config import Settings, load_settings
+from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable
+from ash_ray.models import EventRecord, WriteBatch, utcnow
+from ash_ray.registry.actor import Services
+from ash_ray.registry.stats import RegistryStats
+from ash_ray.registry.upkeep import remove_stale_workspaces
+from ash_ray.store import open_store
+from tests.unit.fake_ray import FakeRayOps
+
+
+@pytest.fixture()
+def agent_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "agent"
+    folder.mkdir()
+    (folder / "CLAUDE.md").write_text("You help.\n")
+    return folder
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data", warm_pool_size=0, max_sandboxes=2, capacity_wait_s=0,
+        sweep_interval_s=3600, session_num_cpus=0.01, store_flush_ms=0,
+    )
+
+
+async def start(settings: Settings, ray_ops: FakeRayOps) -> Services:
+    store = open_store(settings)
+    await store.open()
+    svc = Services.build(settings, store, ray_ops, RegistryStats())  # type: ignore[arg-type]
+    ray_ops.sink = svc.core.submit
+    for worker in ray_ops.workers.values():
+        worker.sink = svc.core.submit
+    await svc.start()
+    return svc
+
+
+@pytest.fixture()
+async def ray_ops() -> FakeRayOps:
+    return FakeRayOps()
+
+
+@pytest.fixture()
+async def svc(settings: Settings, ray_ops: FakeRayOps, agent_dir: Path) -> AsyncIterator[Services]:
+    services = await start(settings, ray_ops)
+    await services.agents.deploy("a", str(agent_dir))
+    yield services
+    await services.close()
+
+
+async def create(svc: Services) -> str:
+    return (await svc.lifecycle.create({"agent": "a"})).id
+
+
+async def status(svc: Services, sid: str) -> str:
+    await svc.core.flush()
+    rec = await svc.core.store.get_session(sid)
+    assert rec is not None
+    return rec.status
+
+
+async def open_turn(svc: Services, sid: str) -> None:
+    """The store sees a turn that started and never ended (``session_start``, no ``done``)."""
+    rec = await svc.core.record_of(sid)
+    rec = rec.model_copy(update={"last_seq": 1})
+    start = EventRecord(session_id=sid, seq=1, type="session_start", data={}, created_at=utcnow())
+    await svc.core.submit(rec, batch=WriteBatch(events=[start]))
+    if sid in svc.core.live:
+        svc.core.live[sid].record = rec
+
+
+async def event_types(svc: Services, sid: str) -> list[str]:
+    return [e.type for e in await svc.core.store.list_events(sid)]
+
+
+# ---------------------------------------------------------------- capacity
+
+
+async def test_lru_idle_session_is_evicted_and_at_capacity_when_all_run(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    a, b = await create(svc), await create(svc)
+    c = await create(svc)  # evicts a: idle and the oldest
+    assert await status(svc, a) == "paused" and a not in svc.core.live
+    assert ray_ops.killed == [a]
+    for sid in (b, c):
+        svc.core.live[sid].running = True
+    with pytest.raises(AtCapacity, match="retry"):
+        await create(svc)
+    assert {b, c} == set(svc.core.live)  # a running session is never evicted
+
+
+async def test_a_waiting_create_gets_the_slot_when_a_turn_ends(
+    settings: Settings, ray_ops: FakeRayOps, agent_dir: Path
+) -> None:
+    svc = await start(settings.model_copy(update={"capacity_wait_s": 30}), ray_ops)
+    try:
+        await svc.agents.deploy("a", str(agent_dir))
+        a, b = await create(svc), await create(svc)
+        for sid in (a, b):
+            svc.core.live[sid].running = True
+        waiting = asyncio.create_task(create(svc))
+        for _ in range(1000):  # polling with a deadline (10 s) until the create waits
+            if svc.capacity.waiting == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert svc.capacity.waiting == 1 and not waiting.done()
+        svc.core.live[a].running = False  # a's turn ends: it may be evicted now
+        third = await asyncio.wait_for(waiting, 10)
+        assert set(svc.core.live) == {b, third}
+    finally:
+        await svc.close()
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+async def test_pause_resume_stop_end_and_locks_are_dropped(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    await asyncio.sleep(0)  # the unwaited bind runs
+    assert (await svc.lifecycle.pause(sid)).status == "paused"
+    assert await svc.core.store.get_snapshot(sid) == b"tar"  # pause snapshots
+    worker = svc.core.live[sid].worker
+    assert (await svc.lifecycle.resume(sid)).status == "active"
+    assert svc.core.live[sid].worker is worker  # warm: a state flip, same worker
+    assert (await svc.lifecycle.stop(sid)).status == "stopped"
+    assert sid not in svc.core.live and ray_ops.killed == [sid]
+    resumed = await svc.lifecycle.resume(sid)  # cold: a new worker
+    assert resumed.status == "active" and resumed.sandbox_id != sid
+    assert (await svc.lifecycle.end(sid)).status == "ended"
+    with pytest.raises(SessionEnded):
+        await svc.lifecycle.resume(sid)
+    assert len(svc.core.locks) == 0
+
+
+async def test_a_state_change_in_progress_refuses_another(svc: Services) -> None:
+    sid = await create(svc)
+    async with svc.core.locks.hold(sid):
+        with pytest.raises(Conflict, match="another call"):
+            await svc.lifecycle.pause(sid)
+    assert len(svc.core.locks) == 0
+
+
+async def test_fork_copies_conversation_and_snapshot(svc: Services) -> None:
+    sid = await create(svc)
+    child = await svc.lifecycle.fork(sid)
+    assert child.parent_session_id == sid and child.status == "active"
+    assert await svc.core.store.get_snapshot(child.id) == b"tar"
+
+
+async def test_drain_pauses_everything_and_refuses_new_sessions(svc: Services) -> None:
+    a, b = await create(svc), await create(svc)
+    result = await svc.upkeep.drain(5)
+    assert result.paused == 2 and result.failed == []
+    assert [await status(svc, s) for s in (a, b)] == ["paused", "paused"]
+    with pytest.raises(Unavailable):
+        await create(svc)
+
+
+# ---------------------------------------------------------------- crashes
+
+
+async def test_a_crash_mid_turn_comes_back_paused_with_the_turn_closed(
+    settings: Settings, agent_dir: Path
+) -> None:
+    first = FakeRayOps()
+    svc = await start(settings, first)
+    await svc.agents.deploy("a", str(agent_dir))
+    busy, idle = await create(svc), await create(svc)
+    await open_turn(svc, busy)
+    await svc.core.flush()
+    await svc.close()
+    for worker in first.alive():  # kill -9 of the whole cluster
+        worker.kill()
+
+    again = await start(settings, FakeRayOps())
+    try:
+        assert await status(again, busy) == "paused"  # not error: resumable
+        assert await event_types(again, busy) == ["session_start", "error", "done"]
+        assert await status(again, idle) == "paused"
+        assert await event_types(again, idle) == []
+        assert (await again.lifecycle.resume(busy)).status == "active"
+    finally:
+        await again.close()
+
+
+async def test_a_registry_restart_adopts_live_workers_and_kills_orphans(
+    settings: Settings, ray_ops: FakeRayOps, agent_dir: Path
+) -> None:
+    svc = await start(settings, ray_ops)
+    await svc.agents.deploy("a", str(agent_dir))
+    sid = await create(svc)
+    await asyncio.sleep(0)  # bound
+    await svc.core.flush()
+    await svc.close()
+    orphan = await ray_ops.spawn("orphan", {})  # an unbound pool worker of the old registry
+
+    again = await start(settings, ray_ops)
+    try:
+        assert again.core.live[sid].worker.handle.worker is ray_ops.workers[sid]
+        assert await status(again, sid) == "active"
+        assert not orphan.handle.worker.alive and ray_ops.killed == ["orphan"]
+    finally:
+        await again.close()
+
+
+async def test_a_worker_seen_dying_pauses_the_session_once(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    await open_turn(svc, sid)
+    ray_ops.workers[sid].kill()
+    ends = await svc.recovery.worker_failed(sid, 1)
+    assert [(seq, type_) for seq, type_, _ in ends] == [(2, "error"), (3, "done")]
+    assert await status(svc, sid) == "paused"
+    # Another stream of the same turn (or the sweep) closes nothing twice.
+    assert await svc.recovery.worker_failed(sid, 1) == ends
+    await svc.upkeep.sweep()
+    assert await event_types(svc, sid) == ["session_start", "error", "done"]
+
+
+async def test_sweep_pauses_idle_sessions_and_notices_dead_workers(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    dead, idle = await create(svc), await create(svc)
+    await open_turn(svc, dead)
+    ray_ops.workers[dead].kill()
+    assert await svc.upkeep.sweep(idle_timeout_s=0) == 1
+    assert not svc.core.live
+    assert await status(svc, dead) == "paused" and await status(svc, idle) == "paused"
+    assert await event_types(svc, dead) == ["session_start", "error", "done"]
+    assert not ray_ops.workers[idle].alive
+
+
+def test_stale_workspaces_go_and_live_ones_stay(tmp_path: Path) -> None:
+    old = time.time() - 3600
+    for name in ("stale", "live", "fresh"):
+        (tmp_path / name).mkdir()
+    for name in ("stale", "live"):
+        os.utime(tmp_path / name, (old, old))
+    remove_stale_workspaces(tmp_path, 60, keep={"live"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "live"]

@@ -1,0 +1,201 @@
+"""The session worker's parts without Ray: the bind guard, the event streams, turn options,
+persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from typing import Any
+
+import pytest
+from ray._common.signature import extract_signature
+
+from ash_ray.agent import TurnOptions
+from ash_ray.config import load_settings
+from ash_ray.errors import Conflict, Unavailable
+from ash_ray.models import SessionConfig, SessionRecord, WriteBatch, utcnow
+from ash_ray.session.actor import SessionWorker
+from ash_ray.session.events import EventLog
+from ash_ray.session.persist import Persister
+from ash_ray.session.state import BindGuard, Bound, HasGuard, bound, bound_stream
+from ash_ray.session.streams import events, follow
+from ash_ray.session.turns import repair_conversation, turn_options
+
+# Worker methods that never wait for a bind: the probe, the bind itself, the death watch,
+# and `describe` (an operator's view of an unbound pool worker must not hang).
+UNGUARDED = {"ready", "bind", "watch", "describe"}
+
+
+def _remote_methods() -> dict[str, Any]:
+    return {
+        name: fn for name, fn in vars(SessionWorker).items()
+        if not name.startswith("_") and callable(fn)
+    }
+
+
+def test_every_session_method_waits_for_the_bind_through_the_one_guard() -> None:
+    methods = _remote_methods()
+    assert {"ask", "ask_stream", "run_turn", "exec", "send"} <= set(methods)
+    unguarded = {name for name, fn in methods.items() if not getattr(fn, "needs_bind", False)}
+    assert unguarded == UNGUARDED
+
+
+def test_ray_sees_the_guarded_methods_without_the_session_argument() -> None:
+    # Ray checks arguments against inspect.unwrap(method)'s signature.
+    params = extract_signature(inspect.unwrap(SessionWorker.run_turn), ignore_first=True)
+    assert [p.name for p in params] == ["prompt", "options", "heartbeat_s"]
+    assert inspect.isasyncgenfunction(SessionWorker.ask_stream)
+    assert inspect.iscoroutinefunction(SessionWorker.ask)
+
+
+class Worker(HasGuard):
+    """A minimal worker with one call and one stream behind the guard."""
+
+    def __init__(self, wait_s: float = 5.0) -> None:
+        self.guard = BindGuard(wait_s)
+
+    @bound
+    async def call(self, s: Bound, x: int) -> tuple[str, int]:
+        return s.record.id, x
+
+    @bound_stream
+    async def stream(self, s: Bound, n: int) -> Any:
+        for i in range(n):
+            yield s.record.id, i
+
+
+def _bound(session_id: str = "s1") -> Bound:
+    now = utcnow()
+    record = SessionRecord(id=session_id, agent_name="a", sandbox_id=session_id,
+                           status="active", created_at=now, last_active_at=now)
+    return Bound(record=record, log=EventLog(session_id), spec=None, sandbox=None,  # type: ignore[arg-type]
+                 loop=None)  # type: ignore[arg-type]
+
+
+async def test_a_stream_started_before_the_bind_waits_for_it() -> None:
+    worker = Worker()
+
+    async def consume() -> list[Any]:
+        return [item async for item in worker.stream(2)]
+
+    streaming = asyncio.create_task(consume())
+    calling = asyncio.create_task(worker.call(7))
+    await asyncio.sleep(0)
+    assert not streaming.done() and not calling.done()  # waiting, not "not bound"
+    worker.guard.settle(_bound())
+    assert await streaming == [("s1", 0), ("s1", 1)]
+    assert await calling == ("s1", 7)
+
+
+async def test_a_failed_bind_fails_every_waiting_call() -> None:
+    worker = Worker()
+    calling = asyncio.create_task(worker.call(1))
+    await asyncio.sleep(0)
+    worker.guard.settle(error="OSError: disk full")
+    with pytest.raises(Unavailable, match="disk full"):
+        await calling
+    with pytest.raises(Unavailable):
+        [item async for item in worker.stream(1)]
+
+
+async def test_a_worker_never_bound_says_so_after_the_wait() -> None:
+    with pytest.raises(Conflict, match="not bound"):
+        await Worker(wait_s=0.01).call(1)
+
+
+# ---------------------------------------------------------------- streams
+
+
+async def test_follow_pushes_batches_heartbeats_and_ends_with_done() -> None:
+    log = EventLog("s")
+    log.emit("session_start", {})
+    got: list[list[Any]] = []
+
+    async def reader() -> None:
+        async for batch in follow(log, 0, heartbeat_s=0.01):
+            got.append(batch)
+            if not batch and len(got) < 3:
+                log.emit("text_delta", {"delta": "hi"})
+            elif not batch:
+                log.emit("done", {})
+
+    await asyncio.wait_for(reader(), 5)
+    types = [[e[1] for e in batch] for batch in got]
+    assert types[0] == ["session_start"] and types[-1] == ["done"]
+    assert [] in types  # a heartbeat when nothing happened
+
+
+async def test_events_yields_one_by_one_up_to_done() -> None:
+    log = EventLog("s")
+    for type_ in ("session_start", "message", "done", "session_start"):
+        log.emit(type_, {})
+    assert [e[1] async for e in events(log, 0)] == ["session_start", "message", "done"]
+
+
+# ---------------------------------------------------------------- turns
+
+
+def test_thinking_and_every_loop_option_reach_the_turn() -> None:
+    settings = load_settings(max_turns=7)
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    opts = turn_options(
+        {"thinking": thinking, "effort": "high", "include_partial_messages": True,
+         "max_turns": None, "model": None},
+        SessionConfig(model="m-session", system_prompt="be brief"),
+        settings,
+    )
+    assert opts.thinking == thinking
+    assert opts.model == "m-session" and opts.max_turns == 7 and opts.include_partial
+    assert opts.system_prompt == "be brief"
+    if "effort" in {f.name for f in dataclasses.fields(TurnOptions)}:
+        assert opts.effort == "high"  # type: ignore[attr-defined]
+
+
+def test_a_crash_cut_conversation_is_closed_like_an_interrupted_turn() -> None:
+    convo: list[dict[str, Any]] = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash",
+                                           "input": {}}]},
+    ]
+    repair_conversation(convo)
+    assert convo[-1]["content"][0]["tool_use_id"] == "t1"
+    repair_conversation(convo)  # a trailing tool result: the turn's reply is missing
+    assert convo[-1]["role"] == "assistant"
+    before = list(convo)
+    repair_conversation(convo)
+    assert convo == before  # valid conversations are left alone
+
+
+class Sink:
+    def __init__(self, fail: int = 0) -> None:
+        self.batches: list[WriteBatch] = []
+        self.fail = fail
+
+    def record(self, batch: WriteBatch, stats: dict[str, Any]) -> Any:
+        async def call() -> None:
+            if self.fail:
+                self.fail -= 1
+                raise OSError("registry unreachable")
+            self.batches.append(batch)
+
+        return call()
+
+
+async def test_persister_sends_new_rows_once_and_resends_after_a_failure() -> None:
+    session = _bound()
+    session.conversation.append({"role": "user", "content": "hi"})
+    session.log.emit("session_start", {})
+    sink = Sink(fail=1)
+    persist = Persister(sink, session, running=lambda: True)
+    persist.saved_messages = 0
+    with pytest.raises(OSError):
+        await persist.flush()
+    session.log.emit("done", {})
+    await persist.flush()
+    (batch,) = sink.batches
+    assert [m.content for m in batch.messages] == ["hi"]
+    assert [e.type for e in batch.events] == ["session_start", "done"]
+    assert batch.sessions[0].last_seq == 2
+    await persist.flush()
+    assert not sink.batches[-1].messages and not sink.batches[-1].events
