@@ -141,6 +141,8 @@ class SessionWorker(HasGuard):
     @bound
     async def set_status(self, s: Bound, status: str, wait: bool = True) -> SessionRecord:
         s.record = s.record.model_copy(update={"status": status, "last_active_at": utcnow()})
+        if status == "paused":
+            await s.loop.aclose()  # MCP servers stop; the next turn starts them again
         assert self.persist is not None
         await self.persist.flush(wait=wait)
         return s.record
@@ -201,6 +203,7 @@ class SessionWorker(HasGuard):
             await self._snapshot_to_store(s, force=True)
         await self.persist.flush(wait=True)
         # The store holds the snapshot now; a later cold resume may land on another node.
+        await s.loop.aclose()
         await s.sandbox.close()
         await asyncio.to_thread(shutil.rmtree, s.sandbox.workspace, True)
         return s.record
