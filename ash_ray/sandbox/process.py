@@ -31,16 +31,18 @@ from pathlib import Path
 from ash_ray.config import Settings
 from ash_ray.errors import SandboxError
 from ash_ray.sandbox.base import ExecResult, resolve_in_workspace
-from ash_ray.sandbox.bwrap import (
-    LAUNCH_ENV,
-    bwrap_argv,
-    find_bwrap,
-    probe_bwrap,
-    unshare_net_prefix,
-)
+from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, unshare_net_prefix
 from ash_ray.sandbox.cgroups import SandboxCgroup, discover
 from ash_ray.sandbox.env import sandbox_env
+from ash_ray.sandbox.isolation import choose_isolation, choose_network
 from ash_ray.sandbox.limits import build_rlimits, child_setup, detect_limit_mode
+from ash_ray.sandbox.netns import (
+    EgressHandshake,
+    NetworkMode,
+    deny_routes,
+    find_egress_tools,
+    resolv_conf_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class ProcessSandbox:
         *,
         sandbox_id: str,
         env: dict[str, str],
-        network: bool,
+        network_mode: NetworkMode,
         isolation: str,
         limit_mode: str,
         bwrap: str | None = None,
@@ -92,7 +94,7 @@ class ProcessSandbox:
         self._workspace = workspace
         self._sandbox_id = sandbox_id
         self._env = env
-        self._network = network
+        self._network_mode = network_mode
         self._isolation = isolation
         self._limit_mode = limit_mode
         self._bwrap = bwrap
@@ -124,7 +126,11 @@ class ProcessSandbox:
 
     @property
     def network(self) -> bool:
-        return self._network
+        return self._network_mode != "loopback-only"
+
+    @property
+    def network_mode(self) -> NetworkMode:
+        return self._network_mode
 
     def resolve(self, path: str) -> Path:
         """Confine ``path`` to the workspace (see :func:`resolve_in_workspace`)."""
@@ -142,7 +148,8 @@ class ProcessSandbox:
             raise SandboxError("sandbox is closed", sandbox_id=self._sandbox_id)
         workdir = self.resolve(cwd) if cwd else self._workspace
         limit_s = timeout_s if timeout_s and timeout_s > 0 else self._settings.sandbox_timeout_s
-        argv, launch_env = self._argv(command, workdir)
+        shake = self._handshake()
+        argv, launch_env = self._argv(command, workdir, shake)
         cgroup = self._acquire_cgroup()
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
@@ -157,6 +164,7 @@ class ProcessSandbox:
                     env=launch_env,
                     start_new_session=True,
                     preexec_fn=setup,
+                    pass_fds=shake.child_fds() if shake else (),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 raise SandboxError(
@@ -164,10 +172,14 @@ class ProcessSandbox:
                 ) from exc
             self._procs.add(proc)
             try:
+                if shake is not None:
+                    await self._attach(shake, proc)
                 return await self._supervise(proc, limit_s, cgroup)
             finally:
                 self._procs.discard(proc)
         finally:
+            if shake is not None:
+                await shake.close()
             await self._release_cgroup()
 
     async def close(self) -> None:
@@ -181,8 +193,33 @@ class ProcessSandbox:
 
     # -- internals
 
-    def _argv(self, command: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
-        shell = [self._bash, "-c", command]
+    def _handshake(self) -> EgressHandshake | None:
+        """Pipes to wire this run's network namespace to slirp4netns (egress only)."""
+        if self._network_mode != "isolated-egress" or self._isolation != "bwrap":
+            return None
+        tools = find_egress_tools()
+        if tools is None:
+            raise SandboxError("slirp4netns disappeared", sandbox_id=self._sandbox_id)
+        # Per run: the node's addresses may change while the sandbox lives.
+        return EgressHandshake(tools, deny_routes(self._settings.sandbox_egress_deny))
+
+    async def _attach(self, shake: EgressHandshake, proc: asyncio.subprocess.Process) -> None:
+        shake.spawned()
+        try:
+            await shake.attach()
+        except BaseException as exc:
+            # Also on cancellation. The command never ran: it waits on the block fd.
+            _killpg(proc)
+            if isinstance(exc, SandboxError | OSError | TimeoutError):
+                raise SandboxError(
+                    f"could not set up the sandbox network: {exc}", sandbox_id=self._sandbox_id
+                ) from exc
+            raise
+
+    def _argv(
+        self, command: str, workdir: Path, shake: EgressHandshake | None
+    ) -> tuple[list[str], dict[str, str]]:
+        shell = shake.wrap(self._bash, command) if shake else [self._bash, "-c", command]
         if self._isolation == "bwrap" and self._bwrap:
             argv = bwrap_argv(
                 self._bwrap,
@@ -190,12 +227,14 @@ class ProcessSandbox:
                 # Per run: the snapshot dir may appear after the sandbox was made.
                 hidden=_hidden_dirs(self._settings),
                 env=self._env,
-                network=self._network,
                 cwd=workdir,
                 command=shell,
+                extra_visible=self._settings.sandbox_extra_ro_paths,
+                resolv_conf=resolv_conf_path() if shake else None,
+                handshake=shake.bwrap_flags() if shake else (),
             )
             return argv, dict(LAUNCH_ENV)
-        prefix = [] if self._network else self._net_prefix
+        prefix = self._net_prefix if self._network_mode == "loopback-only" else []
         return [*prefix, *shell], dict(self._env)
 
     async def _supervise(
@@ -318,18 +357,21 @@ def create_sandbox(
 ) -> ProcessSandbox:
     """Build the sandbox of one session over ``workspace`` (created if missing).
 
-    ``network=None`` follows ``settings.sandbox_network``. Raises SandboxError when the
-    settings demand something this machine cannot do: bwrap required but missing or
-    refused, an explicit cgroup mode that is not writable, or a network cut with neither
-    bwrap nor ``unshare --net`` usable.
+    ``network=None`` follows ``settings.sandbox_network`` (egress on or off). Raises
+    SandboxError when the settings demand something this machine cannot do: bwrap
+    required but missing or refused, an explicit cgroup mode that is not writable, or
+    a network cut with neither bwrap nor ``unshare --net`` usable. Egress that
+    slirp4netns cannot provide degrades to loopback only (logged, and reported by
+    :func:`~ash_ray.sandbox.isolation.describe_isolation`), never to the host's network.
     """
     workspace.mkdir(parents=True, exist_ok=True)
     root = workspace.resolve()
-    net = settings.sandbox_network if network is None else network
+    egress = settings.sandbox_network if network is None else network
     limit_mode = detect_limit_mode(settings)
-    isolation, bwrap = _choose_isolation(settings, net)
+    isolation, bwrap = choose_isolation(settings)
+    mode, _reason = choose_network(settings, isolation, bwrap, egress)
     net_prefix: list[str] | None = None
-    if not net and isolation == "none":
+    if mode == "loopback-only" and isolation == "none":
         net_prefix = unshare_net_prefix()
         if net_prefix is None:
             raise SandboxError(
@@ -341,27 +383,9 @@ def create_sandbox(
         root,
         sandbox_id=_safe_id(sandbox_id or uuid.uuid4().hex),
         env=sandbox_env(root, extra_env),
-        network=net,
+        network_mode=mode,
         isolation=isolation,
         limit_mode=limit_mode,
         bwrap=bwrap,
         net_prefix=net_prefix,
     )
-
-
-def _choose_isolation(settings: Settings, network: bool) -> tuple[str, str | None]:
-    wanted = settings.sandbox_isolation
-    if wanted == "none":
-        return "none", None
-    bwrap = find_bwrap()
-    reason = "bwrap is not on PATH" if bwrap is None else probe_bwrap(bwrap, network)
-    if reason is None:
-        return "bwrap", bwrap
-    if wanted == "bwrap":
-        raise SandboxError(
-            f"ASH_SANDBOX_ISOLATION=bwrap but bubblewrap cannot run here: {reason}; "
-            "install bubblewrap (and allow user namespaces) or use auto",
-            isolation="bwrap",
-        )
-    logger.warning("sandbox runs WITHOUT filesystem isolation: %s", reason)
-    return "none", None
