@@ -16,7 +16,9 @@ earlier ones):
    slirp4netns' DNS forwarder;
 3. an empty tmpfs over the data dir (and the snapshot dir), which hides the database,
    the agents and every other session's workspace, wherever they live;
-4. the workspace bound read-write at its own path.
+4. the workspace bound read-write at its own path; then bwrap's root and the empty
+   tmpfs mounts are made read-only, so only the workspace, ``/tmp`` and ``/var/tmp``
+   (capped at ``sandbox_memory_mb``) are writable.
 
 Every command gets its own network namespace (``--unshare-net``); what it may reach
 from there is :mod:`ash_ray.sandbox.netns`' business.
@@ -101,10 +103,33 @@ def _mask_etc_secrets() -> list[str]:
     return argv
 
 
-def base_argv(extra_visible: Sequence[str] = ()) -> list[str]:
-    """Root layout and namespaces shared by every command (and the probes)."""
+@functools.cache
+def _supports_size(bwrap: str) -> bool:
+    """bwrap >= 0.8 can cap a tmpfs (``--size``); older ones refuse the flag."""
+    try:
+        out = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+            env=LAUNCH_ENV, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--size" in out.stdout
+
+
+def base_argv(
+    bwrap: str, extra_visible: Sequence[str] = (), tmp_size_mb: int | None = None
+) -> list[str]:
+    """Root layout and namespaces shared by every command (and the probes).
+
+    ``tmp_size_mb`` caps /tmp and /var/tmp (tmpfs is memory; it is charged to the
+    sandbox's memory cgroup too, but rlimit mode has none).
+    """
     argv = _mount_visible([*VISIBLE_PATHS, *extra_visible])
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    size = []
+    if tmp_size_mb and _supports_size(bwrap):
+        size = ["--size", str(tmp_size_mb * 1024 * 1024)]
+    argv += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/var/tmp"]
     return [*argv, *_mask_etc_secrets(), *_namespace_flags()]
 
 
@@ -117,6 +142,7 @@ def bwrap_argv(
     cwd: Path,
     command: Sequence[str],
     extra_visible: Sequence[str] = (),
+    tmp_size_mb: int | None = None,
     resolv_conf: Path | None = None,
     handshake: Sequence[str] = (),
 ) -> list[str]:
@@ -125,7 +151,7 @@ def bwrap_argv(
     ``resolv_conf`` is bound over /etc/resolv.conf; ``handshake`` are the
     ``--info-fd``/``--block-fd`` flags of an egress handshake.
     """
-    argv = [bwrap, *base_argv(extra_visible)]
+    argv = [bwrap, *base_argv(bwrap, extra_visible, tmp_size_mb)]
     if resolv_conf is not None:
         argv += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
     # A hidden dir inside the workspace must be mounted after it, one that holds the
@@ -138,6 +164,10 @@ def bwrap_argv(
     for path in inner:
         if path != workspace:
             argv += ["--tmpfs", str(path)]
+    # The empty tmpfs mounts (bwrap's root among them) would otherwise be writable
+    # and unbounded; the workspace and /tmp are separate mounts and stay writable.
+    for path in [Path("/"), *outer, *(h for h in inner if h != workspace)]:
+        argv += ["--remount-ro", str(path)]
     argv += [*handshake, "--clearenv"]
     for name, value in env.items():
         argv += ["--setenv", name, value]
@@ -167,7 +197,9 @@ def _run_probe(argv: list[str]) -> str | None:
 def probe_bwrap(bwrap: str, extra_visible: tuple[str, ...] = ()) -> str | None:
     """None when bwrap works here with our flags (own network namespace included)."""
     true = shutil.which("true") or "/bin/true"
-    reason = _run_probe([bwrap, *base_argv(extra_visible), "--clearenv", "--", true])
+    reason = _run_probe(
+        [bwrap, *base_argv(bwrap, extra_visible, 16), "--remount-ro", "/", "--clearenv", "--", true]
+    )
     if reason:
         logger.warning("bubblewrap at %s unusable: %s", bwrap, reason)
     return reason

@@ -55,7 +55,7 @@ def choose_network(
         return "loopback-only", None
     if not egress:
         return "loopback-only", None
-    reason = probe_egress(bwrap, tuple(base_argv(settings.sandbox_extra_ro_paths)))
+    reason = probe_egress(bwrap, tuple(base_argv(bwrap, settings.sandbox_extra_ro_paths)))
     if reason is None:
         return "isolated-egress", None
     logger.warning("sandbox egress unavailable, tools get loopback only: %s", reason)

@@ -129,15 +129,27 @@ def _slirp_argv(tools: EgressTools, pid: int, ready_w: int, exit_r: int) -> list
     return [*argv, str(pid), "tap0"]
 
 
-def _read_all(fd: int, stop: bytes) -> bytes:
-    """Read ``fd`` until EOF or until ``stop`` appears (blocking; run in a thread)."""
-    data = b""
-    while stop not in data:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
+async def _read_pipe(fd: int, stop: bytes) -> bytes:
+    """Read pipe ``fd`` until EOF or until ``stop`` appears, then close it.
+
+    Event-loop native (no thread), so a cancelled or timed-out read leaves nothing
+    blocked on an fd that is then closed and reused.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    try:
+        data = b""
+        while stop not in data:
+            chunk = await reader.read(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        transport.close()
 
 
 @dataclass
@@ -204,10 +216,7 @@ class EgressHandshake:
     async def _read(self, name: str, stop: bytes) -> bytes:
         fd = getattr(self, name)
         setattr(self, name, -1)
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(_read_all, fd, stop), ATTACH_TIMEOUT_S)
-        finally:
-            os.close(fd)
+        return await asyncio.wait_for(_read_pipe(fd, stop), ATTACH_TIMEOUT_S)
 
     async def _start_slirp(self, pid: int) -> None:
         ready_r, ready_w = os.pipe()
@@ -223,11 +232,7 @@ class EgressHandshake:
         finally:
             os.close(ready_w)
             os.close(exit_r)
-        try:
-            ready = await asyncio.to_thread(_read_all, ready_r, b"1")
-        finally:
-            os.close(ready_r)
-        if ready != b"1":
+        if await _read_pipe(ready_r, b"1") != b"1":
             err = b""
             if self._slirp.stderr is not None:
                 with contextlib.suppress(TimeoutError):

@@ -230,6 +230,7 @@ class ProcessSandbox:
                 cwd=workdir,
                 command=shell,
                 extra_visible=self._settings.sandbox_extra_ro_paths,
+                tmp_size_mb=self._settings.sandbox_memory_mb,
                 resolv_conf=resolv_conf_path() if shake else None,
                 handshake=shake.bwrap_flags() if shake else (),
             )
