@@ -133,6 +133,17 @@ def base_argv(
     return [*argv, *_mask_etc_secrets(), *_namespace_flags()]
 
 
+def hidden_dirs(*dirs: Path) -> list[Path]:
+    """Existing ``dirs`` (data dir, snapshot dir) to cover with an empty tmpfs."""
+    out: list[Path] = []
+    for path in dirs:
+        real = Path(os.path.realpath(path))
+        covered = any(real == h or h in real.parents for h in out)
+        if real.is_dir() and real != Path("/") and not covered:
+            out.append(real)
+    return out
+
+
 def bwrap_argv(
     bwrap: str,
     *,

@@ -7,8 +7,9 @@ running in the background is killed too: a command never outlives its call, so t
 next one starts from a clean slate and nothing escapes the wall-clock limit.
 
 What each layer stops is documented in :mod:`ash_ray.sandbox.env`,
-:mod:`ash_ray.sandbox.limits`, :mod:`ash_ray.sandbox.cgroups` and
-:mod:`ash_ray.sandbox.bwrap`. With ``isolation == "none"`` the tools still refuse paths
+:mod:`ash_ray.sandbox.limits`, :mod:`ash_ray.sandbox.cgroups`,
+:mod:`ash_ray.sandbox.bwrap` and :mod:`ash_ray.sandbox.netns` (docs/security.md sums
+them up). With ``isolation == "none"`` the tools still refuse paths
 outside the workspace (:meth:`resolve`), but a Bash command can read anything the
 server user can, including ``/proc/<server pid>/environ``: use it for trusted agents
 or development only.
@@ -31,7 +32,7 @@ from pathlib import Path
 from ash_ray.config import Settings
 from ash_ray.errors import SandboxError
 from ash_ray.sandbox.base import ExecResult, resolve_in_workspace
-from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, unshare_net_prefix
+from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, hidden_dirs, unshare_net_prefix
 from ash_ray.sandbox.cgroups import SandboxCgroup, discover
 from ash_ray.sandbox.env import sandbox_env
 from ash_ray.sandbox.isolation import choose_isolation, choose_network
@@ -149,7 +150,32 @@ class ProcessSandbox:
         workdir = self.resolve(cwd) if cwd else self._workspace
         limit_s = timeout_s if timeout_s and timeout_s > 0 else self._settings.sandbox_timeout_s
         shake = self._handshake()
-        argv, launch_env = self._argv(command, workdir, shake)
+        try:
+            argv, launch_env = self._argv(command, workdir, shake)
+            return await self._launch(argv, launch_env, workdir, limit_s, shake)
+        finally:
+            if shake is not None:
+                await shake.close()
+
+    async def close(self) -> None:
+        """Kill every running command and remove the cgroup. Idempotent."""
+        self._closed = True
+        for proc in list(self._procs):
+            _killpg(proc)
+        if self._cgroup is not None:
+            cgroup, self._cgroup = self._cgroup, None
+            await cgroup.remove()
+
+    # -- internals
+
+    async def _launch(
+        self,
+        argv: list[str],
+        launch_env: dict[str, str],
+        workdir: Path,
+        limit_s: float,
+        shake: EgressHandshake | None,
+    ) -> ExecResult:
         cgroup = self._acquire_cgroup()
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
@@ -178,20 +204,7 @@ class ProcessSandbox:
             finally:
                 self._procs.discard(proc)
         finally:
-            if shake is not None:
-                await shake.close()
             await self._release_cgroup()
-
-    async def close(self) -> None:
-        """Kill every running command and remove the cgroup. Idempotent."""
-        self._closed = True
-        for proc in list(self._procs):
-            _killpg(proc)
-        if self._cgroup is not None:
-            cgroup, self._cgroup = self._cgroup, None
-            await cgroup.remove()
-
-    # -- internals
 
     def _handshake(self) -> EgressHandshake | None:
         """Pipes to wire this run's network namespace to slirp4netns (egress only)."""
@@ -225,7 +238,7 @@ class ProcessSandbox:
                 self._bwrap,
                 workspace=self._workspace,
                 # Per run: the snapshot dir may appear after the sandbox was made.
-                hidden=_hidden_dirs(self._settings),
+                hidden=hidden_dirs(self._settings.data_dir, self._settings.snapshot_dir),
                 env=self._env,
                 cwd=workdir,
                 command=shell,
@@ -330,17 +343,6 @@ def _killpg(proc: asyncio.subprocess.Process) -> None:
     # start_new_session made the child a group leader: its pid is the group id.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _hidden_dirs(settings: Settings) -> list[Path]:
-    """Existing dirs to cover with an empty tmpfs: the data dir and the snapshot dir."""
-    out: list[Path] = []
-    for path in (settings.data_dir, settings.snapshot_dir):
-        real = Path(os.path.realpath(path))
-        covered = any(real == h or h in real.parents for h in out)
-        if real.is_dir() and real != Path("/") and not covered:
-            out.append(real)
-    return out
 
 
 def _safe_id(value: str) -> str:
