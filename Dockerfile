@@ -27,12 +27,14 @@ RUN pip install --no-cache-dir --no-deps .
 # ---- runtime: no compilers, no pip cache, no sources ---------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
-# bubblewrap: filesystem isolation of sandboxes; tini: PID 1 that forwards SIGTERM to
-# `ash-ray serve` (which drains sessions) and reaps Ray's children; curl: probes and
-# `helm test`. Versions follow the pinned Debian release of the base image.
+# bubblewrap: filesystem isolation of sandboxes; slirp4netns + iproute2: their egress
+# from a network namespace of their own (docs/security.md); tini: PID 1 that forwards
+# SIGTERM to `ash-ray serve` (which drains sessions) and reaps Ray's children; curl:
+# probes and `helm test`. Versions follow the pinned Debian release of the base image.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap tini curl ca-certificates \
+ && apt-get install -y --no-install-recommends bubblewrap slirp4netns iproute2 tini curl \
+    ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # uid/gid 1000 match the chart's runAsUser and fsGroup.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -138,7 +139,23 @@ class Settings(BaseSettings):
     sandbox_file_size_mb: int = Field(1024, ge=1, description="Largest file a tool may write.")
     sandbox_open_files: int = Field(1024, ge=16, description="Open files per tool process.")
     sandbox_timeout_s: float = Field(120.0, gt=0, le=86_400, description="Wall time per tool.")
-    sandbox_network: bool = Field(True, description="False cuts tool network (unshare --net).")
+    sandbox_network: bool = Field(
+        True,
+        description="Egress from sandboxes (through slirp4netns, never to the node's own "
+        "addresses); false: loopback only.",
+    )
+    sandbox_egress_deny: list[str] = Field(
+        ["169.254.0.0/16"],
+        max_length=256,
+        description="IPv4 networks sandboxes may never reach, besides the node's own "
+        "addresses (always refused). JSON list; default: link-local (cloud metadata).",
+    )
+    sandbox_extra_ro_paths: list[str] = Field(
+        [],
+        max_length=64,
+        description="Absolute host paths shown read-only in sandboxes besides the system "
+        "dirs (/usr, /bin, /lib*, /sbin, /etc), e.g. /opt/conda. JSON list.",
+    )
 
     # -- agent tools (MCP, web, hooks)
     webfetch_allow_private: bool = Field(
@@ -177,6 +194,22 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("sandbox_egress_deny")
+    @classmethod
+    def _ipv4_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if ipaddress.ip_network(item, strict=False).version != 4:
+                raise ValueError(f"{item!r} is not an IPv4 network")
+        return value
+
+    @field_validator("sandbox_extra_ro_paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.startswith("/") or len(item) > 4096 or "\x00" in item:
+                raise ValueError(f"{item!r} is not an absolute path")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+# Sandbox egress (user-mode networking) and the break-out suite's veth "outside" host.
+command -v slirp4netns >/dev/null 2>&1 || need_apt+=(slirp4netns)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

@@ -62,7 +62,12 @@ class Sandbox(Protocol):
 
     @property
     def network(self) -> bool:
-        """False when commands run without network."""
+        """False when commands have loopback only."""
+        ...
+
+    @property
+    def network_mode(self) -> str:
+        """``"isolated-egress"``, ``"loopback-only"`` or ``"host"`` (see sandbox.netns)."""
         ...
 
     async def run(

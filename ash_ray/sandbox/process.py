@@ -7,8 +7,9 @@ running in the background is killed too: a command never outlives its call, so t
 next one starts from a clean slate and nothing escapes the wall-clock limit.
 
 What each layer stops is documented in :mod:`ash_ray.sandbox.env`,
-:mod:`ash_ray.sandbox.limits`, :mod:`ash_ray.sandbox.cgroups` and
-:mod:`ash_ray.sandbox.bwrap`. With ``isolation == "none"`` the tools still refuse paths
+:mod:`ash_ray.sandbox.limits`, :mod:`ash_ray.sandbox.cgroups`,
+:mod:`ash_ray.sandbox.bwrap` and :mod:`ash_ray.sandbox.netns` (docs/security.md sums
+them up). With ``isolation == "none"`` the tools still refuse paths
 outside the workspace (:meth:`resolve`), but a Bash command can read anything the
 server user can, including ``/proc/<server pid>/environ``: use it for trusted agents
 or development only.
@@ -31,16 +32,18 @@ from pathlib import Path
 from ash_ray.config import Settings
 from ash_ray.errors import SandboxError
 from ash_ray.sandbox.base import ExecResult, resolve_in_workspace
-from ash_ray.sandbox.bwrap import (
-    LAUNCH_ENV,
-    bwrap_argv,
-    find_bwrap,
-    probe_bwrap,
-    unshare_net_prefix,
-)
+from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, hidden_dirs, unshare_net_prefix
 from ash_ray.sandbox.cgroups import SandboxCgroup, discover
 from ash_ray.sandbox.env import sandbox_env
+from ash_ray.sandbox.isolation import choose_isolation, choose_network
 from ash_ray.sandbox.limits import build_rlimits, child_setup, detect_limit_mode
+from ash_ray.sandbox.netns import (
+    EgressHandshake,
+    NetworkMode,
+    deny_routes,
+    find_egress_tools,
+    resolv_conf_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class ProcessSandbox:
         *,
         sandbox_id: str,
         env: dict[str, str],
-        network: bool,
+        network_mode: NetworkMode,
         isolation: str,
         limit_mode: str,
         bwrap: str | None = None,
@@ -94,7 +97,7 @@ class ProcessSandbox:
         self._workspace = workspace
         self._sandbox_id = sandbox_id
         self._env = env
-        self._network = network
+        self._network_mode = network_mode
         self._isolation = isolation
         self._limit_mode = limit_mode
         self._bwrap = bwrap
@@ -126,7 +129,11 @@ class ProcessSandbox:
 
     @property
     def network(self) -> bool:
-        return self._network
+        return self._network_mode != "loopback-only"
+
+    @property
+    def network_mode(self) -> NetworkMode:
+        return self._network_mode
 
     def resolve(self, path: str) -> Path:
         """Confine ``path`` to the workspace (see :func:`resolve_in_workspace`)."""
@@ -144,7 +151,33 @@ class ProcessSandbox:
             raise SandboxError("sandbox is closed", sandbox_id=self._sandbox_id)
         workdir = self.resolve(cwd) if cwd else self._workspace
         limit_s = timeout_s if timeout_s and timeout_s > 0 else self._settings.sandbox_timeout_s
-        argv, launch_env = self._argv(command, workdir)
+        shake = self._handshake()
+        try:
+            argv, launch_env = self._argv(command, workdir, shake)
+            return await self._launch(argv, launch_env, workdir, limit_s, shake)
+        finally:
+            if shake is not None:
+                await shake.close()
+
+    async def close(self) -> None:
+        """Kill every running command and remove the cgroup. Idempotent."""
+        self._closed = True
+        for proc in list(self._procs):
+            _killpg(proc)
+        if self._cgroup is not None:
+            cgroup, self._cgroup = self._cgroup, None
+            await cgroup.remove()
+
+    # -- internals
+
+    async def _launch(
+        self,
+        argv: list[str],
+        launch_env: dict[str, str],
+        workdir: Path,
+        limit_s: float,
+        shake: EgressHandshake | None,
+    ) -> ExecResult:
         cgroup = self._acquire_cgroup()
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
@@ -159,6 +192,7 @@ class ProcessSandbox:
                     env=launch_env,
                     start_new_session=True,
                     preexec_fn=setup,
+                    pass_fds=shake.child_fds() if shake else (),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 raise SandboxError(
@@ -166,6 +200,8 @@ class ProcessSandbox:
                 ) from exc
             self._procs.add(proc)
             try:
+                if shake is not None:
+                    await self._attach(shake, proc)
                 return await self._supervise(proc, limit_s, cgroup)
             finally:
                 self._procs.discard(proc)
@@ -176,13 +212,14 @@ class ProcessSandbox:
         """Start ``bash -c command`` under the same limits, with stdin/stdout/stderr pipes.
 
         For long-lived helpers (MCP stdio servers, hooks fed JSON on stdin): the process
-        keeps the sandbox's cgroup until :meth:`SpawnedProcess.kill`, and :meth:`close`
-        kills it. ``env`` is added to the sandbox's allowlisted environment.
+        keeps the sandbox's cgroup (and its egress, when on) until
+        :meth:`SpawnedProcess.kill`, and :meth:`close` kills it. ``env`` is added to the
+        sandbox's allowlisted environment.
         """
         if self._closed:
             raise SandboxError("sandbox is closed", sandbox_id=self._sandbox_id)
-        extra = dict(env or {})
-        argv, launch_env = self._argv(command, self._workspace, extra)
+        shake = self._handshake()
+        argv, launch_env = self._argv(command, self._workspace, shake, dict(env or {}))
         cgroup = self._acquire_cgroup()
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
@@ -196,50 +233,79 @@ class ProcessSandbox:
                 env=launch_env,
                 start_new_session=True,
                 preexec_fn=setup,
+                pass_fds=shake.child_fds() if shake else (),
                 limit=_SPAWN_LINE_LIMIT,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             await self._release_cgroup()
+            if shake is not None:
+                await shake.close()
             raise SandboxError(
                 f"could not start sandboxed process: {exc}", sandbox_id=self._sandbox_id
             ) from exc
         self._procs.add(proc)
-        return SpawnedProcess(self, proc)
+        spawned = SpawnedProcess(self, proc, shake)
+        if shake is not None:
+            try:
+                await self._attach(shake, proc)
+            except BaseException:
+                await spawned.kill()
+                raise
+        return spawned
 
     async def _forget(self, proc: asyncio.subprocess.Process) -> None:
         if proc in self._procs:
             self._procs.discard(proc)
             await self._release_cgroup()
 
-    async def close(self) -> None:
-        """Kill every running command and remove the cgroup. Idempotent."""
-        self._closed = True
-        for proc in list(self._procs):
-            _killpg(proc)
-        if self._cgroup is not None:
-            cgroup, self._cgroup = self._cgroup, None
-            await cgroup.remove()
+    def _handshake(self) -> EgressHandshake | None:
+        """Pipes to wire this run's network namespace to slirp4netns (egress only)."""
+        if self._network_mode != "isolated-egress" or self._isolation != "bwrap":
+            return None
+        tools = find_egress_tools()
+        if tools is None:
+            raise SandboxError("slirp4netns disappeared", sandbox_id=self._sandbox_id)
+        # Per run: the node's addresses may change while the sandbox lives.
+        return EgressHandshake(tools, deny_routes(self._settings.sandbox_egress_deny))
 
-    # -- internals
+    async def _attach(self, shake: EgressHandshake, proc: asyncio.subprocess.Process) -> None:
+        shake.spawned()
+        try:
+            await shake.attach()
+        except BaseException as exc:
+            # Also on cancellation. The command never ran: it waits on the block fd.
+            _killpg(proc)
+            if isinstance(exc, SandboxError | OSError | TimeoutError):
+                raise SandboxError(
+                    f"could not set up the sandbox network: {exc}", sandbox_id=self._sandbox_id
+                ) from exc
+            raise
 
     def _argv(
-        self, command: str, workdir: Path, extra_env: dict[str, str] | None = None
+        self,
+        command: str,
+        workdir: Path,
+        shake: EgressHandshake | None,
+        extra_env: dict[str, str] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
-        shell = [self._bash, "-c", command]
+        shell = shake.wrap(self._bash, command) if shake else [self._bash, "-c", command]
         env = {**self._env, **extra_env} if extra_env else self._env
         if self._isolation == "bwrap" and self._bwrap:
             argv = bwrap_argv(
                 self._bwrap,
                 workspace=self._workspace,
                 # Per run: the snapshot dir may appear after the sandbox was made.
-                hidden=_hidden_dirs(self._settings),
+                hidden=hidden_dirs(self._settings.data_dir, self._settings.snapshot_dir),
                 env=env,
-                network=self._network,
                 cwd=workdir,
                 command=shell,
+                extra_visible=self._settings.sandbox_extra_ro_paths,
+                tmp_size_mb=self._settings.sandbox_memory_mb,
+                resolv_conf=resolv_conf_path() if shake else None,
+                handshake=shake.bwrap_flags() if shake else (),
             )
             return argv, dict(LAUNCH_ENV)
-        prefix = [] if self._network else self._net_prefix
+        prefix = self._net_prefix if self._network_mode == "loopback-only" else []
         return [*prefix, *shell], dict(env)
 
     async def _supervise(
@@ -315,9 +381,15 @@ class ProcessSandbox:
 class SpawnedProcess:
     """A process started by :meth:`ProcessSandbox.spawn`; :meth:`kill` ends its group."""
 
-    def __init__(self, sandbox: ProcessSandbox, proc: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        sandbox: ProcessSandbox,
+        proc: asyncio.subprocess.Process,
+        shake: EgressHandshake | None = None,
+    ) -> None:
         self._sandbox = sandbox
         self.proc = proc
+        self._shake = shake
 
     @property
     def returncode(self) -> int | None:
@@ -328,6 +400,9 @@ class SpawnedProcess:
         _killpg(self.proc)
         with contextlib.suppress(ProcessLookupError, TimeoutError):
             await asyncio.wait_for(self.proc.wait(), _DRAIN_GRACE_S)
+        if self._shake is not None:
+            shake, self._shake = self._shake, None
+            await shake.close()
         await self._sandbox._forget(self.proc)
 
 
@@ -355,17 +430,6 @@ def _killpg(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _hidden_dirs(settings: Settings) -> list[Path]:
-    """Existing dirs to cover with an empty tmpfs: the data dir and the snapshot dir."""
-    out: list[Path] = []
-    for path in (settings.data_dir, settings.snapshot_dir):
-        real = Path(os.path.realpath(path))
-        covered = any(real == h or h in real.parents for h in out)
-        if real.is_dir() and real != Path("/") and not covered:
-            out.append(real)
-    return out
-
-
 def _safe_id(value: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:64].strip(".")
     return cleaned or uuid.uuid4().hex
@@ -381,18 +445,21 @@ def create_sandbox(
 ) -> ProcessSandbox:
     """Build the sandbox of one session over ``workspace`` (created if missing).
 
-    ``network=None`` follows ``settings.sandbox_network``. Raises SandboxError when the
-    settings demand something this machine cannot do: bwrap required but missing or
-    refused, an explicit cgroup mode that is not writable, or a network cut with neither
-    bwrap nor ``unshare --net`` usable.
+    ``network=None`` follows ``settings.sandbox_network`` (egress on or off). Raises
+    SandboxError when the settings demand something this machine cannot do: bwrap
+    required but missing or refused, an explicit cgroup mode that is not writable, or
+    a network cut with neither bwrap nor ``unshare --net`` usable. Egress that
+    slirp4netns cannot provide degrades to loopback only (logged, and reported by
+    :func:`~ash_ray.sandbox.isolation.describe_isolation`), never to the host's network.
     """
     workspace.mkdir(parents=True, exist_ok=True)
     root = workspace.resolve()
-    net = settings.sandbox_network if network is None else network
+    egress = settings.sandbox_network if network is None else network
     limit_mode = detect_limit_mode(settings)
-    isolation, bwrap = _choose_isolation(settings, net)
+    isolation, bwrap = choose_isolation(settings)
+    mode, _reason = choose_network(settings, isolation, bwrap, egress)
     net_prefix: list[str] | None = None
-    if not net and isolation == "none":
+    if mode == "loopback-only" and isolation == "none":
         net_prefix = unshare_net_prefix()
         if net_prefix is None:
             raise SandboxError(
@@ -404,27 +471,9 @@ def create_sandbox(
         root,
         sandbox_id=_safe_id(sandbox_id or uuid.uuid4().hex),
         env=sandbox_env(root, extra_env),
-        network=net,
+        network_mode=mode,
         isolation=isolation,
         limit_mode=limit_mode,
         bwrap=bwrap,
         net_prefix=net_prefix,
     )
-
-
-def _choose_isolation(settings: Settings, network: bool) -> tuple[str, str | None]:
-    wanted = settings.sandbox_isolation
-    if wanted == "none":
-        return "none", None
-    bwrap = find_bwrap()
-    reason = "bwrap is not on PATH" if bwrap is None else probe_bwrap(bwrap, network)
-    if reason is None:
-        return "bwrap", bwrap
-    if wanted == "bwrap":
-        raise SandboxError(
-            f"ASH_SANDBOX_ISOLATION=bwrap but bubblewrap cannot run here: {reason}; "
-            "install bubblewrap (and allow user namespaces) or use auto",
-            isolation="bwrap",
-        )
-    logger.warning("sandbox runs WITHOUT filesystem isolation: %s", reason)
-    return "none", None

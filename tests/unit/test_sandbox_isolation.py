@@ -27,6 +27,9 @@ from tests.helpers import wait_for_async
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PY = sys.executable
+# The sandbox shows only system dirs of the host; the test interpreter may live in a
+# home dir (pyenv) or a venv, so its installation is made visible explicitly.
+PY_DIRS = sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
 
 
 def require(condition: bool, reason: str) -> None:
@@ -42,7 +45,7 @@ def require_bwrap() -> None:
     bwrap = find_bwrap()
     require(bwrap is not None, "bubblewrap (bwrap) is not installed")
     assert bwrap is not None
-    require(probe_bwrap(bwrap, False) is None, "bubblewrap cannot create namespaces here")
+    require(probe_bwrap(bwrap) is None, "bubblewrap cannot create namespaces here")
 
 
 def require_pids_limit() -> None:
@@ -98,7 +101,12 @@ async def closing(data_dir: Path) -> AsyncIterator[Callable[..., ProcessSandbox]
     def _make(**overrides: Any) -> ProcessSandbox:
         network = overrides.pop("network", None)
         extra_env = overrides.pop("extra_env", None)
-        fields: dict[str, Any] = {"data_dir": data_dir, "sandbox_timeout_s": 20.0, **overrides}
+        fields: dict[str, Any] = {
+            "data_dir": data_dir,
+            "sandbox_timeout_s": 20.0,
+            "sandbox_extra_ro_paths": PY_DIRS,
+            **overrides,
+        }
         settings = load_settings(**fields)
         workspace = data_dir / "sessions" / "a"
         sandbox = create_sandbox(settings, workspace, network=network, extra_env=extra_env)
@@ -354,16 +362,30 @@ async def listener() -> AsyncIterator[int]:
 
 
 @pytest.mark.sandbox
-@pytest.mark.parametrize("isolation", ["none", "auto"])
-async def test_network_cut(closing: Any, listener: int, isolation: str) -> None:
-    if isolation == "auto":
-        require_bwrap()
+async def test_host_loopback_is_unreachable_whatever_the_network_setting(
+    closing: Any, listener: int
+) -> None:
+    require_bwrap()
     connect = f"{PY} -c \"import socket; socket.create_connection(('127.0.0.1', {listener}), 3)\""
-    open_box = closing(sandbox_isolation=isolation, network=True)
+    for egress in (True, False):
+        box = closing(network=egress)
+        assert box.isolation == "bwrap"
+        result = await box.run(connect)
+        assert result.exit_code != 0, (egress, result)
+        assert "ConnectionRefusedError" in result.stderr
+    assert (await closing(network=False).run("echo ok")).stdout == "ok\n"
+
+
+@pytest.mark.sandbox
+async def test_network_cut_without_bwrap(closing: Any, listener: int) -> None:
+    connect = f"{PY} -c \"import socket; socket.create_connection(('127.0.0.1', {listener}), 3)\""
+    # Without bwrap, egress on means the host's network (reported as such).
+    open_box = closing(sandbox_isolation="none", network=True)
+    assert open_box.network_mode == "host"
     result = await open_box.run(connect)
     assert result.ok, result
-    cut_box = closing(sandbox_isolation=isolation, network=False)
-    assert not cut_box.network
+    cut_box = closing(sandbox_isolation="none", network=False)
+    assert not cut_box.network and cut_box.network_mode == "loopback-only"
     result = await cut_box.run(connect)
     assert result.exit_code != 0
     assert "Error" in result.stderr
@@ -374,5 +396,6 @@ async def test_network_setting_is_the_default(closing: Any, listener: int) -> No
     require_bwrap()
     sandbox = closing(sandbox_network=False)
     assert not sandbox.network and sandbox.isolation == "bwrap"
-    connect = f"{PY} -c \"import socket; socket.create_connection(('127.0.0.1', {listener}), 3)\""
-    assert (await sandbox.run(connect)).exit_code != 0
+    assert sandbox.network_mode == "loopback-only"
+    result = await sandbox.run("ls /proc/sys/net/ipv4/conf")  # its interfaces
+    assert sorted(result.stdout.split()) == ["all", "default", "lo"], result
