@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -61,3 +63,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Sandboxes show only the host's system dirs; the test interpreter (and the `mcp` SDK that
+# the tests' MCP servers import) may live in a home dir (pyenv) or a venv, so tests whose
+# sandboxes run it make its installation visible, read-only.
+PYTHON_DIRS = sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})

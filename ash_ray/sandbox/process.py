@@ -107,6 +107,7 @@ class ProcessSandbox:
         self._cgroup: SandboxCgroup | None = None
         self._active = 0
         self._procs: set[asyncio.subprocess.Process] = set()
+        self._spawned: set[SpawnedProcess] = set()
         self._closed = False
 
     # -- the Sandbox protocol
@@ -162,6 +163,8 @@ class ProcessSandbox:
     async def close(self) -> None:
         """Kill every running command and remove the cgroup. Idempotent."""
         self._closed = True
+        for spawned in list(self._spawned):
+            await spawned.kill()  # also stops its slirp4netns
         for proc in list(self._procs):
             _killpg(proc)
         if self._cgroup is not None:
@@ -245,6 +248,7 @@ class ProcessSandbox:
             ) from exc
         self._procs.add(proc)
         spawned = SpawnedProcess(self, proc, shake)
+        self._spawned.add(spawned)
         if shake is not None:
             try:
                 await self._attach(shake, proc)
@@ -403,6 +407,7 @@ class SpawnedProcess:
         if self._shake is not None:
             shake, self._shake = self._shake, None
             await shake.close()
+        self._sandbox._spawned.discard(self)
         await self._sandbox._forget(self.proc)
 
 

@@ -18,7 +18,7 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
 from ash_ray.testing.fake_anthropic import FakeAnthropic
-from tests.helpers import free_port, wait_for
+from tests.helpers import PYTHON_DIRS, free_port, wait_for
 
 __all__ = ["API_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]  # test modules import these
 
@@ -62,6 +62,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic
         sweep_interval_s=3600,
         dashboard=False,
         sse_heartbeat_s=1,
+        sandbox_extra_ro_paths=PYTHON_DIRS,
     )
 
 

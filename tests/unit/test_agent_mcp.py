@@ -20,6 +20,7 @@ from ash_ray.agent import AgentEvent, AgentLoop, TurnOptions, load_agent
 from ash_ray.config import load_settings
 from ash_ray.sandbox import create_sandbox
 from ash_ray.testing.fake_anthropic import FakeAnthropic, tool_use
+from tests.helpers import PYTHON_DIRS
 
 SERVER = Path(__file__).with_name("mcp_demo_server.py")
 
@@ -48,6 +49,7 @@ async def make_loop(tmp_path: Path, client: anthropic.AsyncAnthropic) -> AsyncIt
         if mcp is not None:
             (agent / ".mcp.json").write_text(json.dumps({"mcpServers": mcp}))
         over.setdefault("mcp_startup_timeout_s", 20)
+        over.setdefault("sandbox_extra_ro_paths", PYTHON_DIRS)
         config = load_settings(data_dir=tmp_path / "data", **over)
         ws = tmp_path / "data" / "sessions" / "s1"
         ws.mkdir(parents=True, exist_ok=True)
