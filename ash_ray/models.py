@@ -145,16 +145,10 @@ class AgentCreate(Wire):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     name: str = Field(
-        max_length=128, description="Agent name: letters, digits, '.', '_' or '-'."
+        pattern=AGENT_NAME_RE.pattern,
+        description="Agent name: letters, digits, '.', '_' or '-' (at most 128).",
     )
     path: PathText = Field(description="Folder holding CLAUDE.md, on the server.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not AGENT_NAME_RE.match(value):
-            raise ValueError("agent name must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-        return value
 
 
 class AgentPatch(Wire):

@@ -18,7 +18,7 @@ import pytest
 
 from ash_ray.api.app import create_api
 from ash_ray.config import load_settings
-from ash_ray.errors import SessionNotFound
+from ash_ray.errors import AgentInvalid, AgentNotFound, SessionNotFound
 from ash_ray.models import MAX_INT64, REFUSED_UNTIL_IMPLEMENTED
 
 KEY = "unit-key"
@@ -64,6 +64,25 @@ class FakeRegistry:
 
     def do_list_sessions(self, *args: Any) -> list[dict[str, Any]]:
         return list(self.sessions.values())
+
+    def do_list_agents(self) -> list[dict[str, Any]]:
+        return []
+
+    def do_get_agent(self, name: str) -> dict[str, Any]:
+        raise AgentNotFound(f"agent {name!r} is not deployed")
+
+    def do_deploy_agent(self, name: str, path: str) -> dict[str, Any]:
+        raise AgentInvalid(f"{path} has no CLAUDE.md")
+
+    do_delete_agent = do_get_agent
+
+    def do_end(self, sid: str) -> dict[str, Any]:
+        return self.do_get_session(sid)
+
+    do_pause = do_stop = do_resume = do_fork = do_end
+
+    def do_metrics_text(self) -> bytes:
+        return b"ash_up 1.0\n"
 
     def do_list_events(self, sid: str, after: int, limit: int | None) -> list[tuple]:
         self.do_get_session(sid)
