@@ -68,11 +68,13 @@ def _fuzz(
     )
     @given(case=op.as_strategy(generation_mode=mode, **fixed))
     def run(case: Any) -> None:
+        # The real key replaces a generated one; a case that drops the header keeps it off.
+        auth = AUTH if "Authorization" in (case.headers or {}) else {}
         tally.sent += 1
-        response = case.call(base_url=base_url, session=http, headers=AUTH, timeout=30)
+        response = case.call(base_url=base_url, session=http, headers=auth, timeout=30)
         tally.server_errors += response.status_code >= 500
         case.validate_response(
-            response, headers=AUTH, excluded_checks=[positive_data_acceptance]
+            response, headers=auth, excluded_checks=[positive_data_acceptance]
         )
 
     try:
@@ -214,7 +216,7 @@ def test_hand_made_bad_inputs(server: str, http_module: httpx.Client, live_sessi
         (f"/api/sessions/{sid}/stream", {"after": str(2**63)}),
     ):
         c.error(http.get(path, params=params), 400)
-    for value in (str(2**64), "-1", "1e3", "0x10", " 1 2"):
+    for value in (str(2**64), "-1", "1e3", "0x10", "1 2"):
         c.error(http.get(f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": value}), 400,
                 "Last-Event-ID")
     for body in (b'{"content": "hi", "maxTurns": 1e400}', b'{"content": "hi", "maxTurns": '
@@ -228,11 +230,11 @@ def test_hand_made_bad_inputs(server: str, http_module: httpx.Client, live_sessi
     c.error(http.post("/api/sessions", json={"agent": "a" * 100_000}), 400, "agent")
     c.error(http.get("/api/agents/" + "a" * 5000), 400)
     c.error(http.post(f"/api/sessions/{sid}/exec", json={"command": "echo " + "x" * 300_000}),
-            400, "102400-byte limit")
+            400, "102400")
     c.error(http.patch(f"/api/sessions/{sid}/config", json={"model": "m" * 100_000}), 400)
     # Unicode and NUL.
     c.error(http.post("/api/sessions", json={"agent": "\u202eevil\U0001f600"}), 404)
-    c.error(http.post("/api/sessions", content=b'{"agent": "\\ud800"}', headers=js), 404)
+    c.error(http.post("/api/sessions", content=b'{"agent": "\\ud800"}', headers=js), 400)
     c.error(http.post("/api/agents", json={"name": "\u00f1", "path": "/"}), 400)
     c.error(http.post("/api/agents", json={"name": "ok", "path": "/tmp/\x00/x"}), 400, "NUL")
     c.error(http.post(f"/api/sessions/{sid}/exec", json={"command": "echo \x00"}), 400, "NUL")
