@@ -51,12 +51,17 @@ Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool definition as the Messages API takes it, plus its handler."""
+    """A tool definition as the Messages API takes it, plus its handler.
+
+    ``read_only`` tools change nothing, so the loop runs several of them from one reply
+    concurrently (an MCP tool sets it from its ``readOnlyHint`` annotation).
+    """
 
     name: str
     description: str
     input_schema: dict[str, Any]
     handler: Handler
+    read_only: bool = False
 
     def api(self) -> dict[str, Any]:
         """The ``tools`` entry of a Messages API request."""
@@ -150,6 +155,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                 ["file_path"], file_path=_STR, offset={"type": "integer"}, limit={"type": "integer"}
             ),
             _threaded(file_tools.read),
+            read_only=True,
         ),
         Tool(
             "Write",
@@ -175,6 +181,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
             "Find files whose path matches a glob pattern such as **/*.py, newest first.",
             _schema(["pattern"], pattern=_STR, path=_STR),
             _threaded(file_tools.glob),
+            read_only=True,
         ),
         Tool(
             "Grep",
@@ -190,12 +197,14 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                 head_limit={"type": "integer"},
             ),
             _threaded(file_tools.grep),
+            read_only=True,
         ),
         Tool(
             "LS",
             "List a directory of the workspace.",
             _schema([], path=_STR, ignore={"type": "array", "items": _STR}),
             _threaded(file_tools.ls),
+            read_only=True,
         ),
     )
 }
@@ -205,6 +214,7 @@ SKILL_TOOL = Tool(
     "Load a skill by name: returns its instructions. Use it when a listed skill fits the task.",
     _schema(["skill"], skill=_STR),
     _skill,
+    read_only=True,
 )
 
 
