@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ash_ray import __version__
-from ash_ray.api import errors
-from ash_ray.api.auth import make_auth
+from ash_ray.api import (
+    errors,
+    openapi,
+    routes_agents,
+    routes_exec,
+    routes_health,
+    routes_messages,
+    routes_sessions,
+)
 from ash_ray.api.context import IngressContext
-from ash_ray.api.routes_agents import agents_router
-from ash_ray.api.routes_sessions import sessions_router
+from ash_ray.api.deps import fails, require_key
 from ash_ray.sandbox import detect_limit_mode
 
 
 class BodyLimit:
-    """413 for bodies over the limit, decided from Content-Length before reading.
+    """413 for bodies over the limit: from Content-Length up front, else counted as they stream.
 
-    Pure ASGI (not BaseHTTPMiddleware), so that SSE chunks pass through untouched.
+    Pure ASGI (not BaseHTTPMiddleware), so that SSE chunks pass through untouched. A
+    chunked body has no Content-Length: its bytes are counted as the app reads them, and
+    the read that passes the limit raises a 413 (the route never sees that body).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -26,56 +34,49 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    response = errors.error_response(
-                        413,
-                        f"request body of {int(value)} bytes is over the "
-                        f"{self.max_bytes}-byte limit",
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send, f"request body of {int(value)} bytes")
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException: FastAPI passes it on (any other error reading a
+                    # body becomes its 400) and the error handler answers the 413.
+                    raise HTTPException(413, self._message("a streamed request body"))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _message(self, what: str) -> str:
+        return f"{what} is over the {self.max_bytes}-byte limit"
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+        response = errors.error_response(413, self._message(what))
+        await response(scope, receive, send)
 
 
 def create_api(ctx: IngressContext) -> FastAPI:
-    settings = ctx.settings
     app = FastAPI(
         title="ash-ray",
         version=__version__,
         description="Claude agents as HTTP APIs on Ray (wire-compatible with Ash).",
     )
+    app.state.ctx = ctx
+    app.state.limit_mode = detect_limit_mode(ctx.settings)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    limit_mode = detect_limit_mode(settings)
-
-    @app.get("/health", tags=["health"])
-    async def health() -> JSONResponse:
-        """Liveness and pool figures (public)."""
-        reg = await ctx.registry.health.remote()
-        body = {
-            "status": "ok",
-            "version": __version__,
-            "activeSessions": reg["activeSessions"],
-            "activeSandboxes": reg["activeSandboxes"],
-            "uptime": round(ctx.uptime_s(), 3),
-            "pool": reg["pool"],
-            "poolReady": reg["poolReady"],
-            "store": reg["store"],
-            "sandboxLimits": limit_mode,
-            "auth": settings.auth_enabled,
-            "accepting": reg["accepting"],
-        }
-        return JSONResponse(body, status_code=200 if reg["accepting"] else 503)
-
-    @app.get("/metrics", tags=["health"])
-    async def metrics() -> Response:
-        """Prometheus text; cluster-wide figures from the registry (public)."""
-        text = await ctx.registry.metrics_text.remote()
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    auth = [Depends(make_auth(settings))]
-    app.include_router(agents_router(ctx), dependencies=auth)
-    app.include_router(sessions_router(ctx), dependencies=auth)
+    app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.include_router(routes_health.router)
+    auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
+    for module in (routes_agents, routes_sessions, routes_messages, routes_exec):
+        app.include_router(module.router, **auth)  # type: ignore[arg-type]
+    openapi.install(app)
     return app

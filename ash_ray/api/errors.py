@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
@@ -20,17 +21,26 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        where = ".".join(loc) or "body"
-        if err.get("type") == "json_invalid":
-            problems.append("request body is not valid JSON")
-        elif err.get("type") == "missing":
-            problems.append(f"{where} is required")
-        else:
-            problems.append(f"{where}: {err.get('msg')}")
-    return "; ".join(problems) or "invalid request"
+    return "; ".join(_describe(err) for err in exc.errors()) or "invalid request"
+
+
+def _describe(err: Any) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    where = ".".join(loc) or "body"
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        return "request body is not valid JSON"
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "not_implemented":
+        return str(err.get("msg"))
+    if kind.startswith("uuid") and loc[:1] == ["path"]:
+        # As parse_uuid answered before ids were typed: "session id must be a UUID, got '...'"
+        return f"{loc[-1].replace('_', ' ')} must be a UUID, got {err.get('input')!r}"
+    if kind == "literal_error" and loc[:1] == ["query"]:
+        expected = str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+        return f"{loc[-1]} must be one of {expected.replace(' or ', ', ')}"
+    return f"{where}: {err.get('msg')}"
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -51,12 +61,19 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _any(request: Request, exc: Exception) -> JSONResponse:
-        inner = _unwrap(exc)
-        if isinstance(inner, AshError):
-            return error_response(inner.http_status, inner.message)
-        if isinstance(inner, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
-            return error_response(503, "a cluster component is restarting; retry shortly")
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error: {type(inner).__name__}")
+    # AshError and Ray's errors get their own handlers (Starlette's exception middleware):
+    # the catch-all for Exception runs in the server-error middleware, which answers and
+    # then re-raises, logging a traceback for what is an ordinary 404.
+    app.add_exception_handler(AshError, _any)
+    app.add_exception_handler(ray.exceptions.RayError, _any)
+    app.add_exception_handler(Exception, _any)
+
+
+async def _any(request: Request, exc: Exception) -> JSONResponse:
+    inner = _unwrap(exc)
+    if isinstance(inner, AshError):
+        return error_response(inner.http_status, inner.message)
+    if isinstance(inner, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
+        return error_response(503, "a cluster component is restarting; retry shortly")
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, f"internal error: {type(inner).__name__}")

@@ -1,0 +1,20 @@
+"""/api/sessions/{id}/exec: a shell command in the session's sandbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ash_ray.api.deps import Ctx, SessionId, fails
+from ash_ray.api.schemas import ExecResult
+from ash_ray.models import ExecRequest
+
+router = APIRouter(prefix="/api/sessions/{session_id}", tags=["exec"])
+
+
+@router.post("/exec", response_model=ExecResult, responses=fails(400, 404, 409, 410, 413, 503))
+async def exec_command(sid: SessionId, body: ExecRequest, ctx: Ctx) -> dict[str, Any]:
+    """Run a shell command in the session sandbox (same limits as the agent's Bash)."""
+    handle = await ctx.worker(sid)
+    return dict(await handle.exec.remote(body.command, body.timeout_s()))

@@ -1,0 +1,161 @@
+"""/api/sessions/{id}: messages (a turn streamed as SSE), re-attach, history, timeline."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+import ray
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from ash_ray.api import sse
+from ash_ray.api.deps import Ctx, SessionId, fails
+from ash_ray.api.schemas import EventList, MessageList
+from ash_ray.errors import InvalidInput
+from ash_ray.models import MAX_INT64, MessageCreate
+
+router = APIRouter(prefix="/api/sessions/{session_id}", tags=["messages"])
+
+# Ash's SessionEvent types, from our SSE types (GET .../events speaks Ash's timeline).
+TIMELINE_TYPES = {
+    "session_start": "lifecycle",
+    "done": "lifecycle",
+    "text_delta": "text",
+    "thinking_delta": "reasoning",
+    "tool_use": "tool_start",
+    "tool_result": "tool_result",
+    "turn_complete": "turn_complete",
+    "error": "error",
+    "message": "text",
+    "mcp_status": "mcp_status",
+    "todo": "todo",
+    "compact": "compact",
+}
+SEQ = Query(ge=0, le=MAX_INT64, description="Only events after this sequence number.")
+
+
+# The body is text; the frames' union is described next to it (OpenAPI 3.1 has no SSE type).
+EVENT_STREAM_SCHEMA = {
+    "type": "string",
+    "description": "text/event-stream frames; each one is an SseEvent.",
+    "x-sse-events": {"$ref": "#/components/schemas/SseEvent"},
+}
+
+
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def _sse_doc(what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": f"{what} Frames carry `id: <seq>`, `event: <type>`, `data: <json>`; "
+            "the last is always `done`. The frame union is the SseEvent schema.",
+            "content": {"text/event-stream": {"schema": EVENT_STREAM_SCHEMA}},
+        }
+    }
+
+
+def _streaming(body: Any) -> EventStream:
+    return EventStream(body, headers=sse.SSE_HEADERS)
+
+
+@router.post(
+    "/messages",
+    response_class=EventStream,
+    responses={**_sse_doc("The turn's events."), **fails(400, 404, 409, 410, 413, 503)},
+)
+async def send(sid: SessionId, body: MessageCreate, ctx: Ctx) -> EventStream:
+    """Run a turn and stream its events as SSE (ends with ``done``)."""
+    options = body.options()
+    heartbeat = ctx.settings.sse_heartbeat_s
+    handle = await ctx.worker(sid)
+    try:
+        turn = await sse.start_turn(handle, body.content, options, heartbeat)
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+        handle = await ctx.worker(sid, fresh=True)
+        turn = await sse.start_turn(handle, body.content, options, heartbeat)
+    return _streaming(sse.pump(handle, ctx.registry, sid, 0, heartbeat, turn=turn))
+
+
+@router.get(
+    "/stream",
+    response_class=EventStream,
+    responses={**_sse_doc("The session's events after the given one."), **fails(400, 404)},
+)
+async def reattach(
+    sid: SessionId,
+    ctx: Ctx,
+    after: Annotated[int | None, SEQ] = None,
+    last_event_id: Annotated[
+        str | None, Header(max_length=32, description="The last `id:` the client saw.")
+    ] = None,
+) -> EventStream:
+    """Re-attach to a session's events after ``Last-Event-ID`` (or ``?after=``)."""
+    if after is None:
+        after = _event_id(last_event_id)
+    handle = await _live_running(ctx, sid)
+    if handle is None:
+        return _streaming(sse.from_store(ctx.registry, sid, after))
+    heartbeat = ctx.settings.sse_heartbeat_s
+    return _streaming(sse.pump(handle, ctx.registry, sid, after, heartbeat, replay=True))
+
+
+def _event_id(header: str | None) -> int:
+    if not header:
+        return 0
+    try:
+        seq = int(header)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID must be an event sequence number") from None
+    if not 0 <= seq <= MAX_INT64:
+        raise InvalidInput(f"Last-Event-ID must be between 0 and {MAX_INT64}")
+    return seq
+
+
+async def _live_running(ctx: Ctx, sid: str) -> Any | None:
+    """The worker when a turn is running in it; None means: replay from the store."""
+    handle = await ctx.registry.live_handle.remote(sid)  # 404 for unknown sessions
+    if handle is None:
+        return None
+    try:
+        info = await handle.describe.remote()
+    except ray.exceptions.RayError:
+        return handle  # the pump reports the dead worker
+    return handle if info.get("turnRunning") else None
+
+
+@router.get("/messages", response_model=MessageList, responses=fails(400, 404))
+async def list_messages(
+    sid: SessionId,
+    ctx: Ctx,
+    after: Annotated[int, SEQ] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> dict[str, Any]:
+    """The conversation, in Ash's form (content as a JSON string)."""
+    return {"messages": await ctx.registry.list_messages.remote(sid, after, limit)}
+
+
+@router.get("/events", response_model=EventList, responses=fails(400, 404))
+async def list_events(
+    sid: SessionId,
+    ctx: Ctx,
+    after: Annotated[int, SEQ] = 0,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> dict[str, Any]:
+    """The session's timeline in Ash's form; ``data`` keeps the SSE type under ``event``."""
+    rows = await ctx.registry.list_events.remote(sid, after, limit)
+    return {"events": [_timeline(sid, *row) for row in rows]}
+
+
+def _timeline(sid: str, seq: int, type_: str, data: dict, created_at: str) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sid}/{seq}")),
+        "sessionId": sid,
+        "type": TIMELINE_TYPES.get(type_, "lifecycle"),
+        "sequence": seq,
+        "createdAt": created_at,
+        "data": json.dumps({"event": type_, **data}),
+    }
