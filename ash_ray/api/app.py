@@ -18,7 +18,7 @@ from ash_ray.api import (
 )
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
-from ash_ray.sandbox import detect_limit_mode
+from ash_ray.sandbox import describe_isolation, detect_limit_mode
 
 
 class BodyLimit:
@@ -72,6 +72,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.limit_mode = detect_limit_mode(ctx.settings)
+    app.state.isolation = describe_isolation(ctx.settings)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.include_router(routes_health.router)

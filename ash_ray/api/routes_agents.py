@@ -16,31 +16,31 @@ router = APIRouter(prefix="/api/agents", tags=["agents"])
 @router.post("", status_code=201, response_model=AgentReply, responses=fails(400, 413))
 async def deploy(body: AgentCreate, ctx: Ctx) -> dict[str, Any]:
     """Deploy (or redeploy, bumping version) an agent folder that holds a CLAUDE.md."""
-    return {"agent": await ctx.registry.deploy_agent.remote(body.name, body.path)}
+    return {"agent": (await ctx.registry.deploy_agent(body.name, body.path)).public()}
 
 
 @router.get("", response_model=AgentList)
 async def list_agents(ctx: Ctx) -> dict[str, Any]:
     """Every deployed agent, by name."""
-    return {"agents": await ctx.registry.list_agents.remote()}
+    return {"agents": [a.public() for a in await ctx.registry.list_agents()]}
 
 
 @router.get("/{name}", response_model=AgentReply, responses=fails(400, 404))
 async def get_agent(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     """One agent: its folder and current version."""
-    return {"agent": await ctx.registry.get_agent.remote(name)}
+    return {"agent": (await ctx.registry.get_agent(name)).public()}
 
 
 @router.patch("/{name}", response_model=AgentReply, responses=fails(400, 404, 413))
 async def patch_agent(name: AgentName, body: AgentPatch, ctx: Ctx) -> dict[str, Any]:
     """Redeploy an agent, from a new folder when ``path`` is given (bumps the version)."""
-    current = await ctx.registry.get_agent.remote(name)
-    path = body.path or current["path"]
-    return {"agent": await ctx.registry.deploy_agent.remote(name, path)}
+    current = await ctx.registry.get_agent(name)
+    path = body.path or current.path
+    return {"agent": (await ctx.registry.deploy_agent(name, path)).public()}
 
 
 @router.delete("/{name}", response_model=OkReply, responses=fails(400, 404))
 async def delete_agent(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     """Forget an agent; its sessions keep running."""
-    await ctx.registry.delete_agent.remote(name)
+    await ctx.registry.delete_agent(name)
     return {"ok": True}

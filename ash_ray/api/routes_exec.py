@@ -16,5 +16,5 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["exec"])
 @router.post("/exec", response_model=ExecResult, responses=fails(400, 404, 409, 410, 413, 503))
 async def exec_command(sid: SessionId, body: ExecRequest, ctx: Ctx) -> dict[str, Any]:
     """Run a shell command in the session sandbox (same limits as the agent's Bash)."""
-    handle = await ctx.worker(sid)
-    return dict(await handle.exec.remote(body.command, body.timeout_s()))
+    session = await ctx.session(sid)
+    return dict(await session.exec(body.command, body.timeout_s()))

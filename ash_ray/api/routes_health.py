@@ -21,7 +21,7 @@ router = APIRouter(tags=["health"])
 )
 async def health(ctx: Ctx, request: Request) -> Any:
     """Liveness and pool figures (public)."""
-    reg = await ctx.registry.health.remote()
+    reg = await ctx.registry.health()
     body = {
         "status": "ok",
         "version": __version__,
@@ -32,6 +32,7 @@ async def health(ctx: Ctx, request: Request) -> Any:
         "poolReady": reg["poolReady"],
         "store": reg["store"],
         "sandboxLimits": request.app.state.limit_mode,  # probed once, at start
+        "sandboxIsolation": request.app.state.isolation,
         "auth": ctx.settings.auth_enabled,
         "accepting": reg["accepting"],
     }
@@ -46,5 +47,5 @@ async def health(ctx: Ctx, request: Request) -> Any:
 )
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus text; cluster-wide figures from the registry (public)."""
-    text = await ctx.registry.metrics_text.remote()
+    text = await ctx.registry.metrics_text()
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -14,7 +14,8 @@ from ash_ray.api import sse
 from ash_ray.api.deps import Ctx, SessionId, fails
 from ash_ray.api.schemas import EventList, MessageList
 from ash_ray.errors import InvalidInput
-from ash_ray.models import MAX_INT64, MessageCreate
+from ash_ray.handles import SessionClient
+from ash_ray.models import MAX_INT64, EventRecord, MessageCreate
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["messages"])
 
@@ -71,13 +72,9 @@ async def send(sid: SessionId, body: MessageCreate, ctx: Ctx) -> EventStream:
     """Run a turn and stream its events as SSE (ends with ``done``)."""
     options = body.options()
     heartbeat = ctx.settings.sse_heartbeat_s
-    handle = await ctx.worker(sid)
-    try:
-        turn = await sse.start_turn(handle, body.content, options, heartbeat)
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-        handle = await ctx.worker(sid, fresh=True)
-        turn = await sse.start_turn(handle, body.content, options, heartbeat)
-    return _streaming(sse.pump(handle, ctx.registry, sid, 0, heartbeat, turn=turn))
+    session = await ctx.session(sid)  # a stale worker is re-attached by start_turn
+    turn = await sse.start_turn(session, body.content, options, heartbeat)
+    return _streaming(sse.pump(session, ctx.registry, sid, 0, heartbeat, turn=turn))
 
 
 @router.get(
@@ -96,11 +93,11 @@ async def reattach(
     """Re-attach to a session's events after ``Last-Event-ID`` (or ``?after=``)."""
     if after is None:
         after = _event_id(last_event_id)
-    handle = await _live_running(ctx, sid)
-    if handle is None:
+    session = await _live_running(ctx, sid)
+    if session is None:
         return _streaming(sse.from_store(ctx.registry, sid, after))
     heartbeat = ctx.settings.sse_heartbeat_s
-    return _streaming(sse.pump(handle, ctx.registry, sid, after, heartbeat, replay=True))
+    return _streaming(sse.pump(session, ctx.registry, sid, after, heartbeat, replay=True))
 
 
 def _event_id(header: str | None) -> int:
@@ -115,16 +112,16 @@ def _event_id(header: str | None) -> int:
     return seq
 
 
-async def _live_running(ctx: Ctx, sid: str) -> Any | None:
+async def _live_running(ctx: Ctx, sid: str) -> SessionClient | None:
     """The worker when a turn is running in it; None means: replay from the store."""
-    handle = await ctx.registry.live_handle.remote(sid)  # 404 for unknown sessions
-    if handle is None:
+    session = await ctx.live_session(sid)  # 404 for unknown sessions
+    if session is None:
         return None
     try:
-        info = await handle.describe.remote()
+        info = await session.describe()
     except ray.exceptions.RayError:
-        return handle  # the pump reports the dead worker
-    return handle if info.get("turnRunning") else None
+        return session  # the pump reports the dead worker
+    return session if info.get("turnRunning") else None
 
 
 @router.get("/messages", response_model=MessageList, responses=fails(400, 404))
@@ -135,7 +132,9 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
     """The conversation, in Ash's form (content as a JSON string)."""
-    return {"messages": await ctx.registry.list_messages.remote(sid, after, limit)}
+    return {
+        "messages": [m.public() for m in await ctx.registry.list_messages(sid, after, limit)]
+    }
 
 
 @router.get("/events", response_model=EventList, responses=fails(400, 404))
@@ -146,16 +145,16 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
 ) -> dict[str, Any]:
     """The session's timeline in Ash's form; ``data`` keeps the SSE type under ``event``."""
-    rows = await ctx.registry.list_events.remote(sid, after, limit)
-    return {"events": [_timeline(sid, *row) for row in rows]}
+    rows = await ctx.registry.list_events(sid, after, limit)
+    return {"events": [_timeline(sid, row) for row in rows]}
 
 
-def _timeline(sid: str, seq: int, type_: str, data: dict, created_at: str) -> dict[str, Any]:
+def _timeline(sid: str, e: EventRecord) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sid}/{seq}")),
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sid}/{e.seq}")),
         "sessionId": sid,
-        "type": TIMELINE_TYPES.get(type_, "lifecycle"),
-        "sequence": seq,
-        "createdAt": created_at,
-        "data": json.dumps({"event": type_, **data}),
+        "type": TIMELINE_TYPES.get(e.type, "lifecycle"),
+        "sequence": e.seq,
+        "createdAt": e.created_at.isoformat(),
+        "data": json.dumps({"event": e.type, **e.data}),
     }

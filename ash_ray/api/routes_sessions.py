@@ -19,7 +19,7 @@ ONE: dict[str, Any] = {"response_model": SessionReply, "response_model_exclude_u
 @router.post("", status_code=201, **ONE, responses=fails(400, 404, 413, 503))
 async def create(body: SessionCreate, ctx: Ctx) -> dict[str, Any]:
     """Open a session on a deployed agent (503 when every slot runs a turn)."""
-    return {"session": await ctx.registry.create_session.remote(body.as_config())}
+    return {"session": (await ctx.registry.create_session(body.as_config())).public()}
 
 
 @router.get(
@@ -33,35 +33,39 @@ async def list_sessions(
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
     """Sessions, newest first, filtered by agent name and status."""
-    return {"sessions": await ctx.registry.list_sessions.remote(agent, status, limit, offset)}
+    return {
+        "sessions": [
+            s.public() for s in await ctx.registry.list_sessions(agent, status, limit, offset)
+        ]
+    }
 
 
 @router.get("/{session_id}", **ONE, responses=fails(400, 404))
 async def get_session(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
-    return {"session": await ctx.registry.get_session.remote(sid)}
+    return {"session": (await ctx.registry.get_session(sid)).public()}
 
 
 @router.delete("/{session_id}", **ONE, responses=fails(400, 404, 409))
 async def delete_session(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
     """End a session for good (its sandbox goes; its history stays readable)."""
     ctx.forget(sid)
-    return {"session": await ctx.registry.end.remote(sid)}
+    return {"session": (await ctx.registry.end(sid)).public()}
 
 
 @router.post("/{session_id}/pause", **ONE, responses=fails(400, 404, 409, 410))
 async def pause(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
-    return {"session": await ctx.registry.pause.remote(sid)}
+    return {"session": (await ctx.registry.pause(sid)).public()}
 
 
 @router.post("/{session_id}/stop", **ONE, responses=fails(400, 404, 409, 410))
 async def stop(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
     ctx.forget(sid)
-    return {"session": await ctx.registry.stop.remote(sid)}
+    return {"session": (await ctx.registry.stop(sid)).public()}
 
 
 @router.post("/{session_id}/resume", **ONE, responses=fails(400, 404, 409, 410, 503))
 async def resume(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
-    return {"session": await ctx.registry.resume.remote(sid)}
+    return {"session": (await ctx.registry.resume(sid)).public()}
 
 
 @router.post(
@@ -69,13 +73,13 @@ async def resume(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
 )
 async def fork(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
     """A paused copy of the session: its conversation and its workspace."""
-    return {"session": await ctx.registry.fork.remote(sid)}
+    return {"session": (await ctx.registry.fork(sid)).public()}
 
 
 @router.patch("/{session_id}/config", **ONE, responses=fails(400, 404, 409, 410, 413))
 async def patch_config(sid: SessionId, body: SessionConfigPatch, ctx: Ctx) -> dict[str, Any]:
     """Change the session's settings; fields not sent keep their value."""
-    return {"session": await ctx.registry.patch_config.remote(sid, body.changes())}
+    return {"session": (await ctx.registry.patch_config(sid, body.changes())).public()}
 
 
 @router.post(
@@ -86,12 +90,12 @@ async def patch_config(sid: SessionId, body: SessionConfigPatch, ctx: Ctx) -> di
 )
 async def interrupt(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
     """Stop the running turn, if any (its stream ends with ``error`` and ``done``)."""
-    session = await ctx.registry.get_session.remote(sid)
-    handle = await ctx.registry.live_handle.remote(sid)
+    session = await ctx.registry.get_session(sid)
+    live = await ctx.live_session(sid)
     interrupted = False
-    if handle is not None:
+    if live is not None:
         try:
-            interrupted = await handle.interrupt.remote()
+            interrupted = await live.interrupt()
         except ray.exceptions.RayError:
             interrupted = False
-    return {"ok": True, "interrupted": interrupted, "session": session}
+    return {"ok": True, "interrupted": interrupted, "session": session.public()}

@@ -126,6 +126,16 @@ class PoolOut(Out):
     pre_warm_hits: int = Field(alias="preWarmHits")
 
 
+class SandboxIsolationOut(Out):
+    """The isolation a default sandbox gets on this node."""
+
+    filesystem: Literal["bwrap", "none", "unavailable"]
+    network: Literal["isolated-egress", "loopback-only", "host", "unavailable"]
+    egress: bool = Field(description="The ASH_SANDBOX_NETWORK setting.")
+    limits: str = Field(description="cgroup2, cgroup1, rlimit or unavailable.")
+    degraded: list[str] = Field(description="Why isolation is weaker than it could be.")
+
+
 class HealthOut(Out):
     status: Literal["ok"]
     version: str
@@ -136,6 +146,7 @@ class HealthOut(Out):
     pool_ready: int = Field(alias="poolReady")
     store: str
     sandbox_limits: str = Field(alias="sandboxLimits")
+    sandbox_isolation: SandboxIsolationOut = Field(alias="sandboxIsolation")
     auth: bool
     accepting: bool = Field(description="False while draining: the answer is then a 503.")
 

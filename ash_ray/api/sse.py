@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
-from ray.actor import ActorHandle
 
-from ash_ray.api.context import LegacyRegistry
 from ash_ray.errors import AshError
 from ash_ray.handles import Event, RegistryClient, Turn, WorkerClient, unwrap
 
@@ -23,27 +21,13 @@ SSE_HEADERS = {
 }
 HEARTBEAT = b": ping\n\n"
 
-# What the pump takes: typed clients, or (until the routes move) raw handles and
-# the context's LegacyRegistry.
-WorkerLike = WorkerClient | ActorHandle
-RegistryLike = RegistryClient | LegacyRegistry
-
-
 def frame(seq: int, type_: str, data: Any) -> bytes:
     payload = json.dumps(data, separators=(",", ":"))
     return f"id: {seq}\nevent: {type_}\ndata: {payload}\n\n".encode()
 
 
-def _worker(worker: WorkerLike) -> WorkerClient:
-    return worker if isinstance(worker, WorkerClient) else WorkerClient(worker)
-
-
-def _registry(registry: RegistryLike) -> RegistryClient:
-    return registry if isinstance(registry, RegistryClient) else registry._client
-
-
 async def start_turn(
-    worker: WorkerLike, prompt: Any, options: dict[str, Any], heartbeat_s: float
+    worker: WorkerClient, prompt: Any, options: dict[str, Any], heartbeat_s: float
 ) -> Turn:
     """Start a turn on the worker: one streaming call that runs it and pushes its events.
 
@@ -51,12 +35,12 @@ async def start_turn(
     here, before any response is sent. A :class:`SessionClient` re-attaches a stale worker
     and starts the turn there. Returns what :func:`pump` takes as ``turn``.
     """
-    return await _worker(worker).start_turn(prompt, options, heartbeat_s)
+    return await worker.start_turn(prompt, options, heartbeat_s)
 
 
 async def pump(
-    worker: WorkerLike,
-    registry: RegistryLike,
+    worker: WorkerClient,
+    registry: RegistryClient,
     session_id: str,
     after: int,
     heartbeat_s: float,
@@ -70,7 +54,7 @@ async def pump(
     With ``replay``, events the worker no longer holds come from the store first.
     A dead worker ends the stream with ``error`` and ``done``, which the registry records.
     """
-    client, reg = _worker(worker), _registry(registry)
+    client, reg = worker, registry
     seen = after
     try:
         if turn is not None:
@@ -111,7 +95,7 @@ def _frames(batch: list[Event]) -> bytes:
     return b"".join(frame(seq, type_, data) for seq, type_, data in batch)
 
 
-async def from_store(registry: RegistryLike, session_id: str, after: int) -> AsyncIterator[bytes]:
+async def from_store(registry: RegistryClient, session_id: str, after: int) -> AsyncIterator[bytes]:
     """Frames of a session's stored events (no turn running)."""
-    for e in await _registry(registry).list_events(session_id, after, None):
+    for e in await registry.list_events(session_id, after, None):
         yield frame(e.seq, e.type, e.data)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,53 +19,46 @@ import pytest
 from ash_ray.api.app import create_api
 from ash_ray.config import load_settings
 from ash_ray.errors import AgentInvalid, AgentNotFound, SessionNotFound
-from ash_ray.models import MAX_INT64, REFUSED_UNTIL_IMPLEMENTED
+from ash_ray.models import MAX_INT64, REFUSED_UNTIL_IMPLEMENTED, EventRecord, SessionRecord
 
 KEY = "unit-key"
-NOW = datetime(2026, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
-
-
-class _Method:
-    def __init__(self, fake: FakeRegistry, name: str) -> None:
-        self.fake, self.name = fake, name
-
-    async def remote(self, *args: Any) -> Any:
-        self.fake.calls.append((self.name, args))
-        return getattr(self.fake, "do_" + self.name)(*args)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class FakeRegistry:
+    """The typed registry client's methods, answered from memory; every call recorded."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.sessions: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, SessionRecord] = {}
 
-    def __getattr__(self, name: str) -> _Method:
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name.startswith("do_"):
             raise AttributeError(name)
-        return _Method(self, name)
 
-    def do_create_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        async def call(*args: Any) -> Any:
+            self.calls.append((name, args))
+            return getattr(self, "do_" + name)(*args)
+
+        return call
+
+    def do_create_session(self, body: dict[str, Any]) -> SessionRecord:
         sid = str(uuid.uuid4())
-        self.sessions[sid] = {
-            "id": sid,
-            "agentName": body["agent"],
-            "sandboxId": sid,
-            "status": "active",
-            "createdAt": NOW,
-            "lastActiveAt": NOW,
-            "parentSessionId": None,
-        }
+        self.sessions[sid] = SessionRecord(
+            id=sid, agent_name=body["agent"], sandbox_id=sid, status="active",
+            created_at=NOW, last_active_at=NOW,
+        )  # fmt: skip
         return self.sessions[sid]
 
-    def do_get_session(self, sid: str) -> dict[str, Any]:
+    def do_get_session(self, sid: str) -> SessionRecord:
         if sid not in self.sessions:
             raise SessionNotFound(f"session {sid} does not exist")
         return self.sessions[sid]
 
-    def do_list_sessions(self, *args: Any) -> list[dict[str, Any]]:
+    def do_list_sessions(self, *args: Any) -> list[SessionRecord]:
         return list(self.sessions.values())
 
-    def do_list_agents(self) -> list[dict[str, Any]]:
+    def do_list_agents(self) -> list[Any]:
         return []
 
     def do_get_agent(self, name: str) -> dict[str, Any]:
@@ -76,7 +69,7 @@ class FakeRegistry:
 
     do_delete_agent = do_get_agent
 
-    def do_end(self, sid: str) -> dict[str, Any]:
+    def do_end(self, sid: str) -> SessionRecord:
         return self.do_get_session(sid)
 
     do_pause = do_stop = do_resume = do_fork = do_end
@@ -84,15 +77,16 @@ class FakeRegistry:
     def do_metrics_text(self) -> bytes:
         return b"ash_up 1.0\n"
 
-    def do_list_events(self, sid: str, after: int, limit: int | None) -> list[tuple]:
+    def do_list_events(self, sid: str, after: int, limit: int | None) -> list[EventRecord]:
         self.do_get_session(sid)
-        return [(after + 1, "done", {"sessionId": sid}, NOW)]
+        data = {"sessionId": sid}
+        return [EventRecord(session_id=sid, seq=after + 1, type="done", data=data, created_at=NOW)]
 
-    def do_list_messages(self, sid: str, after: int, limit: int) -> list[dict[str, Any]]:
+    def do_list_messages(self, sid: str, after: int, limit: int) -> list[Any]:
         self.do_get_session(sid)
         return []
 
-    def do_patch_config(self, sid: str, patch: dict[str, Any]) -> dict[str, Any]:
+    def do_patch_config(self, sid: str, patch: dict[str, Any]) -> SessionRecord:
         return self.do_get_session(sid)
 
     def do_health(self) -> dict[str, Any]:
@@ -124,30 +118,29 @@ class FakeRegistry:
         self.do_get_session(sid)
 
 
-class FakeWorker:
+class FakeSession:
+    """A session client: exec recorded and answered."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.exec = _Recorder(self, "exec", {"exitCode": 0, "stdout": "ok\n", "stderr": ""})
 
-
-class _Recorder:
-    def __init__(self, owner: FakeWorker, name: str, answer: Any) -> None:
-        self.owner, self.name, self.answer = owner, name, answer
-
-    async def remote(self, *args: Any) -> Any:
-        self.owner.calls.append((self.name, args))
-        return self.answer
+    async def exec(self, *args: Any) -> dict[str, Any]:
+        self.calls.append(("exec", args))
+        return {"exitCode": 0, "stdout": "ok\n", "stderr": ""}
 
 
 class FakeContext:
     def __init__(self, tmp: Path) -> None:
         self.settings = load_settings(data_dir=tmp, api_key=KEY, max_body_bytes=64 * 1024)
         self.registry = FakeRegistry()
-        self.worker_handle = FakeWorker()
+        self.session_client = FakeSession()
 
-    async def worker(self, session_id: str, fresh: bool = False) -> FakeWorker:
+    async def session(self, session_id: str) -> FakeSession:
         self.registry.do_get_session(session_id)
-        return self.worker_handle
+        return self.session_client
+
+    async def live_session(self, session_id: str) -> None:
+        self.registry.do_get_session(session_id)
 
     def forget(self, session_id: str) -> None:
         pass
@@ -294,7 +287,7 @@ async def test_exec_command_limit_and_timeout(client: httpx.AsyncClient, ctx: Fa
         f"/api/sessions/{sid}/exec", json={"command": "echo ok", "timeout": 120000}
     )
     assert r.json() == {"exitCode": 0, "stdout": "ok\n", "stderr": ""}
-    assert ctx.worker_handle.calls[-1] == ("exec", ("echo ok", 120.0))
+    assert ctx.session_client.calls[-1] == ("exec", ("echo ok", 120.0))
     assert _error(await client.post(f"/api/sessions/{sid}/exec", json={"command": "a\x00b"}), 400)
 
 
