@@ -12,6 +12,7 @@ from ash_ray.api.auth import make_auth
 from ash_ray.api.context import IngressContext
 from ash_ray.api.routes_agents import agents_router
 from ash_ray.api.routes_sessions import sessions_router
+from ash_ray.console import console_router
 from ash_ray.sandbox import detect_limit_mode
 
 
@@ -78,4 +79,5 @@ def create_api(ctx: IngressContext) -> FastAPI:
     auth = [Depends(make_auth(settings))]
     app.include_router(agents_router(ctx), dependencies=auth)
     app.include_router(sessions_router(ctx), dependencies=auth)
+    app.include_router(console_router())  # public pages; their data needs the key
     return app
