@@ -58,7 +58,7 @@ def test_deploy_chat_reload_mid_turn_files_stop_resume(
     badge = page.locator(".page-head .badge")
     expect(badge).to_have_text("active")
 
-    composer = page.get_by_label("Message")
+    composer = page.get_by_role("textbox", name="Message")
     turns = page.locator(".turn")
 
     # Streamed text.
@@ -156,7 +156,7 @@ def test_routes_the_server_lacks_say_so(page: Page) -> None:
     for route, heading in (("#/queue", "Queue"), ("#/keys", "API keys"),
                            ("#/credentials", "Credentials")):
         page.goto(f"/dashboard/{route}")
-        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
         notes = page.locator(".unavailable, .section-body table, .empty")
         expect(notes.first).to_be_visible()
         assert page.locator(".section-body .error").count() == 0

@@ -178,7 +178,7 @@ export async function sessions(main, go, query) {
   agent.addEventListener('change', () => nav({ agent: agent.value, offset: 0 }));
   const create = h('button', { type: 'submit' }, 'Create session');
   const createForm = h('form', { class: 'inline', 'aria-label': 'Create a session' },
-    field('Agent', newAgent), create);
+    field('Agent of a new session', newAgent), create);
   createForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const r = await act(create, () => A.post('/api/sessions', { agent: newAgent.value }));

@@ -69,7 +69,7 @@ function header(s, base, go, refresh, chat) {
       action('End', () => A.api('DELETE', base), 'Ended'),
       action('Interrupt', () => A.post(`${base}/interrupt`), (r) =>
         (r.interrupted ? 'Interrupted the turn' : 'No turn was running')),
-      action('Reload', async () => chat.reattach(), null)),
+      action('Re-attach', async () => chat.reattach(), null)),
   ];
 }
 
@@ -108,7 +108,7 @@ function chatPanel(base, sid) {
         }
         if (!transcript.running) break;
       }
-      state.textContent = transcript.running ? 'The turn is still running: use Reload.' : '';
+      state.textContent = transcript.running ? 'The turn is still running: use Re-attach.' : '';
     })().finally(() => { attaching = null; });
     return attaching;
   };
