@@ -131,6 +131,7 @@ class TurnView:
         self.streamed = False
         self.last_seq = 0
         self.done = False
+        self.said = False  # this turn showed some text
         self.tools: dict[str, str] = {}
 
     def show(self, frame: Frame) -> None:
@@ -145,9 +146,10 @@ class TurnView:
 
     def on_session_start(self, _data: Any) -> None:
         self.done = False
+        self.said = False
 
     def on_text_delta(self, data: dict[str, Any]) -> None:
-        self.streamed = True
+        self.streamed = self.said = True
         self.text += data.get("delta", "")
         if self.live is None:
             self.live = Live(
@@ -201,7 +203,7 @@ class TurnView:
         )
 
     def on_turn_complete(self, data: dict[str, Any]) -> None:
-        if not self.text and data.get("result"):
+        if not self.said and data.get("result"):
             self.on_text_delta({"delta": data["result"]})
         self.flush()
 
@@ -263,7 +265,8 @@ def open_session(api: Api, agent: str | None, session_id: str | None, console: C
     session = api.call("POST", "/api/sessions", json={"agent": agent})["session"]
     console.print(
         f"[dim]session {session['id']} on {agent}; come back with "
-        f"`ash-ray chat --session {session['id']}`[/]"
+        f"`ash-ray chat --session {session['id']}`[/]",
+        soft_wrap=True,  # a command to copy: never broken over lines
     )
     return str(session["id"])
 
@@ -470,10 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ash-ray chat")
     p.add_argument("--url", default=os.environ.get("ASH_URL", DEFAULT_URL))
     p.add_argument("--api-key", default=os.environ.get("ASH_API_KEY") or None)
-    sub = p.add_subparsers(dest="command")
-    add_chat_parser(sub)
-    args = p.parse_args(["chat", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args))
+    p.add_argument("agent", nargs="?", help="start a new session on this agent")
+    p.add_argument("--session", help="continue this session instead")
+    return cmd_chat(p.parse_args(argv))
 
 
 if __name__ == "__main__":
