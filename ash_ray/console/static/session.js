@@ -166,6 +166,8 @@ function userPrompts(messages) {
     if (m.role !== 'user') continue;
     let content = m.content;
     try { content = JSON.parse(content); } catch { /* plain text */ }
+    // Ash stores the whole SDK message ({type: 'user', message: {content}}) as content.
+    if (content && !Array.isArray(content) && content.message) content = content.message.content;
     if (typeof content === 'string') out.push(content);
     else if (Array.isArray(content) && !content.some((b) => b.type === 'tool_result')) {
       out.push(content.filter((b) => b.type === 'text').map((b) => b.text).join('\n'));
