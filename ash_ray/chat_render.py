@@ -134,4 +134,6 @@ class TurnView:
         if self.live is not None:
             self.live.stop()
             self.live = None
+            if not self.console.is_terminal:
+                self.console.line()  # Live ends its last line only on a terminal
         self.text = ""
