@@ -17,7 +17,6 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures used by name)
     ray_cluster,
     server,
     settings,
-    wait_for,
 )
 
 CHROMIUM = "/usr/bin/chromium"

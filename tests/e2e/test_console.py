@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.conftest import API_KEY, SCREENSHOTS, sign_in
 from tests.integration.sse import new_session, send
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.browser, pytest.mark.slow]
 
 # The tool call waits in the sandbox until the test creates `go` in the workspace (through
 # exec): an explicit latch, so the page is reloaded while the turn is surely running.
