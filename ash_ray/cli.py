@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,12 +79,15 @@ def cmd_start(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    from ash_ray import app
+    from ash_ray import app, supervise
     from ash_ray.logs import configure_logging
 
     configure_logging(settings)
     app.prepare_ray_env(settings)
     out(f"starting ash-ray {__version__}: local Ray on 127.0.0.1 ...", err=True)
+    # A SIGTERM to our whole group (systemd) must not reach Ray's daemons before we drain.
+    supervise.isolate_ray_processes()
+    stop = supervise.Shutdown(settings.drain_timeout_s)
     ray.init(
         address="local",
         namespace=settings.namespace,
@@ -95,15 +96,17 @@ def cmd_start(args: argparse.Namespace) -> int:
         log_to_driver=False,
         configure_logging=False,
     )
+    stop.install()  # after ray.init, which sets its own SIGTERM handler
     try:
         app.ensure_registry(settings)
         ingress = app.start_serve(settings)
         _wait_healthy(f"http://127.0.0.1:{settings.port}")
         _announce(settings, ray)
         out(f"  ingress:   {ingress}")
-        _block_until_signal()
+        stop.wait()
         out("draining: pausing and snapshotting live sessions ...", err=True)
-        result = app.drain(settings)
+        result = app.drain(settings, stop.drain_budget())
+        stop.drained = True
         out(f"paused {result['paused']} session(s); stopping", err=True)
     finally:
         from ray import serve
@@ -164,14 +167,6 @@ def _announce(settings: Any, ray: Any) -> None:
     if dash:
         out(f"  dashboard: http://{dash}")
     out(f"  ray node:  {ctx.get_node_id()[:12]}  (Ctrl-C to stop)")
-
-
-def _block_until_signal() -> None:
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    while not done.wait(1):
-        pass
 
 
 # ---------------------------------------------------------------------- client commands

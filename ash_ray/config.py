@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         Path.home() / ".ash-ray", description="Workspaces, snapshots and the SQLite file."
     )
     database_url: str = Field(
-        "", description="postgresql://... for Postgres/CockroachDB; empty: SQLite in data_dir."
+        "",
+        description="postgresql://... for Postgres/CockroachDB; empty: SQLite in data_dir; "
+        "sqlite:////abs/path.db or sqlite:/abs/path.db, sqlite:///rel.db (under data_dir).",
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "NORMAL",
@@ -112,6 +114,16 @@ class Settings(BaseSettings):
     default_model: str = Field("claude-sonnet-4-6", description="Model when none is given.")
     max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens of each model request.")
+    context_window_tokens: int = Field(
+        200_000, ge=1000, description="The model's context window, for automatic compaction."
+    )
+    compact_threshold: float = Field(
+        0.8, gt=0, le=1,
+        description="Compact when a call's input would pass this share of the context window.",
+    )
+    compact_keep_turns: int = Field(
+        2, ge=0, le=100, description="Recent turns a compaction keeps verbatim (if they fit)."
+    )
 
     # -- sandbox
     sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
@@ -127,6 +139,27 @@ class Settings(BaseSettings):
     sandbox_open_files: int = Field(1024, ge=16, description="Open files per tool process.")
     sandbox_timeout_s: float = Field(120.0, gt=0, le=86_400, description="Wall time per tool.")
     sandbox_network: bool = Field(True, description="False cuts tool network (unshare --net).")
+
+    # -- agent tools (MCP, web, hooks)
+    webfetch_allow_private: bool = Field(
+        False,
+        description="WebFetch may reach loopback, private and link-local addresses "
+        "(development and tests only: the model chooses the URL).",
+    )
+    web_search: bool = Field(
+        True,
+        description="Offer Anthropic's server-side web search as WebSearch (turn off for "
+        "gateways that do not support it).",
+    )
+    mcp_startup_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="How long an MCP server may take to start and list tools."
+    )
+    mcp_call_timeout_s: float = Field(
+        120.0, gt=0, le=86_400, description="How long one MCP tool call may take."
+    )
+    hook_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Default time limit of a hook command."
+    )
 
     # -- logging
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
@@ -150,6 +183,8 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if value and not value.startswith(("postgresql://", "postgres://", "sqlite:")):
             raise ValueError("must start with postgresql:// (or be empty for SQLite)")
+        if value.startswith("sqlite://") and not value.startswith("sqlite:///"):
+            raise ValueError("sqlite URLs have no host: sqlite:////abs/path.db or sqlite:///rel.db")
         return value
 
     @field_validator("proxy_port")
@@ -170,9 +205,14 @@ class Settings(BaseSettings):
 
     @property
     def sqlite_path(self) -> Path:
-        if self.database_url.startswith("sqlite:"):
-            return Path(self.database_url.removeprefix("sqlite:").lstrip("/") or "ash.db")
-        return self.data_dir / "ash.db"
+        """The SQLite file. As in SQLAlchemy, ``sqlite:///`` is followed by the path, so
+        ``sqlite:////tmp/x.db`` is absolute; a relative path is under ``data_dir`` (a Ray
+        worker's working directory is no place for a database)."""
+        if not self.database_url.startswith("sqlite:"):
+            return self.data_dir / "ash.db"
+        path = self.database_url.removeprefix("sqlite:")
+        path = path[3:] if path.startswith("///") else path
+        return self.data_dir / (path or "ash.db")  # an absolute path replaces data_dir
 
     @property
     def snapshot_dir(self) -> Path:

@@ -8,15 +8,13 @@ SIGTERM each pod drains what it holds (pauses and snapshots its sessions) before
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
-import threading
 import time
 from typing import Any
 
 import ray
 
-from ash_ray import app
+from ash_ray import app, supervise
 from ash_ray.config import Settings
 from ash_ray.names import REGISTRY_NAME
 
@@ -40,32 +38,34 @@ def role(settings: Settings) -> str:
     return "worker" if pod and not pod.endswith("-0") else "head"
 
 
-def _stop_event() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+def _ray_start(args: list[str]) -> int:
+    # Ray's daemons in a session of their own: a SIGTERM to our process group (what
+    # systemd sends) must reach only us, so that we drain through them before they stop.
+    return subprocess.call(["ray", "start", *args], start_new_session=True)
 
 
 def run_head(settings: Settings, announce: Any) -> int:
-    stop = _stop_event()
+    stop = supervise.Shutdown(settings.drain_timeout_s)
     app.prepare_ray_env(settings)
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=settings.namespace)
     else:
-        subprocess.check_call(
-            ["ray", "start", "--head", "--port", "6379", "--dashboard-host", "0.0.0.0",
+        code = _ray_start(
+            ["--head", "--port", "6379", "--dashboard-host", "0.0.0.0",
              "--dashboard-port", "8265", *RAY_PORTS]
         )
+        if code != 0:
+            raise SystemExit(f"error: `ray start --head` failed with exit code {code}")
         ray.init(address="auto", namespace=settings.namespace)
+    stop.install()  # after ray.init, which sets its own SIGTERM handler
     try:
         app.ensure_registry(settings)
         ingress = app.start_serve(settings)
         announce(settings, ray)
         logger.info("HTTP on :%d, %s", settings.port, ingress)
-        while not stop.wait(1):
-            pass
-        result = app.drain(settings)
+        stop.wait()
+        result = app.drain(settings, stop.drain_budget())
+        stop.drained = True
         logger.info("drained: paused %d session(s)", result["paused"])
     finally:
         from ray import serve
@@ -81,10 +81,10 @@ def run_worker(settings: Settings) -> int:
     """Join the head (retrying while it starts), serve until SIGTERM, drain this node."""
     if not settings.ray_head_address:
         raise SystemExit("error: ASH_RAY_HEAD_ADDRESS is required for a worker pod")
-    stop = _stop_event()
+    stop = supervise.Shutdown(settings.drain_timeout_s)
     app.prepare_ray_env(settings)
     while not stop.is_set():
-        code = subprocess.call(["ray", "start", "--address", settings.ray_head_address, *RAY_PORTS])
+        code = _ray_start(["--address", settings.ray_head_address, *RAY_PORTS])
         if code == 0:
             break
         logger.warning("Ray head %s not reachable yet; retrying", settings.ray_head_address)
@@ -92,6 +92,7 @@ def run_worker(settings: Settings) -> int:
     if stop.is_set():
         return 0
     ray.init(address="auto", namespace=settings.namespace)
+    stop.install()  # after ray.init, which sets its own SIGTERM handler
     node_id = ray.get_runtime_context().get_node_id()
     try:
         # The node leaves the cluster when the head goes; then the pod exits and restarts.
@@ -100,10 +101,11 @@ def run_worker(settings: Settings) -> int:
                 logger.error("this node left the Ray cluster; exiting to rejoin")
                 return 1
         registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+        budget = stop.drain_budget()
         result: dict[str, Any] = ray.get(  # type: ignore[assignment]
-            registry.drain.remote(settings.drain_timeout_s, node_id),
-            timeout=settings.drain_timeout_s + 10,
+            registry.drain.remote(budget, node_id), timeout=budget + 5
         )
+        stop.drained = True
         logger.info("drained node %s: paused %d session(s)", node_id[:12], result["paused"])
     finally:
         ray.shutdown()

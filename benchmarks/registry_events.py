@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--events", type=int, default=50)
     args = ap.parse_args()
-    from ash_ray.testing.postgres import TempPostgres
+    from tests.pg import TempPostgres
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     rows = []

@@ -151,7 +151,7 @@ def main() -> None:
     # One process per store: each gets its own Ray cluster and registry.
     me = [sys.executable, __file__, "--n", str(args.n)]
     subprocess.run([*me, "--store", "sqlite"], check=True)
-    from ash_ray.testing.postgres import TempPostgres
+    from tests.pg import TempPostgres
 
     with TempPostgres() as pg:
         subprocess.run([*me, "--store", "postgres", "--database-url", pg.url], check=True)

@@ -24,7 +24,7 @@ import asyncpg
 
 from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
 from ash_ray.store import PostgresStore, SqliteStore
-from ash_ray.testing.postgres import TempPostgres
+from tests.pg import TempPostgres
 
 BATCH_SIZES = (1, 10, 100, 500)
 DELTA = "The quick brown fox jumps over the lazy dog; " * 2

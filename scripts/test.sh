@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian machine, then lint, type-check and
-# run the whole suite (unit, integration on real Ray/Serve/Postgres/bubblewrap).
+# run the whole suite (unit, integration on real Ray/Serve/Postgres/bubblewrap/Chromium).
+# With CI=true a test that needs Ray, Postgres, the sandbox or a browser never skips:
+# tests/conftest.py turns such a skip into a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from ash_ray.testing.postgres import TempPostgres
+from tests.pg import TempPostgres
+
+# --- CI: what needs real infrastructure never skips ---
+# Locally, a test that needs Ray, Postgres, bubblewrap or a browser may skip when the
+# machine lacks it. With CI=true such a skip is a failure: CI must run everything.
+
+NEEDS_INFRASTRUCTURE = ("ray", "postgres", "sandbox", "browser")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome: Any = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not (report.skipped and in_ci()) or hasattr(report, "wasxfail"):
+        return
+    needs = [m for m in NEEDS_INFRASTRUCTURE if item.get_closest_marker(m) is not None]
+    if needs:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a test that needs {', '.join(needs)} skipped: {reason}"
+
 
 # --- postgres ---
 # One throwaway cluster per test run (tests using it carry the `postgres` marker).
-# If it cannot start, tests skip with the reason, or fail when CI=true.
+# If it cannot start, tests skip with the reason (a failure when CI=true, see above).
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +46,7 @@ def postgres_server() -> Iterator[TempPostgres]:
     try:
         server.start()
     except Exception as exc:
-        reason = f"throwaway Postgres could not start: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(f"throwaway Postgres could not start: {exc}")
     try:
         yield server
     finally:

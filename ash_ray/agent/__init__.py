@@ -5,6 +5,7 @@
 :mod:`ash_ray.agent.tools`, filtered by :mod:`ash_ray.agent.permissions`.
 """
 
+from ash_ray.agent.compact import CompactResult, context_of
 from ash_ray.agent.loop import AgentLoop
 from ash_ray.agent.messages import AgentEvent, TurnOptions
 from ash_ray.agent.permissions import PermissionPolicy, PermissionRules, Rule
@@ -17,6 +18,7 @@ __all__ = [
     "AgentEvent",
     "AgentLoop",
     "AgentSpec",
+    "CompactResult",
     "PermissionPolicy",
     "PermissionRules",
     "Rule",
@@ -25,6 +27,7 @@ __all__ = [
     "ToolContext",
     "ToolResult",
     "TurnOptions",
+    "context_of",
     "cost_usd",
     "load_agent",
     "run_tool",

@@ -14,69 +14,81 @@ The conversation stays valid for the API on every stop: a reply cut off by an
 interrupt keeps only its finished text blocks, and every tool_use gets a tool_result
 ("interrupted" when it did not run). A stop after tool results leaves a trailing
 user message, which the API merges with the next prompt. Anthropic API errors
-propagate after the SDK's own retries (``max_retries`` of the client given).
+propagate after the SDK's own retries (``max_retries`` of the client given), except
+"prompt is too long", which compacts the conversation and retries once.
+
+Cost and length (see :mod:`.cache` and :mod:`.compact`): every request carries prompt
+cache breakpoints, so each call reads the earlier prefix from the cache; when a call's
+input would pass ``compact_threshold`` of ``context_window_tokens``, the older turns are
+summarized first (a ``compact`` event). Several read-only tool calls of one reply run
+concurrently (:meth:`AgentLoop._run_tools`); each call goes through
+:meth:`AgentLoop._dispatch`.
+
+Tools, modes and hooks (see :mod:`.toolbox`): the turn's tool set (built-ins, Skill,
+Task, MCP tools started lazily), ``permissionMode``, and the ``UserPromptSubmit``,
+``PreToolUse``, ``PostToolUse`` and ``Stop`` hooks come from :class:`AgentTools`, which
+lives as long as the loop (a subagent's loop shares its parent's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 
+from ash_ray.agent import cache
+from ash_ray.agent.compact import CompactResult, compact, context_of, estimate_tokens
 from ash_ray.agent.messages import (
-    NO_JSON,
     AgentEvent,
     TurnOptions,
-    api_block,
-    json_schema_of,
-    parse_json_answer,
+    assistant_message,
+    result_message,
+    system_prompt,
     text_of,
     usage_of,
 )
 from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.pricing import cost_usd
 from ash_ray.agent.spec import AgentSpec
-from ash_ray.agent.tools import Tool, ToolContext, ToolResult, available_tools, run_tool
+from ash_ray.agent.stream import Reply, first, stream_reply
+from ash_ray.agent.toolbox import AgentTools, ToolTurn
+from ash_ray.agent.tools import Tool, ToolContext, ToolResult
 from ash_ray.config import Settings
 from ash_ray.models import Usage
 from ash_ray.sandbox import Sandbox
 
-_MIB = 1024 * 1024
+_TOO_LONG = "prompt is too long"
 
 
 @dataclass
-class _Reply:
-    """What one streamed model call produced (filled by the pump task)."""
+class _Turn:
+    """What one turn fixed at its start, and what it spent so far."""
 
-    snapshot: Any = None
-    final: Any = None
-    stopped: set[int] = field(default_factory=set)
-    interrupted: bool = False
+    model: str
+    tools: dict[str, Tool]
+    policy: PermissionPolicy
+    ctx: ToolContext
+    params: dict[str, Any]
+    include_partial: bool
+    calls: ToolTurn  # agenttools: the tool path (modes, hooks, MCP) and queued events
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
 
-
-async def _first(task: asyncio.Future[Any], interrupt: asyncio.Event) -> bool:
-    """Wait for ``task`` or ``interrupt``; True when the task finished (it wins a tie)."""
-    if interrupt.is_set():
-        return False
-    waiter = asyncio.ensure_future(interrupt.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    return task.done()
+    def spend(self, used: Usage) -> None:
+        self.usage, self.cost = self.usage.add(used), self.cost + cost_usd(self.model, used)
 
 
 class AgentLoop:
     """Runs turns of one agent in one sandbox (see module doc).
 
     ``sandbox`` may be replaced between turns (the session does so when its env
-    changes). ``model`` and ``last_usage`` describe the last turn.
+    changes). ``model`` and ``last_usage`` describe the last turn. ``extra_tools`` are
+    offered besides the built-ins (MCP tools, for instance), under the same rules.
     """
 
     def __init__(
@@ -87,37 +99,62 @@ class AgentLoop:
         settings: Settings,
         *,
         session_id: str | None = None,
+        extra_tools: Sequence[Tool] = (),
+        tools: AgentTools | None = None,
     ) -> None:
         self.client = client
         self.spec = spec
         self.sandbox = sandbox
         self.settings = settings
         self.session_id = session_id
+        self.extra_tools = list(extra_tools)
         self.model: str = spec.model or settings.default_model
         self.last_usage = Usage()
         self.last_cost_usd = 0.0
+        # (history length, input tokens) of the last call: the base of the size estimate.
+        self._measured: tuple[int, int] | None = None
+        self._overhead_tokens = 0
+        # History length right after the last compaction: no second one until it grows,
+        # so a tail too big to shrink costs one summary, not one per call.
+        self._compacted_len = -1
+        # agenttools: MCP, hooks, modes, todos, subagents; a subagent's loop shares its parent's.
+        self.tools = tools or AgentTools(client, spec, settings, session_id)
+
+    async def aclose(self) -> None:
+        """Stop what the session keeps between turns (MCP servers): pause, stop, end."""
+        await self.tools.aclose()
 
     def _tag(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.session_id:
             data["session_id"] = self.session_id
         return data
 
-    def _system(self, options: TurnOptions, tools: dict[str, Tool]) -> str:
-        parts = [options.system_prompt or self.spec.system_prompt]
-        if "Skill" in tools and self.spec.skills:
-            listed = "\n".join(f"- {s.name}: {s.description}" for s in self.spec.skills)
-            parts.append(f"# Skills\nLoad one with the Skill tool when it fits the task:\n{listed}")
-        parts.append(
-            f"# Environment\nWorking directory: {self.sandbox.workspace}\n"
-            "File tools take paths relative to it or absolute paths inside it."
+    async def _start(self, options: TurnOptions) -> _Turn:
+        model = options.model or self.spec.model or self.settings.default_model
+        self.model = model
+        # agenttools: the turn's tools (MCP started lazily), mode and hooks
+        calls = await self.tools.begin_turn(
+            self.sandbox, options, model, self._tag({}), self.extra_tools
         )
-        schema = json_schema_of(options.output_format)
-        if schema is not None:
-            parts.append(
-                "# Output format\nYour final answer must be only a JSON document (no prose, "
-                f"no code fence) valid against this JSON schema:\n{json.dumps(schema)}"
-            )
-        return "\n\n".join(parts)
+        policy, tools, ctx = calls.policy, calls.tools, calls.ctx
+        params: dict[str, Any] = {
+            "model": model,
+            "max_tokens": self.settings.max_tokens,
+            "system": cache.mark_system(
+                *system_prompt(self.spec, options, "Skill" in tools, self.sandbox.workspace)
+            ),
+        }
+        if tools or calls.server_tools():
+            definitions = [t.api() for t in tools.values()] + calls.server_tools()
+            params["tools"] = cache.mark_tools(definitions)
+        if options.thinking:
+            params["thinking"] = options.thinking
+        if options.effort:
+            params["output_config"] = {"effort": options.effort}
+        if options.betas:
+            params["betas"] = list(options.betas)
+        self._overhead_tokens = estimate_tokens([params.get("system"), params.get("tools")])
+        return _Turn(model, tools, policy, ctx, params, options.include_partial, calls)
 
     async def run_turn(
         self,
@@ -126,230 +163,244 @@ class AgentLoop:
         options: TurnOptions,
         interrupt: asyncio.Event,
     ) -> AsyncIterator[AgentEvent]:
-        """Run one prompt to the end of the turn, yielding events (see module doc)."""
-        started = time.monotonic()
-        model = options.model or self.spec.model or self.settings.default_model
-        self.model = model
-        max_turns = options.max_turns or self.settings.max_turns
-        policy = PermissionPolicy(
-            self.spec.permissions,
-            allowed_tools=options.allowed_tools,
-            disallowed_tools=options.disallowed_tools,
-        )
-        offered = policy.offered(t.name for t in available_tools(self.spec))
-        tools = {t.name: t for t in available_tools(self.spec) if t.name in offered}
-        ctx = ToolContext(
-            sandbox=self.sandbox,
-            spec=self.spec,
-            policy=policy,
-            default_timeout_s=self.settings.sandbox_timeout_s,
-            max_write_bytes=self.settings.sandbox_file_size_mb * _MIB,
-        )
-        params: dict[str, Any] = {
-            "model": model,
-            "max_tokens": self.settings.max_tokens,
-            "system": [
-                {
-                    "type": "text",
-                    "text": self._system(options, tools),
-                    # The system prompt and tools repeat on every call of the loop.
-                    "cache_control": {"type": "ephemeral"},
-                }
-            ],
-        }
-        if tools:
-            params["tools"] = [t.api() for t in tools.values()]
-        if options.thinking:
-            params["thinking"] = options.thinking
+        """Run one prompt to the end of the turn, yielding events (see module doc).
 
+        ``conversation`` is the full history; a compaction appends a boundary message
+        to it (:mod:`.compact`), it never removes any.
+        """
+        started = time.monotonic()
+        turn = await self._start(options)
+        max_turns = options.max_turns or self.settings.max_turns
+        # --- agenttools: mcp_status events of the start; UserPromptSubmit hooks
+        for event in turn.calls.drain():
+            yield event
+        blocked, context = await turn.calls.prompt_hooks(prompt)
+        if context:
+            prompt = prompt + "\n\n" + "\n".join(context)
+        stop_hook_active = False
+        # --- end agenttools
         conversation.append({"role": "user", "content": prompt})
-        usage, cost, turns, api_s = Usage(), 0.0, 0, 0.0
+        calls, api_s = 0, 0.0
         final_text, subtype = "", "success"
-        self.last_usage, self.last_cost_usd = usage, cost
-        while True:
+        self.last_usage, self.last_cost_usd = turn.usage, turn.cost
+        while blocked is None:
             if interrupt.is_set():
                 subtype = "interrupted"
                 break
-            if turns >= max_turns:
+            if calls >= max_turns:
                 subtype = "error_max_turns"
                 break
-            if options.max_budget_usd is not None and cost >= options.max_budget_usd:
+            if options.max_budget_usd is not None and turn.cost >= options.max_budget_usd:
                 subtype = "error_max_budget_usd"
                 break
-            turns += 1
-            reply = _Reply()
+            calls += 1
+            if self._over_threshold(conversation):
+                async for event in self._compact_event(turn, conversation, "auto"):
+                    yield event
+            reply = Reply()
             call_started = time.monotonic()
-            async for event in self._stream(params, conversation, options, interrupt, reply):
+            async for event in self._call(turn, conversation, interrupt, reply):
                 yield event
             api_s += time.monotonic() - call_started
-            message = reply.final if reply.final is not None else reply.snapshot
+            message = reply.message
             if message is not None:
                 used = usage_of(message.usage)
-                usage, cost = usage.add(used), cost + cost_usd(model, used)
-                self.last_usage, self.last_cost_usd = usage, cost
-            blocks = self._kept_blocks(reply)
+                turn.spend(used)
+                self._measured = (len(conversation), self._input_of(used))
+                self.last_usage, self.last_cost_usd = turn.usage, turn.cost
+            blocks = reply.kept_blocks()
             if blocks:
                 conversation.append({"role": "assistant", "content": blocks})
                 final_text = text_of(blocks) or final_text
-                yield AgentEvent("message", self._assistant_event(message, blocks, model, reply))
+                body = assistant_message(message, blocks, turn.model, reply.interrupted)
+                yield AgentEvent(
+                    "message",
+                    self._tag({"type": "assistant", "message": body, "parent_tool_use_id": None}),
+                )
             if reply.interrupted:
                 subtype = "interrupted"
                 break
             tool_uses = [b for b in blocks if b["type"] == "tool_use"]
             if not tool_uses:
-                break
+                # agenttools: a Stop hook may send the model back to work, with its reason.
+                if (keep_going := await turn.calls.stop_hooks(stop_hook_active)) is None:
+                    break
+                stop_hook_active = True
+                conversation.append({"role": "user", "content": f"Stop hook: {keep_going}"})
+                continue
             results: list[dict[str, Any]] = []
-            async for event in self._run_tools(ctx, tools, policy, tool_uses, interrupt, results):
+            async for event in self._run_tools(turn, tool_uses, interrupt, results):
                 yield event
+            # agenttools: subagents' usage counts in this turn's
+            sub_usage, sub_cost = turn.calls.take_usage()
+            turn.usage, turn.cost = turn.usage.add(sub_usage), turn.cost + sub_cost
+            self.last_usage, self.last_cost_usd = turn.usage, turn.cost
             conversation.append({"role": "user", "content": results})
             user_message = {"role": "user", "content": results}
             yield AgentEvent(
                 "message",
                 self._tag({"type": "user", "message": user_message, "parent_tool_use_id": None}),
             )
-
-        result: dict[str, Any] = {
-            "type": "result",
-            "subtype": subtype,
-            "is_error": subtype != "success",
-            "num_turns": turns,
-            "result": final_text,
-            "usage": usage.model_dump(),
-            "total_cost_usd": round(cost, 6),
-            "duration_ms": int((time.monotonic() - started) * 1000),
-            "duration_api_ms": int(api_s * 1000),
-        }
-        if subtype == "success" and json_schema_of(options.output_format) is not None:
-            parsed = parse_json_answer(final_text)
-            if parsed is not NO_JSON:
-                result["structured_output"] = parsed
+        if blocked is not None:
+            # agenttools: a UserPromptSubmit hook refused the prompt; no model call.
+            conversation.pop()
+            subtype, final_text = "error_during_execution", f"UserPromptSubmit hook: {blocked}"
+        result = result_message(
+            subtype,
+            calls,
+            final_text,
+            turn.usage,
+            turn.cost,
+            options.output_format,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_api_ms=int(api_s * 1000),
+        )
         yield AgentEvent("message", self._tag(result))
-        yield AgentEvent("turn_complete", {"numTurns": turns, "result": final_text})
+        yield AgentEvent("turn_complete", {"numTurns": calls, "result": final_text})
 
-    def _kept_blocks(self, reply: _Reply) -> list[dict[str, Any]]:
-        if reply.final is not None:
-            return [api_block(b) for b in reply.final.content]
-        if reply.snapshot is None:
-            return []
-        # Cut off mid-stream: only finished text survives; a half tool call cannot run.
-        return [
-            api_block(b)
-            for i, b in enumerate(reply.snapshot.content)
-            if i in reply.stopped and b.type == "text" and b.text
-        ]
+    # ------------------------------------------------------------ model calls
 
-    def _assistant_event(
-        self, message: Any, blocks: list[dict[str, Any]], model: str, reply: _Reply
-    ) -> dict[str, Any]:
-        body = {
-            "id": getattr(message, "id", None),
-            "type": "message",
-            "role": "assistant",
-            "model": getattr(message, "model", None) or model,
-            "content": blocks,
-            "stop_reason": None if reply.interrupted else getattr(message, "stop_reason", None),
-            "stop_sequence": getattr(message, "stop_sequence", None),
-            "usage": usage_of(getattr(message, "usage", None)).model_dump(),
-        }
-        return self._tag({"type": "assistant", "message": body, "parent_tool_use_id": None})
+    def _request(self, turn: _Turn, conversation: list[dict[str, Any]]) -> dict[str, Any]:
+        """This call's request: the compacted context with cache breakpoints."""
+        view, _ = context_of(conversation)
+        fixed = 1 + (1 if "tools" in turn.params else 0)  # system, tools
+        messages = cache.mark_messages(view, budget=cache.MAX_BREAKPOINTS - fixed)
+        return {**turn.params, "messages": messages}
 
-    async def _stream(
+    async def _call(
         self,
-        params: dict[str, Any],
+        turn: _Turn,
         conversation: list[dict[str, Any]],
-        options: TurnOptions,
         interrupt: asyncio.Event,
-        reply: _Reply,
+        reply: Reply,
     ) -> AsyncIterator[AgentEvent]:
-        """Stream one model call into ``reply``, yielding deltas; stops on interrupt."""
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        async def pump() -> None:
-            # A separate task so an interrupt can abandon the stream between any two
-            # events (cancelling it closes the HTTP response).
-            try:
-                async with self.client.messages.stream(
-                    **params,
-                    messages=list(conversation),  # type: ignore[arg-type]
-                ) as stream:
-                    async for event in stream:
-                        reply.snapshot = stream.current_message_snapshot
-                        if event.type == "content_block_stop":
-                            reply.stopped.add(event.index)
-                        await queue.put(("event", event))
-                    await queue.put(("final", await stream.get_final_message()))
-            except Exception as exc:
-                await queue.put(("error", exc))
-
-        task = asyncio.create_task(pump())
+        """One model call; "prompt is too long" compacts and retries once."""
+        request = self._request(turn, conversation)
         try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                if not await _first(getter, interrupt):
-                    getter.cancel()
-                    reply.interrupted = True
-                    return
-                kind, item = getter.result()
-                if kind == "error":
-                    raise item
-                if kind == "final":
-                    reply.final = item
-                    return
-                if options.include_partial:
-                    if item.type == "text":
-                        yield AgentEvent("text_delta", {"delta": item.text})
-                    elif item.type == "thinking":
-                        yield AgentEvent("thinking_delta", {"delta": item.thinking})
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            async for event in stream_reply(
+                self.client, request, turn.include_partial, interrupt, reply
+            ):
+                yield event
+            return
+        except anthropic.BadRequestError as exc:
+            if _TOO_LONG not in str(exc):
+                raise
+            compacted = False
+            async for event in self._compact_event(turn, conversation, "prompt_too_long"):
+                compacted = True
+                yield event
+            if not compacted:
+                raise
+        request = self._request(turn, conversation)
+        async for event in stream_reply(
+            self.client, request, turn.include_partial, interrupt, reply
+        ):
+            yield event
+
+    @staticmethod
+    def _input_of(used: Usage) -> int:
+        return used.input_tokens + used.cache_read_input_tokens + used.cache_creation_input_tokens
+
+    def _over_threshold(self, conversation: list[dict[str, Any]]) -> bool:
+        """Whether the next call's input is estimated past the compaction threshold."""
+        if len(conversation) <= self._compacted_len + 1:
+            return False
+        measured = self._measured
+        if measured is not None and measured[0] <= len(conversation):
+            size = measured[1] + estimate_tokens(conversation[measured[0] :])
+        else:
+            size = self._overhead_tokens + estimate_tokens(context_of(conversation)[0])
+        limit = self.settings.compact_threshold * self.settings.context_window_tokens
+        return size > limit
+
+    async def compact(
+        self,
+        conversation: list[dict[str, Any]],
+        trigger: str = "manual",
+        betas: Sequence[str] | None = None,
+    ) -> CompactResult | None:
+        """Summarize the older turns of ``conversation`` now (None: nothing to summarize).
+
+        Appends the boundary message to ``conversation``; the caller persists it like
+        any other message. The summary call's usage is in the result.
+        """
+        window = self.settings.context_window_tokens
+        keep = int(window * self.settings.compact_threshold / 2) - self._overhead_tokens
+        result = await compact(
+            self.client,
+            self.model,
+            conversation,
+            trigger=trigger,
+            keep_turns=self.settings.compact_keep_turns,
+            keep_tokens=max(0, keep),
+            max_chars=window * 2,  # half the window, at about 4 characters a token
+            max_tokens=self.settings.max_tokens,
+            overhead_tokens=self._overhead_tokens,
+            betas=list(betas) if betas else None,
+        )
+        if result is not None:
+            self._measured, self._compacted_len = None, len(conversation)
+        return result
+
+    async def _compact_event(
+        self, turn: _Turn, conversation: list[dict[str, Any]], trigger: str
+    ) -> AsyncIterator[AgentEvent]:
+        """Compact within a turn: its usage counts, and a ``compact`` event tells."""
+        result = await self.compact(conversation, trigger, turn.params.get("betas"))
+        if result is None:
+            return
+        turn.spend(result.usage)
+        self.last_usage, self.last_cost_usd = turn.usage, turn.cost
+        yield AgentEvent("compact", self._tag(result.event()))
+        yield AgentEvent("message", self._tag(result.boundary_message()))
+
+    # ------------------------------------------------------------ tools
 
     async def _run_tools(
         self,
-        ctx: ToolContext,
-        tools: dict[str, Tool],
-        policy: PermissionPolicy,
+        turn: _Turn,
         tool_uses: list[dict[str, Any]],
         interrupt: asyncio.Event,
         results: list[dict[str, Any]],
     ) -> AsyncIterator[AgentEvent]:
-        """Run tool calls in order, appending tool_result blocks to ``results``."""
-        for block in tool_uses:
-            name, args = block["name"], block["input"]
-            yield AgentEvent("tool_use", {"id": block["id"], "name": name, "input": args})
-            if interrupt.is_set():
-                outcome = ToolResult("Interrupted by the user before the tool ran.", True)
-            elif name not in tools:
-                outcome = ToolResult(
-                    f"<tool_use_error>No such tool available: {name}</tool_use_error>", True
+        """Run a reply's tool calls, appending tool_result blocks to ``results`` in order.
+
+        Consecutive read-only calls run concurrently; any other call runs alone.
+        """
+        for batch in _batches(tool_uses, turn.tools):
+            for block in batch:
+                yield AgentEvent(
+                    "tool_use", {"id": block["id"], "name": block["name"], "input": block["input"]}
                 )
-            elif reason := policy.check(name, args, self.sandbox.workspace):
-                outcome = ToolResult(reason, True)
-            else:
-                outcome = await self._run_interruptible(ctx, tools[name], args, interrupt)
-            item = {
-                "type": "tool_result",
-                "tool_use_id": block["id"],
-                "content": outcome.content,
-                "is_error": outcome.is_error,
-            }
-            results.append(item)
-            yield AgentEvent(
-                "tool_result",
-                {
+            work = asyncio.gather(*(self._dispatch(turn, b, interrupt) for b in batch))
+            # agenttools: todo, mcp_status and a subagent's messages stream while tools run
+            async for event in turn.calls.stream_until(work):
+                yield event
+            outcomes = work.result()
+            for block, outcome in zip(batch, outcomes, strict=True):
+                item = {
                     "tool_use_id": block["id"],
                     "content": outcome.content,
                     "is_error": outcome.is_error,
-                },
-            )
+                }
+                results.append({"type": "tool_result", **item})
+                yield AgentEvent("tool_result", item)
+
+    async def _dispatch(
+        self, turn: _Turn, block: dict[str, Any], interrupt: asyncio.Event
+    ) -> ToolResult:
+        """One tool call: checks, then the tool; every refusal is an error result."""
+        if interrupt.is_set():
+            return ToolResult("Interrupted by the user before the tool ran.", True)
+        # agenttools: unknown tool, plan mode, PreToolUse hooks, rules, the tool, PostToolUse
+        return await self._run_interruptible(turn.calls, block, interrupt)
 
     async def _run_interruptible(
-        self, ctx: ToolContext, tool: Tool, args: Any, interrupt: asyncio.Event
+        self, calls: ToolTurn, block: dict[str, Any], interrupt: asyncio.Event
     ) -> ToolResult:
-        task = asyncio.ensure_future(run_tool(ctx, tool, args))
+        task = asyncio.ensure_future(calls.call(block))
         try:
-            if await _first(task, interrupt):
+            if await first(task, interrupt):
                 return task.result()
             return ToolResult("Interrupted by the user while the tool ran.", True)
         finally:
@@ -357,3 +408,18 @@ class AgentLoop:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _batches(tool_uses: list[dict[str, Any]], tools: dict[str, Tool]) -> list[list[dict[str, Any]]]:
+    """Tool calls grouped: runs of read-only calls together, every other call alone."""
+    batches: list[list[dict[str, Any]]] = []
+    after_read_only = False
+    for block in tool_uses:
+        tool = tools.get(block["name"])
+        read_only = tool is not None and tool.read_only
+        if read_only and after_read_only:
+            batches[-1].append(block)
+        else:
+            batches.append([block])
+        after_read_only = read_only
+    return batches

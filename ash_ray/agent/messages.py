@@ -6,8 +6,10 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ash_ray.agent.spec import AgentSpec
 from ash_ray.models import Usage
 
 NO_JSON = object()
@@ -25,7 +27,16 @@ class TurnOptions:
     allowed_tools: Sequence[str] | None = None
     disallowed_tools: Sequence[str] | None = None
     output_format: dict[str, Any] | None = None
+    # Passed to the Messages API as they are: ``thinking`` ({"type": "enabled",
+    # "budget_tokens": N} or {"type": "adaptive"}), ``effort`` as output_config.effort
+    # (low|medium|high|xhigh|max), ``betas`` as the anthropic-beta header.
     thinking: dict[str, Any] | None = None
+    # agenttools: the session's permissionMode, mcpServers and subagents (toolbox.py).
+    permission_mode: str | None = None
+    mcp_servers: dict[str, Any] | None = None
+    subagents: dict[str, Any] | None = None
+    effort: str | None = None
+    betas: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,3 +96,72 @@ def json_schema_of(output_format: dict[str, Any] | None) -> dict[str, Any] | Non
         return None
     schema = output_format.get("schema") or (output_format.get("json_schema") or {}).get("schema")
     return schema if isinstance(schema, dict) else None
+
+
+def assistant_message(
+    message: Any, blocks: list[dict[str, Any]], model: str, interrupted: bool
+) -> dict[str, Any]:
+    """The assistant message of a ``message`` event, shaped like the API's response."""
+    return {
+        "id": getattr(message, "id", None),
+        "type": "message",
+        "role": "assistant",
+        "model": getattr(message, "model", None) or model,
+        "content": blocks,
+        "stop_reason": None if interrupted else getattr(message, "stop_reason", None),
+        "stop_sequence": getattr(message, "stop_sequence", None),
+        "usage": usage_of(getattr(message, "usage", None)).model_dump(),
+    }
+
+
+def result_message(
+    subtype: str,
+    num_turns: int,
+    final_text: str,
+    usage: Usage,
+    cost_usd: float,
+    output_format: dict[str, Any] | None,
+    *,
+    duration_ms: int,
+    duration_api_ms: int,
+) -> dict[str, Any]:
+    """The turn's ``result`` message, shaped like the Claude Agent SDK's."""
+    result: dict[str, Any] = {
+        "type": "result",
+        "subtype": subtype,
+        "is_error": subtype != "success",
+        "num_turns": num_turns,
+        "result": final_text,
+        "usage": usage.model_dump(),
+        "total_cost_usd": round(cost_usd, 6),
+        "duration_ms": duration_ms,
+        "duration_api_ms": duration_api_ms,
+    }
+    if subtype == "success" and json_schema_of(output_format) is not None:
+        parsed = parse_json_answer(final_text)
+        if parsed is not NO_JSON:
+            result["structured_output"] = parsed
+    return result
+
+
+def system_prompt(
+    spec: AgentSpec, options: TurnOptions, with_skills: bool, workspace: Path
+) -> tuple[str, str]:
+    """The system prompt: the agent's part (the same in all its sessions), then this
+    session's environment. Only the first is cached on its own, so the sessions of one
+    agent share that prefix in the API's cache."""
+    parts = [options.system_prompt or spec.system_prompt]
+    if with_skills and spec.skills:
+        listed = "\n".join(f"- {s.name}: {s.description}" for s in spec.skills)
+        parts.append(f"# Skills\nLoad one with the Skill tool when it fits the task:\n{listed}")
+    schema = json_schema_of(options.output_format)
+    if schema is not None:
+        parts.append(
+            "# Output format\nYour final answer must be only a JSON document (no prose, "
+            f"no code fence) valid against this JSON schema:\n{json.dumps(schema)}"
+        )
+    environment = (
+        f"# Environment\nWorking directory: {workspace}\n"
+        "File tools take paths relative to it or absolute paths inside it."
+    )
+    return "\n\n".join(parts), environment

@@ -16,9 +16,12 @@ Rules use Claude Code's syntax: ``Tool`` or ``Tool(specifier)``.
   rule forbids; under ``allow: ["Read(./docs/**)"]`` a Grep of the whole workspace
   runs but only searches docs/), ``Edit`` rules cover Edit and Write, ``Write``
   rules Write only.
-* ``Skill(name)``: the skill name.
-* Rules for tools we do not have (``WebFetch(domain:x)``, ``mcp__*``, ``Task``...)
-  are accepted and ignored.
+* ``Skill(name)``: the skill name; ``Task(name)``: the subagent type.
+* ``WebFetch(domain:example.com)``: the URL's host is that domain or under it
+  (checked again on every redirect).
+* MCP tools: ``mcp__github`` or ``mcp__github__*`` cover every tool of the server
+  ``github``, ``mcp__github__create_issue`` one tool.
+* Rules for tools we do not have are accepted and ignored.
 
 Decision, since we run headless and nobody can answer a permission prompt:
 
@@ -29,6 +32,12 @@ Decision, since we run headless and nobody can answer a permission prompt:
 3. Session ``allowed_tools`` (names or rules) limits the tools *offered* to the model
    to those named; its rules with a specifier act as extra allow rules.
    ``disallowed_tools``: a bare name removes the tool, a rule is an extra deny rule.
+
+``mode`` is the session's ``permissionMode``: ``default`` (the rules above),
+``acceptEdits`` (edit tools are not restricted by allow rules; deny rules still
+apply), ``bypassPermissions`` (no rule applies; only the session's tool lists do:
+the sandbox still confines every call) and ``plan`` (read-only tools only, enforced
+by the caller, which knows which tools are read-only; the rules apply as in default).
 
 A refused call never runs; the model gets an error tool_result saying why.
 """
@@ -42,6 +51,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ash_ray.agent.pathglob import glob_match
 from ash_ray.errors import AgentInvalid
@@ -49,9 +59,16 @@ from ash_ray.errors import AgentInvalid
 READ_TOOLS = frozenset({"Read", "Glob", "Grep", "LS"})
 # Tools that walk a directory: allow rules filter what they return instead of refusing.
 WALKERS = frozenset({"Glob", "Grep", "LS"})
-EDIT_TOOLS = frozenset({"Edit", "Write"})
-PATH_INPUT = {"Read": "file_path", "Write": "file_path", "Edit": "file_path"}
-_RULE = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(?:\((.*)\))?\s*$", re.S)
+EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
+PATH_INPUT = {
+    "Read": "file_path",
+    "Write": "file_path",
+    "Edit": "file_path",
+    "MultiEdit": "file_path",
+    "NotebookEdit": "notebook_path",
+}
+MODES = frozenset({"default", "acceptEdits", "plan", "bypassPermissions"})
+_RULE = re.compile(r"^\s*([A-Za-z_][\w.*-]*)\s*(?:\((.*)\))?\s*$", re.S)
 _OPERATORS = frozenset({"&&", "||", ";", ";;", "|", "|&", "&", "(", ")"})
 
 
@@ -76,6 +93,12 @@ class Rule:
         """True when this rule speaks about ``tool`` (Read rules cover all readers)."""
         if self.tool == tool:
             return True
+        if self.tool.startswith("mcp__"):
+            # mcp__server and mcp__server__* cover every tool of that server.
+            base = self.tool.removesuffix("*").removesuffix("__")
+            return tool.startswith(base + "__") and (
+                self.tool.endswith("*") or base.count("__") == 1
+            )
         return (self.tool == "Read" and tool in READ_TOOLS) or (
             self.tool == "Edit" and tool in EDIT_TOOLS
         )
@@ -166,6 +189,13 @@ def relative_target(workspace: Path, path: str) -> str:
     return joined
 
 
+def domain_matches(domain: str, url: str) -> bool:
+    """True when ``url``'s host is ``domain`` or a subdomain (``*.x`` also means under x)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    want = domain.strip().lower().removeprefix("*.").rstrip(".")
+    return bool(want) and (host == want or host.endswith("." + want))
+
+
 class PermissionPolicy:
     """The rules of one turn: agent settings plus the session's tool lists (module doc)."""
 
@@ -175,40 +205,53 @@ class PermissionPolicy:
         *,
         allowed_tools: Sequence[str] | None = None,
         disallowed_tools: Sequence[str] | None = None,
+        mode: str | None = None,
     ) -> None:
         allow, deny = list(rules.allow), list(rules.deny)
-        self._offered: set[str] | None = None
-        self._removed: set[str] = set()
+        self.mode = mode if mode in MODES else "default"
+        self._offered: list[Rule] | None = None
+        self._removed: list[Rule] = []
         for text in allowed_tools or ():
             rule = Rule.parse(text)
-            self._offered = (self._offered or set()) | {rule.tool}
+            self._offered = [*(self._offered or []), Rule(rule.tool)]
             if rule.specifier is not None:
                 allow.append(rule)
         for text in disallowed_tools or ():
             rule = Rule.parse(text)
             if rule.specifier is None:
-                self._removed.add(rule.tool)
+                self._removed.append(rule)
             else:
                 deny.append(rule)
         self.allow: tuple[Rule, ...] = tuple(allow)
         self.deny: tuple[Rule, ...] = tuple(deny)
+
+    @staticmethod
+    def _names(rules: Iterable[Rule], name: str) -> bool:
+        # A bare name removes or offers that tool only (Read does not mean Grep here),
+        # except MCP server rules, which name a group of tools.
+        return any(r.tool == name or (r.tool.startswith("mcp__") and r.covers(name)) for r in rules)
 
     def offered(self, names: Iterable[str]) -> list[str]:
         """The subset of tool ``names`` the model may see, in the given order."""
         return [
             name
             for name in names
-            if name not in self._removed and (self._offered is None or name in self._offered)
+            if not self._names(self._removed, name)
+            and (self._offered is None or self._names(self._offered, name))
         ]
 
     def check(self, tool: str, tool_input: Mapping[str, Any], workspace: Path) -> str | None:
         """None when the call may run, else the reason it may not (for the model)."""
         if tool not in self.offered([tool]):
             return f"Permission denied: the {tool} tool is not available in this session."
+        if self.mode == "bypassPermissions":
+            return None
         for rule in self.deny:
             if rule.covers(tool) and self._matches(rule, tool, tool_input, workspace):
                 return f"Permission to use {tool} has been denied by the rule {rule}."
         allows = [rule for rule in self.allow if rule.covers(tool) and tool not in WALKERS]
+        if self.mode == "acceptEdits" and tool in EDIT_TOOLS:
+            allows = []
         if allows and not self._allowed(allows, tool, tool_input, workspace):
             listed = ", ".join(str(r) for r in allows)
             return f"Permission denied: this {tool} call matches none of the rules ({listed})."
@@ -255,6 +298,10 @@ class PermissionPolicy:
             )
         if tool == "Skill":
             return str(tool_input.get("skill", "")) == spec
+        if tool == "Task":
+            return str(tool_input.get("subagent_type", "")) == spec
+        if tool == "WebFetch" and spec.startswith("domain:"):
+            return domain_matches(spec.removeprefix("domain:"), str(tool_input.get("url", "")))
         return False
 
     @staticmethod

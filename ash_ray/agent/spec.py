@@ -3,11 +3,14 @@
 Layout (Claude Code's)::
 
     CLAUDE.md                       system prompt (required)
-    .claude/settings.json           {"permissions": {"allow": [...], "deny": [...]},
-                                     "env": {...}, "model": "..."}
-    .claude/settings.local.json     same keys; its rules are added to settings.json's
+    .claude/settings.json           {"permissions": {"allow": [...], "deny": [...],
+                                     "defaultMode": "..."}, "env": {...},
+                                     "model": "...", "hooks": {...}}
+    .claude/settings.local.json     same keys; its rules and hooks are added
     .claude/skills/<name>/SKILL.md  front matter (name, description) + skill text
-    .mcp.json                       {"mcpServers": {...}} (kept; no MCP client yet)
+    .claude/agents/<name>.md        subagent: front matter (name, description, tools,
+                                     model) + its system prompt
+    .mcp.json                       {"mcpServers": {...}} (see :mod:`.mcp`)
 
 Anything unusable raises AgentInvalid naming the file, so a broken agent fails at
 deploy time rather than in the middle of a session.
@@ -23,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from ash_ray.agent.hooks import HookMatcher, parse_hooks
+from ash_ray.agent.mcp import ServerConfig
 from ash_ray.agent.permissions import PermissionRules
 from ash_ray.errors import AgentInvalid
 
@@ -40,6 +45,31 @@ class Skill:
 
 
 @dataclass(frozen=True)
+class SubagentDef:
+    """One subagent: ``.claude/agents/<name>.md`` or an entry of the session's subagents.
+
+    ``tools`` None means every tool of the parent but Task; ``model`` None or
+    ``inherit`` means the parent's model.
+    """
+
+    name: str
+    description: str
+    prompt: str
+    tools: tuple[str, ...] | None = None
+    model: str | None = None
+    disallowed_tools: tuple[str, ...] = ()
+
+
+def tool_list(raw: Any) -> tuple[str, ...] | None:
+    """A subagent's ``tools``: "Read, Grep" or a list; absent or empty means all."""
+    if raw is None or raw == "" or raw == []:
+        return None
+    items = raw.split(",") if isinstance(raw, str) else [str(x) for x in raw]
+    names = tuple(x.strip() for x in items if x.strip())
+    return names or None
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """Everything the loop needs to know about an agent folder."""
 
@@ -51,6 +81,9 @@ class AgentSpec:
     mcp_servers: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     model: str | None = None
+    hooks: dict[str, tuple[HookMatcher, ...]] = field(default_factory=dict)
+    subagents: tuple[SubagentDef, ...] = ()
+    permission_mode: str | None = None
 
     def skill(self, name: str) -> Skill | None:
         """The skill called ``name``, if the agent has it."""
@@ -69,11 +102,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _settings(folder: Path) -> tuple[PermissionRules, dict[str, str], str | None]:
+@dataclass
+class _Settings:
+    permissions: PermissionRules
+    env: dict[str, str]
+    model: str | None
+    hooks: dict[str, tuple[HookMatcher, ...]]
+    mode: str | None
+
+
+def _settings(folder: Path) -> _Settings:
     allow: list[Any] = []
     deny: list[Any] = []
     env: dict[str, str] = {}
     model: str | None = None
+    mode: str | None = None
+    hooks: dict[str, tuple[HookMatcher, ...]] = {}
     for name in ("settings.json", "settings.local.json"):
         path = folder / ".claude" / name
         if not path.is_file():
@@ -94,7 +138,15 @@ def _settings(folder: Path) -> tuple[PermissionRules, dict[str, str], str | None
         env.update({str(k): str(v) for k, v in raw_env.items()})
         if isinstance(data.get("model"), str):
             model = data["model"]
-    return PermissionRules(allow=tuple(allow), deny=tuple(deny)), env, model
+        if isinstance(permissions.get("defaultMode"), str):
+            mode = permissions["defaultMode"]
+        try:
+            for event, matchers in parse_hooks(data.get("hooks")).items():
+                hooks[event] = hooks.get(event, ()) + matchers
+        except ValueError as exc:
+            raise AgentInvalid(f"{path}: {exc}", path=str(path)) from None
+    rules = PermissionRules(allow=tuple(allow), deny=tuple(deny))
+    return _Settings(rules, env, model, hooks, mode)
 
 
 def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
@@ -151,6 +203,30 @@ def _skills(folder: Path) -> tuple[Skill, ...]:
     return tuple(skills)
 
 
+def _subagents(folder: Path) -> tuple[SubagentDef, ...]:
+    root = folder / ".claude" / "agents"
+    if not root.is_dir():
+        return ()
+    found = []
+    for md in sorted(root.glob("*.md")):
+        try:
+            text = md.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AgentInvalid(f"cannot read {md}: {exc}", path=str(md)) from None
+        meta, body = _split_front_matter(text, md)
+        model = meta.get("model")
+        found.append(
+            SubagentDef(
+                name=str(meta.get("name") or md.stem),
+                description=str(meta.get("description") or "").strip(),
+                prompt=body.strip(),
+                tools=tool_list(meta.get("tools")),
+                model=str(model) if model else None,
+            )
+        )
+    return tuple(found)
+
+
 def load_agent(path: Path) -> AgentSpec:
     """Read the agent folder at ``path``; raises AgentInvalid when it is unusable."""
     folder = Path(path)
@@ -166,21 +242,29 @@ def load_agent(path: Path) -> AgentSpec:
         system_prompt = prompt_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AgentInvalid(f"cannot read {prompt_file}: {exc}", path=str(folder)) from None
-    permissions, env, model = _settings(folder)
+    settings = _settings(folder)
     mcp_servers: dict[str, Any] = {}
     mcp_file = folder / ".mcp.json"
     if mcp_file.is_file():
         servers = _read_json(mcp_file).get("mcpServers", {})
         if not isinstance(servers, dict):
             raise AgentInvalid(f"{mcp_file}: mcpServers must be an object", path=str(mcp_file))
+        for name, entry in servers.items():
+            try:
+                ServerConfig.parse(str(name), entry)
+            except ValueError as exc:
+                raise AgentInvalid(f"{mcp_file}: {exc}", path=str(mcp_file)) from None
         mcp_servers = servers
     return AgentSpec(
         name=folder.resolve().name,
         path=folder.resolve(),
         system_prompt=system_prompt,
-        permissions=permissions,
+        permissions=settings.permissions,
         skills=_skills(folder),
         mcp_servers=mcp_servers,
-        env=env,
-        model=model,
+        env=settings.env,
+        model=settings.model,
+        hooks=settings.hooks,
+        subagents=_subagents(folder),
+        permission_mode=settings.mode,
     )

@@ -1,9 +1,14 @@
 """Built-in tools, named and shaped as Claude Code names them, and their dispatch.
 
-``Bash`` runs through :meth:`Sandbox.run`; the file tools (:mod:`.file_tools`) run in
-a worker thread and confine every path with ``sandbox.resolve``; ``Skill`` returns a
-skill's text. :func:`run_tool` never raises (except cancellation): a failure is a
+``Bash`` runs through :meth:`Sandbox.run`; the file tools (:mod:`.file_tools`,
+:mod:`.edit_tools`) run in a worker thread and confine every path with
+``sandbox.resolve``; ``Skill`` returns a skill's text; ``WebFetch`` is in :mod:`.web`,
+``TodoWrite`` in :mod:`.todo`, ``Task`` in :mod:`.subagents`, MCP tools in :mod:`.mcp`.
+:func:`run_tool` never raises (except cancellation): a failure is a
 :class:`ToolResult` with ``is_error=True`` that the model can read and react to.
+
+``Tool.read_only`` marks tools that change nothing (the loop may run several at once,
+``plan`` mode allows only them).
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ash_ray.agent import file_tools
+from ash_ray.agent import edit_tools, file_tools, todo, web
 from ash_ray.agent.file_tools import FileContext, ToolFailure
 from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.spec import AgentSpec
+from ash_ray.config import Settings
 from ash_ray.errors import AshError
 from ash_ray.sandbox import Sandbox
 
@@ -27,36 +33,54 @@ MAX_RESULT_CHARS = 30_000
 MAX_BASH_TIMEOUT_MS = 600_000
 
 
+Content = str | list[dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class ToolResult:
-    """What goes back to the model in a tool_result block."""
+    """What goes back to the model in a tool_result block (text, or content blocks)."""
 
-    content: str
+    content: Content
     is_error: bool = False
 
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Everything a tool call may use."""
+    """Everything a tool call may use.
+
+    ``state`` is the turn's :class:`~ash_ray.agent.toolbox.ToolTurn` (its ``session``
+    holds the todos, MCP servers and subagents), ``emit`` queues an extra event of the
+    turn (``todo``,
+    ``mcp_status``, a subagent's messages), ``tool_use_id`` names the running call.
+    """
 
     sandbox: Sandbox
     spec: AgentSpec
     policy: PermissionPolicy
     default_timeout_s: float
     max_write_bytes: int
+    settings: Settings | None = None
+    state: Any = None
+    tool_use_id: str = ""
+    emit: Callable[[str, dict[str, Any]], None] | None = None
 
 
-Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
+Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[Content]]
 
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool definition as the Messages API takes it, plus its handler."""
+    """A tool definition as the Messages API takes it, plus its handler.
+
+    ``read_only`` tools change nothing, so the loop runs several of them from one reply
+    concurrently (an MCP tool sets it from its ``readOnlyHint`` annotation).
+    """
 
     name: str
     description: str
     input_schema: dict[str, Any]
     handler: Handler
+    read_only: bool = False
 
     def api(self) -> dict[str, Any]:
         """The ``tools`` entry of a Messages API request."""
@@ -150,6 +174,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                 ["file_path"], file_path=_STR, offset={"type": "integer"}, limit={"type": "integer"}
             ),
             _threaded(file_tools.read),
+            read_only=True,
         ),
         Tool(
             "Write",
@@ -175,6 +200,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
             "Find files whose path matches a glob pattern such as **/*.py, newest first.",
             _schema(["pattern"], pattern=_STR, path=_STR),
             _threaded(file_tools.glob),
+            read_only=True,
         ),
         Tool(
             "Grep",
@@ -190,12 +216,64 @@ BUILTIN_TOOLS: dict[str, Tool] = {
                 head_limit={"type": "integer"},
             ),
             _threaded(file_tools.grep),
+            read_only=True,
         ),
         Tool(
             "LS",
             "List a directory of the workspace.",
             _schema([], path=_STR, ignore={"type": "array", "items": _STR}),
             _threaded(file_tools.ls),
+            read_only=True,
+        ),
+        Tool(
+            "MultiEdit",
+            "Make several find-and-replace edits to one file in one call. Edits apply in "
+            "order, each to the result of the previous one; if any fails, none is applied.",
+            _schema(
+                ["file_path", "edits"],
+                file_path=_STR,
+                edits={
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _schema(
+                        ["old_string", "new_string"],
+                        old_string=_STR,
+                        new_string=_STR,
+                        replace_all={"type": "boolean", "default": False},
+                    ),
+                },
+            ),
+            _threaded(edit_tools.multi_edit),
+        ),
+        Tool(
+            "NotebookEdit",
+            "Replace, insert or delete one cell of a Jupyter notebook (.ipynb). cell_id is "
+            "the cell's id (insert: the new cell goes after it, or first without one).",
+            _schema(
+                ["notebook_path", "new_source"],
+                notebook_path=_STR,
+                cell_id=_STR,
+                new_source=_STR,
+                cell_type={"type": "string", "enum": ["code", "markdown"]},
+                edit_mode={"type": "string", "enum": ["replace", "insert", "delete"]},
+            ),
+            _threaded(edit_tools.notebook_edit),
+        ),
+        Tool(
+            "WebFetch",
+            "Fetch a URL and return its content (HTML converted to markdown). prompt says "
+            "what you are looking for in the page.",
+            _schema(["url", "prompt"], url={"type": "string", "format": "uri"}, prompt=_STR),
+            web.web_fetch,
+            read_only=True,
+        ),
+        Tool(
+            "TodoWrite",
+            "Create and update the task list of this session; send the whole list each time. "
+            "Use it for multi-step work: one task in_progress at a time, mark tasks "
+            "completed as soon as they are done.",
+            _schema(["todos"], todos=todo.TODOS_SCHEMA),
+            todo.todo_write,
         ),
     )
 }
@@ -205,6 +283,7 @@ SKILL_TOOL = Tool(
     "Load a skill by name: returns its instructions. Use it when a listed skill fits the task.",
     _schema(["skill"], skill=_STR),
     _skill,
+    read_only=True,
 )
 
 
@@ -222,20 +301,22 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "boolean": (bool,),
     "array": (list,),
+    "object": (dict,),
 }
 
 
 def _validate(tool: Tool, args: Mapping[str, Any]) -> str | None:
     schema = tool.input_schema
-    missing = [key for key in schema["required"] if key not in args]
+    missing = [key for key in schema.get("required") or () if key not in args]
     if missing:
         return f"missing required parameter(s): {', '.join(missing)}"
+    properties = schema.get("properties") or {}
     for key, value in args.items():
-        prop = schema["properties"].get(key)
-        if prop is None:
+        prop = properties.get(key)
+        if not isinstance(prop, dict):
             # Models trained on Claude Code send extras (run_in_background, -n...): ignore.
             continue
-        wanted = _TYPES.get(prop.get("type", ""), (object,))
+        wanted = _TYPES.get(str(prop.get("type", "")), (object,))
         if value is not None and (
             not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
         ):
@@ -253,7 +334,8 @@ async def run_tool(ctx: ToolContext, tool: Tool, args: Any) -> ToolResult:
     if problem:
         return ToolResult(f"<tool_use_error>InputValidationError: {problem}</tool_use_error>", True)
     try:
-        return ToolResult(_clip(await tool.handler(ctx, args)))
+        content = await tool.handler(ctx, args)
+        return ToolResult(_clip(content) if isinstance(content, str) else content)
     except ToolFailure as exc:
         return ToolResult(_clip(str(exc)), True)
     except AshError as exc:

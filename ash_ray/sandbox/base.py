@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ash_ray.errors import PathOutsideWorkspace
 
@@ -73,6 +73,13 @@ class Sandbox(Protocol):
 
     def resolve(self, path: str) -> Path:
         """Confine ``path`` to the workspace or raise PathOutsideWorkspace."""
+        ...
+
+    async def spawn(self, command: str, *, env: dict[str, str] | None = None) -> Any:
+        """Start a long-lived ``bash -c command`` with pipes under the same limits.
+
+        Returns an object with ``proc`` (an asyncio subprocess) and ``async kill()``.
+        """
         ...
 
     async def close(self) -> None:

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 OUTPUT_CAP_BYTES = 1024 * 1024
 _READ_CHUNK = 64 * 1024
 _DRAIN_GRACE_S = 1.0
+# Longest stdout line a spawned process may write (an MCP message with an image).
+_SPAWN_LINE_LIMIT = 64 * 1024 * 1024
 
 
 class _Capture:
@@ -170,6 +172,45 @@ class ProcessSandbox:
         finally:
             await self._release_cgroup()
 
+    async def spawn(self, command: str, *, env: dict[str, str] | None = None) -> SpawnedProcess:
+        """Start ``bash -c command`` under the same limits, with stdin/stdout/stderr pipes.
+
+        For long-lived helpers (MCP stdio servers, hooks fed JSON on stdin): the process
+        keeps the sandbox's cgroup until :meth:`SpawnedProcess.kill`, and :meth:`close`
+        kills it. ``env`` is added to the sandbox's allowlisted environment.
+        """
+        if self._closed:
+            raise SandboxError("sandbox is closed", sandbox_id=self._sandbox_id)
+        extra = dict(env or {})
+        argv, launch_env = self._argv(command, self._workspace, extra)
+        cgroup = self._acquire_cgroup()
+        try:
+            rlimits = build_rlimits(self._settings, self._limit_mode)
+            setup = functools.partial(child_setup, rlimits, cgroup.join_files if cgroup else ())
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self._workspace,
+                env=launch_env,
+                start_new_session=True,
+                preexec_fn=setup,
+                limit=_SPAWN_LINE_LIMIT,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            await self._release_cgroup()
+            raise SandboxError(
+                f"could not start sandboxed process: {exc}", sandbox_id=self._sandbox_id
+            ) from exc
+        self._procs.add(proc)
+        return SpawnedProcess(self, proc)
+
+    async def _forget(self, proc: asyncio.subprocess.Process) -> None:
+        if proc in self._procs:
+            self._procs.discard(proc)
+            await self._release_cgroup()
+
     async def close(self) -> None:
         """Kill every running command and remove the cgroup. Idempotent."""
         self._closed = True
@@ -181,22 +222,25 @@ class ProcessSandbox:
 
     # -- internals
 
-    def _argv(self, command: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
+    def _argv(
+        self, command: str, workdir: Path, extra_env: dict[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         shell = [self._bash, "-c", command]
+        env = {**self._env, **extra_env} if extra_env else self._env
         if self._isolation == "bwrap" and self._bwrap:
             argv = bwrap_argv(
                 self._bwrap,
                 workspace=self._workspace,
                 # Per run: the snapshot dir may appear after the sandbox was made.
                 hidden=_hidden_dirs(self._settings),
-                env=self._env,
+                env=env,
                 network=self._network,
                 cwd=workdir,
                 command=shell,
             )
             return argv, dict(LAUNCH_ENV)
         prefix = [] if self._network else self._net_prefix
-        return [*prefix, *shell], dict(self._env)
+        return [*prefix, *shell], dict(env)
 
     async def _supervise(
         self, proc: asyncio.subprocess.Process, limit_s: float, cgroup: SandboxCgroup | None
@@ -266,6 +310,25 @@ class ProcessSandbox:
         if self._active == 0 and self._cgroup is not None:
             cgroup, self._cgroup = self._cgroup, None
             await cgroup.remove()
+
+
+class SpawnedProcess:
+    """A process started by :meth:`ProcessSandbox.spawn`; :meth:`kill` ends its group."""
+
+    def __init__(self, sandbox: ProcessSandbox, proc: asyncio.subprocess.Process) -> None:
+        self._sandbox = sandbox
+        self.proc = proc
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    async def kill(self) -> None:
+        """Kill the process group and give the cgroup back. Idempotent."""
+        _killpg(self.proc)
+        with contextlib.suppress(ProcessLookupError, TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), _DRAIN_GRACE_S)
+        await self._sandbox._forget(self.proc)
 
 
 async def _exited_within(proc: asyncio.subprocess.Process, limit_s: float) -> bool:

@@ -61,11 +61,12 @@ def batch_arrays(batch: WriteBatch, ts: rows.TsOut) -> list[list[Any]]:
     """The arguments of :data:`WRITE_BATCH`: one list per column of every table.
 
     Sessions are deduplicated (last record wins): an upsert may touch a row only once.
+    Records that would not read back are left out (see :func:`rows.batch_rows`).
     """
-    sessions = rows.last_per_id(batch.sessions)
+    sessions, messages, events, usage = rows.batch_rows(batch, ts)
     return [
-        *_columns([rows.session_row(s, ts) for s in sessions], len(rows.SESSION_COLS)),
-        *_columns([rows.message_row(m, ts) for m in batch.messages], len(rows.MESSAGE_COLS)),
-        *_columns([rows.event_row(e, ts) for e in batch.events], len(rows.EVENT_COLS)),
-        *_columns([rows.usage_row(u, ts) for u in batch.usage], len(rows.USAGE_COLS)),
+        *_columns(sessions, len(rows.SESSION_COLS)),
+        *_columns(messages, len(rows.MESSAGE_COLS)),
+        *_columns(events, len(rows.EVENT_COLS)),
+        *_columns(usage, len(rows.USAGE_COLS)),
     ]

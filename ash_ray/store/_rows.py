@@ -24,7 +24,9 @@ from ash_ray.models import (
     SessionRecord,
     Usage,
     UsageRecord,
+    WriteBatch,
 )
+from ash_ray.store import _valid as valid
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,43 @@ def last_per_id(sessions: Sequence[SessionRecord]) -> list[SessionRecord]:
     return list({rec.id: rec for rec in sessions}.values())
 
 
+BatchRows = tuple[list[tuple[Any, ...]], ...]
+
+
+def batch_rows(batch: WriteBatch, ts: TsOut) -> BatchRows:
+    """The rows of sessions, messages, events and usage of ``batch``, in that order.
+
+    Each record is checked as the read side will parse it (see :mod:`._valid`); one that
+    would not read back is logged and left out instead of failing the whole batch.
+    """
+    return (
+        valid.encode_each(
+            "session",
+            last_per_id(batch.sessions),
+            lambda r: session_row(valid.normalized(r), ts),
+            lambda r: f"id={r.id}",
+        ),
+        valid.encode_each(
+            "message",
+            batch.messages,
+            lambda r: message_row(valid.checked_message(r), ts),
+            lambda r: f"id={r.id}",
+        ),
+        valid.encode_each(
+            "event",
+            batch.events,
+            lambda r: event_row(valid.checked_event(r), ts),
+            lambda r: f"session_id={r.session_id} seq={r.seq}",
+        ),
+        valid.encode_each(
+            "usage",
+            batch.usage,
+            lambda r: usage_row(valid.normalized(r), ts),
+            lambda r: f"session_id={r.session_id} turn={r.turn}",
+        ),
+    )
+
+
 def agent_from(row: Row, ts: TsIn) -> AgentRecord:
     return AgentRecord(
         id=row["id"],
@@ -142,8 +181,8 @@ def session_from(row: Row, ts: TsIn) -> SessionRecord:
         created_at=ts(row["created_at"]),
         last_active_at=ts(row["last_active_at"]),
         parent_session_id=row["parent_session_id"],
-        config=SessionConfig.model_validate_json(row["config"]),
-        usage=Usage.model_validate_json(row["usage"]),
+        config=valid.load_json_model(SessionConfig, row["config"]),
+        usage=valid.load_json_model(Usage, row["usage"]),
         num_turns=row["num_turns"],
         last_seq=row["last_seq"],
     )
@@ -176,7 +215,7 @@ def usage_from(row: Row, ts: TsIn) -> UsageRecord:
         agent_name=row["agent_name"],
         turn=row["turn"],
         model=row["model"],
-        usage=Usage.model_validate_json(row["usage"]),
+        usage=valid.load_json_model(Usage, row["usage"]),
         created_at=ts(row["created_at"]),
     )
 

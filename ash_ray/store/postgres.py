@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from ash_ray.models import (
     utcnow,
 )
 from ash_ray.store import _rows as rows
+from ash_ray.store import _valid as valid
 from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
@@ -71,6 +73,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def _ts(ts: datetime) -> datetime:
     return rows.utc(ts)
+
+
+_agent = partial(rows.agent_from, ts=_ts)
+_session = partial(rows.session_from, ts=_ts)
+_message = partial(rows.message_from, ts=_ts)
+_event = partial(rows.event_from, ts=_ts)
+_usage = partial(rows.usage_from, ts=_ts)
 
 
 def redact(url: str) -> str:
@@ -245,17 +254,17 @@ class PostgresStore:
             path,
             utcnow(),
         )
-        return rows.agent_from(found[0], _ts)
+        return valid.parse_one("agent", name, found[0], _agent)
 
     async def get_agent(self, name: str) -> AgentRecord | None:
         """The agent called ``name``, or None."""
         found = await self._fetch("get_agent", "SELECT * FROM agents WHERE name = $1", name)
-        return rows.agent_from(found[0], _ts) if found else None
+        return valid.parse_one("agent", name, found[0], _agent) if found else None
 
     async def list_agents(self) -> list[AgentRecord]:
         """All agents by name."""
         found = await self._fetch("list_agents", "SELECT * FROM agents ORDER BY name")
-        return [rows.agent_from(r, _ts) for r in found]
+        return valid.parse_each("agent", found, _agent)
 
     async def delete_agent(self, name: str) -> bool:
         """Remove the agent row (not its sessions); True if it existed."""
@@ -280,7 +289,7 @@ class PostgresStore:
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """The session, or None."""
         found = await self._fetch("get_session", "SELECT * FROM sessions WHERE id = $1", session_id)
-        return rows.session_from(found[0], _ts) if found else None
+        return valid.parse_one("session", session_id, found[0], _session) if found else None
 
     async def list_sessions(
         self,
@@ -291,17 +300,19 @@ class PostgresStore:
         offset: int = 0,
     ) -> list[SessionRecord]:
         """Sessions newest first, optionally of one agent and/or in one status."""
-        found = await self._fetch(
-            "list_sessions",
-            "SELECT * FROM sessions WHERE ($1::text IS NULL OR agent_name = $1) "
-            "AND ($2::text IS NULL OR status = $2) "
-            "ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-            agent,
-            status,
-            limit,
-            offset,
+
+        async def page(size: int, start: int) -> list[asyncpg.Record]:
+            return await self._fetch(
+                "list_sessions",
+                "SELECT * FROM sessions WHERE ($1::text IS NULL OR agent_name = $1) "
+                "AND ($2::text IS NULL OR status = $2) "
+                "ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+                agent, status, size, start,
+            )  # fmt: skip
+
+        return await valid.fill_page(
+            page, lambda found: valid.parse_each("session", found, _session), limit, offset
         )
-        return [rows.session_from(r, _ts) for r in found]
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove the session with its messages, events, usage and snapshot."""
@@ -327,7 +338,7 @@ class PostgresStore:
             after,
             limit,
         )
-        return [rows.message_from(r, _ts) for r in found]
+        return valid.parse_each("message", found, _message)
 
     async def list_events(
         self, session_id: str, *, after: int = 0, limit: int | None = None
@@ -340,7 +351,7 @@ class PostgresStore:
             after,
             limit,
         )
-        return [rows.event_from(r, _ts) for r in found]
+        return valid.parse_each("event", found, _event)
 
     async def list_usage(self, session_id: str | None = None) -> list[UsageRecord]:
         """Usage records in time order, of one session or of all."""
@@ -350,7 +361,7 @@ class PostgresStore:
             "ORDER BY created_at, session_id, turn",
             session_id,
         )
-        return [rows.usage_from(r, _ts) for r in found]
+        return valid.parse_each("usage", found, _usage)
 
     # ------------------------------------------------------------ snapshots
 

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -34,10 +35,10 @@ from ash_ray.models import (
 )
 from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
+from ash_ray.store import _valid as valid
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
-
 
 
 def _ts_out(ts: datetime) -> str:
@@ -47,6 +48,13 @@ def _ts_out(ts: datetime) -> str:
 
 def _ts_in(value: Any) -> datetime:
     return rows.utc(datetime.fromisoformat(value))
+
+
+_agent = partial(rows.agent_from, ts=_ts_in)
+_session = partial(rows.session_from, ts=_ts_in)
+_message = partial(rows.message_from, ts=_ts_in)
+_event = partial(rows.event_from, ts=_ts_in)
+_usage = partial(rows.usage_from, ts=_ts_in)
 
 
 def _insert(table: str, cols: tuple[str, ...], tail: str = "ON CONFLICT DO NOTHING") -> str:
@@ -219,7 +227,7 @@ class SqliteStore:
                 cur = await tx.execute("SELECT * FROM agents WHERE name = ?", (name,))
                 row = await cur.fetchone()
             assert row is not None
-            return rows.agent_from(row, _ts_in)
+            return valid.parse_one("agent", name, row, _agent)
 
         agent: AgentRecord = await self._retry("upsert_agent", op)
         return agent
@@ -227,12 +235,12 @@ class SqliteStore:
     async def get_agent(self, name: str) -> AgentRecord | None:
         """The agent called ``name``, or None."""
         found = await self._fetch("get_agent", "SELECT * FROM agents WHERE name = ?", (name,))
-        return rows.agent_from(found[0], _ts_in) if found else None
+        return valid.parse_one("agent", name, found[0], _agent) if found else None
 
     async def list_agents(self) -> list[AgentRecord]:
         """All agents by name."""
         found = await self._fetch("list_agents", "SELECT * FROM agents ORDER BY name")
-        return [rows.agent_from(r, _ts_in) for r in found]
+        return valid.parse_each("agent", found, _agent)
 
     async def delete_agent(self, name: str) -> bool:
         """Remove the agent row (not its sessions); True if it existed."""
@@ -251,10 +259,7 @@ class SqliteStore:
         """Apply the whole batch in one transaction; a repeated batch changes nothing."""
         if batch.empty():
             return
-        sessions = [rows.session_row(s, _ts_out) for s in rows.last_per_id(batch.sessions)]
-        messages = [rows.message_row(m, _ts_out) for m in batch.messages]
-        events = [rows.event_row(e, _ts_out) for e in batch.events]
-        usage = [rows.usage_row(u, _ts_out) for u in batch.usage]
+        sessions, messages, events, usage = rows.batch_rows(batch, _ts_out)
 
         async def op() -> None:
             async with self._tx() as tx:
@@ -274,7 +279,7 @@ class SqliteStore:
         found = await self._fetch(
             "get_session", "SELECT * FROM sessions WHERE id = ?", (session_id,)
         )
-        return rows.session_from(found[0], _ts_in) if found else None
+        return valid.parse_one("session", session_id, found[0], _session) if found else None
 
     async def list_sessions(
         self,
@@ -296,8 +301,13 @@ class SqliteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        found = await self._fetch("list_sessions", sql, [*args, limit, offset])
-        return [rows.session_from(r, _ts_in) for r in found]
+
+        async def page(size: int, start: int) -> list[sqlite3.Row]:
+            return await self._fetch("list_sessions", sql, [*args, size, start])
+
+        return await valid.fill_page(
+            page, lambda found: valid.parse_each("session", found, _session), limit, offset
+        )
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove the session with its messages, events, usage and snapshot."""
@@ -323,7 +333,7 @@ class SqliteStore:
             "ORDER BY sequence LIMIT ?",
             (session_id, after, -1 if limit is None else limit),
         )
-        return [rows.message_from(r, _ts_in) for r in found]
+        return valid.parse_each("message", found, _message)
 
     async def list_events(
         self, session_id: str, *, after: int = 0, limit: int | None = None
@@ -334,7 +344,7 @@ class SqliteStore:
             "SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (session_id, after, -1 if limit is None else limit),
         )
-        return [rows.event_from(r, _ts_in) for r in found]
+        return valid.parse_each("event", found, _event)
 
     async def list_usage(self, session_id: str | None = None) -> list[UsageRecord]:
         """Usage records in time order, of one session or of all."""
@@ -344,7 +354,7 @@ class SqliteStore:
         else:
             sql = "SELECT * FROM usage WHERE session_id = ? ORDER BY created_at, turn"
             args = (session_id,)
-        return [rows.usage_from(r, _ts_in) for r in await self._fetch("list_usage", sql, args)]
+        return valid.parse_each("usage", await self._fetch("list_usage", sql, args), _usage)
 
     # ------------------------------------------------------------ snapshots
 

@@ -9,8 +9,14 @@ replies in order and otherwise follows the default rules of
 
 Other processes (Ray actors) drive it over HTTP: ``POST /_fake/script``
 (``{"replies": [...]}``), ``POST /_fake/reset``, ``GET /_fake/requests``,
-``POST /_fake/config`` (``first_token_delay_s``, ``chunk_delay_s``, ``chunk_chars``),
-``GET /_fake/health``; :class:`FakeAnthropicRemote` wraps them.
+``POST /_fake/config`` (``first_token_delay_s``, ``chunk_delay_s``, ``chunk_chars``,
+``context_window_tokens``),
+``GET /_fake/health``, and the hold/release latches of :mod:`ash_ray.testing.fake_holds`
+(``POST /_fake/hold``, ``/_fake/hold/wait``, ``/_fake/release``);
+:class:`FakeAnthropicRemote` wraps them.
+
+To order events, tests hold a reply and release it (``with fake.hold("marker") as h:
+... h.wait_seen() ... h.release()``); delays are for benchmarks, never for ordering.
 
 It is a threaded stdlib server with keep-alive and chunked SSE: cheap per request, so
 it can stand in for the model in latency benchmarks. Run it alone with
@@ -20,16 +26,19 @@ it can stand in for the model in latency benchmarks. Run it alone with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import signal
 import socket
 import threading
-import time
+import urllib.error
 import urllib.request
 from types import TracebackType
 from typing import Any
 
+from ash_ray.testing.fake_cache import PromptCache
+from ash_ray.testing.fake_holds import DEFAULT_HOLD_S, Hold, HoldPoint
 from ash_ray.testing.fake_http import RecordedRequest, Server, State
 from ash_ray.testing.fake_replies import (
     Block,
@@ -51,7 +60,9 @@ __all__ = [
     "ErrorReply",
     "FakeAnthropic",
     "FakeAnthropicRemote",
+    "Hold",
     "RecordedRequest",
+    "RemoteHold",
     "Reply",
     "text",
     "thinking",
@@ -72,12 +83,14 @@ class FakeAnthropic:
         chunk_delay_s: float = 0.0,
         chunk_chars: int = 16,
         max_requests: int = 100_000,
+        context_window_tokens: int | None = None,
     ) -> None:
-        """``max_requests`` bounds the recorded requests (the oldest are dropped)."""
+        """``max_requests`` bounds the recorded requests (the oldest are dropped);
+        ``context_window_tokens`` refuses longer requests (see fake_cache)."""
         self.host = host
         self.port = port
         timing = Timing(first_token_delay_s, chunk_delay_s, chunk_chars)
-        self._state = State(api_key, timing, max_requests)
+        self._state = State(api_key, timing, max_requests, PromptCache(context_window_tokens))
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -106,6 +119,7 @@ class FakeAnthropic:
         server, self._server = self._server, None
         if server is None:
             return
+        self._state.holds.release_all()  # parked handler threads end too
         server.shutdown()
         for conn in list(server.connections):
             try:
@@ -130,15 +144,31 @@ class FakeAnthropic:
         with self._state.lock:
             self._state.queue.extend(items)
 
+    def hold(
+        self, marker: str | None = None, *, at: HoldPoint = "first_token",
+        timeout_s: float = DEFAULT_HOLD_S,
+    ) -> Hold:
+        """Hold the next reply (whose newest message contains ``marker``, when given)
+        at ``at`` until ``release()``; see :mod:`ash_ray.testing.fake_holds`."""
+        return self._state.holds.add(marker, at, timeout_s)
+
+    def release_all(self) -> None:
+        """Release every hold (pending ones will catch nothing)."""
+        self._state.holds.release_all()
+
     def configure(
         self,
         *,
         first_token_delay_s: float | None = None,
         chunk_delay_s: float | None = None,
         chunk_chars: int | None = None,
+        context_window_tokens: int | None = None,
     ) -> None:
-        """Change the default delays and text chunk size of replies that set none."""
+        """Change the default delays and text chunk size of replies that set none,
+        and the context window (None: unchanged)."""
         with self._state.lock:
+            if context_window_tokens is not None:
+                self._state.cache.context_window_tokens = context_window_tokens
             timing = self._state.timing
             if first_token_delay_s is not None:
                 timing.first_token_delay_s = first_token_delay_s
@@ -148,7 +178,7 @@ class FakeAnthropic:
                 timing.chunk_chars = chunk_chars
 
     def reset(self) -> None:
-        """Forget scripted replies and recorded requests; restore the initial delays."""
+        """Forget scripted replies, recorded requests and holds; restore the initial delays."""
         with self._state.lock:
             self._state.reset()
 
@@ -168,14 +198,58 @@ class FakeAnthropic:
         """Bodies of the ``POST /v1/messages`` requests so far."""
         return [r.body for r in self.requests if r.path == "/v1/messages"]
 
-    def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> list[RecordedRequest]:
-        """Poll until ``count`` requests arrived; TimeoutError names how many did."""
-        deadline = time.monotonic() + timeout_s
-        while len(found := self.requests) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)} of {count} requests after {timeout_s}s")
-            time.sleep(0.01)
-        return found
+
+def _call(url: str, method: str, body: Any = None, timeout_s: float = 10.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 408:  # a hold not seen in time
+            raise TimeoutError(json.loads(exc.read())["error"]["message"]) from None
+        raise
+
+
+class RemoteHold:
+    """A :class:`Hold` on a fake in another process (waits are long polls, not loops)."""
+
+    def __init__(self, url: str, state: dict[str, Any]) -> None:
+        self._url = url
+        self.id = str(state["id"])
+        self.marker = state.get("marker")
+        self.at = state.get("at")
+        self.request: dict[str, Any] | None = None
+
+    def _wait(self, until: str, timeout_s: float) -> dict[str, Any]:
+        body = {"id": self.id, "until": until, "timeout_s": timeout_s}
+        state: dict[str, Any] = _call(
+            self._url + "/_fake/hold/wait", "POST", body, timeout_s=timeout_s + 10
+        )
+        return state
+
+    def wait_seen(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Block until the request arrived; returns the hold's state."""
+        return self._wait("seen", timeout_s)
+
+    def wait_held(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        return self._wait("held", timeout_s)
+
+    async def wait_seen_async(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        return await asyncio.to_thread(self.wait_seen, timeout_s)
+
+    def release(self) -> None:
+        _call(self._url + "/_fake/release", "POST", {"id": self.id})
+
+    def __enter__(self) -> RemoteHold:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
 
 
 class FakeAnthropicRemote:
@@ -186,19 +260,26 @@ class FakeAnthropicRemote:
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            return json.loads(resp.read())
+        return _call(self.url + path, method, body, self.timeout_s)
+
+    def hold(
+        self, marker: str | None = None, *, at: HoldPoint = "first_token",
+        timeout_s: float = DEFAULT_HOLD_S,
+    ) -> RemoteHold:
+        """Like :meth:`FakeAnthropic.hold`, on the remote fake."""
+        body = {"marker": marker, "at": at, "timeout_s": timeout_s}
+        return RemoteHold(self.url, self._call("POST", "/_fake/hold", body))
+
+    def release_all(self) -> None:
+        self._call("POST", "/_fake/release", {})
 
     def script(self, *replies: Scriptable) -> None:
         """Queue replies on the remote fake, like :meth:`FakeAnthropic.script`."""
         self._call("POST", "/_fake/script", {"replies": [to_json(to_reply(r)) for r in replies]})
 
     def configure(self, **timing: float | int) -> None:
-        """Set ``first_token_delay_s``, ``chunk_delay_s`` and/or ``chunk_chars``."""
+        """Set ``first_token_delay_s``, ``chunk_delay_s``, ``chunk_chars`` and/or
+        ``context_window_tokens``."""
         self._call("POST", "/_fake/config", timing)
 
     def reset(self) -> None:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ash_ray.testing.fake_cache import PromptCache
+from ash_ray.testing.fake_holds import DEFAULT_HOLD_S, Hold, Holds
 from ash_ray.testing.fake_replies import (
     AnyReply,
     ErrorReply,
@@ -49,19 +51,29 @@ class RecordedRequest:
 class State:
     """What the handler threads share, behind one lock."""
 
-    def __init__(self, api_key: str | None, timing: Timing, max_requests: int) -> None:
+    def __init__(
+        self,
+        api_key: str | None,
+        timing: Timing,
+        max_requests: int,
+        cache: PromptCache | None = None,
+    ) -> None:
         self.api_key = api_key
+        self.cache = cache or PromptCache()
         self.initial_timing = replace(timing)
         self.timing = timing
         self.lock = threading.Lock()
         self.queue: deque[AnyReply] = deque()
         self.requests: deque[RecordedRequest] = deque(maxlen=max_requests)
+        self.holds = Holds()
 
     def reset(self) -> None:
-        """Under ``lock``: back to the state right after start."""
+        """Under ``lock``: back to the state right after start (every hold released)."""
+        self.holds.release_all()
         self.queue.clear()
         self.requests.clear()
         self.timing = replace(self.initial_timing)
+        self.cache.clear()
 
 
 class Server(ThreadingHTTPServer):
@@ -186,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, path: str, body: dict[str, Any]) -> None:
         state = self.server.state
+        if path.startswith(("/_fake/hold", "/_fake/release")):
+            self._hold_control(path, body)
+            return
         with state.lock:
             if path == "/_fake/script":
                 try:
@@ -199,11 +214,44 @@ class _Handler(BaseHTTPRequestHandler):
                 for key in ("first_token_delay_s", "chunk_delay_s", "chunk_chars"):
                     if body.get(key) is not None:
                         setattr(state.timing, key, type(getattr(state.timing, key))(body[key]))
+                if "context_window_tokens" in body:
+                    state.cache.context_window_tokens = body["context_window_tokens"]
             else:
                 self._error(ErrorReply(404, "not_found_error", f"no route POST {path}"))
                 return
             pending = len(state.queue)
         self._json(200, {"ok": True, "pending": pending})
+
+    def _hold_control(self, path: str, body: dict[str, Any]) -> None:
+        """``/_fake/hold`` adds a hold, ``/_fake/hold/wait`` waits (408 on timeout) for
+        ``until`` (seen or held), ``/_fake/release`` releases one ``id`` or all."""
+        holds = self.server.state.holds
+        if path == "/_fake/hold":
+            at, timeout_s = str(body.get("at", "first_token")), body.get("timeout_s")
+            try:
+                hold = holds.add(body.get("marker"), at, float(timeout_s or DEFAULT_HOLD_S))
+            except ValueError as exc:
+                self._error(ErrorReply(400, "invalid_request_error", str(exc)))
+                return
+            self._json(200, hold.state())
+            return
+        found = holds.get(str(body.get("id")))
+        if path == "/_fake/release" and "id" not in body:
+            holds.release_all()
+            self._json(200, {"ok": True})
+        elif found is None or path not in ("/_fake/release", "/_fake/hold/wait"):
+            self._error(ErrorReply(404, "not_found_error", f"no hold {body.get('id')!r} at {path}"))
+        elif path == "/_fake/release":
+            found.release()
+            self._json(200, found.state())
+        else:
+            wait = found.wait_held if body.get("until") == "held" else found.wait_seen
+            try:
+                wait(float(body.get("timeout_s", 30.0)))
+            except TimeoutError as exc:
+                self._error(ErrorReply(408, "timeout_error", str(exc)))
+                return
+            self._json(200, found.state())
 
     # ------------------------------------------------------------ /v1/messages
 
@@ -212,16 +260,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         state = self.server.state
         with state.lock:
-            reply = state.queue.popleft() if state.queue else default_reply(body)
+            # Token counts and cache hits come from fake_cache, as the real API would report.
+            usage = state.cache.account(body)
+            if isinstance(usage, str):  # over the context window: refused, nothing consumed
+                reply: AnyReply = ErrorReply(400, "invalid_request_error", usage)
+            else:
+                reply = state.queue.popleft() if state.queue else default_reply(body)
             timing = (state.timing.for_reply(reply) if isinstance(reply, Reply) else (0.0, 0.0),
                       state.timing.chunk_chars)  # fmt: skip
         (first_delay, chunk_delay), chunk_chars = timing
-        input_tokens = max(1, length // 4)
-        if isinstance(reply, ErrorReply) and not (reply.in_stream and body.get("stream")):
-            self._error(reply)
-            return
-        if not body.get("stream"):
-            assert isinstance(reply, Reply)
+        hold = state.holds.claim(body)
+        input_tokens = usage if isinstance(usage, dict) else 1
+        if not body.get("stream") or (isinstance(reply, ErrorReply) and not reply.in_stream):
+            if hold is not None:
+                hold.park()
+            if isinstance(reply, ErrorReply):
+                self._error(reply)
+                return
             delay = first_delay
             if chunk_delay:  # as long as the same reply would take to stream
                 tokens = sum(tok for _, tok in sse_frames(reply, body["model"], 1, chunk_chars))
@@ -238,18 +293,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             if isinstance(reply, ErrorReply):
-                start = next(sse_frames(Reply([]), body["model"], input_tokens))[0]
-                self._chunk(start + error_frame(reply))
-            elif first_delay == 0 and chunk_delay == 0:
-                frames = sse_frames(reply, body["model"], input_tokens, chunk_chars)
+                self._chunk(next(sse_frames(Reply([]), body["model"], input_tokens))[0])
+                if hold is not None:
+                    hold.park()
+                self._chunk(error_frame(reply))
+            elif first_delay == 0 and chunk_delay == 0 and hold is None:
+                frames = list(sse_frames(reply, body["model"], input_tokens, chunk_chars))
                 self._chunk(b"".join(frame for frame, _ in frames))  # one write: fastest
             else:
-                tokens = 0
-                for frame, is_token in sse_frames(reply, body["model"], input_tokens, chunk_chars):
-                    if is_token:
-                        time.sleep(first_delay if tokens == 0 else chunk_delay)
-                        tokens += 1
-                    self._chunk(frame)
+                frames = list(sse_frames(reply, body["model"], input_tokens, chunk_chars))
+                self._stream_slowly(frames, (first_delay, chunk_delay), hold)
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-stream
+
+    def _stream_slowly(
+        self, frames: list[tuple[bytes, bool]], delays: tuple[float, float], hold: Hold | None
+    ) -> None:
+        """Frame by frame, with the delays and the hold (the last frame is message_stop)."""
+        tokens = 0
+        for index, (frame, is_token) in enumerate(frames):
+            if is_token:
+                if hold is not None and hold.before_token == tokens:
+                    hold.park()
+                time.sleep(delays[0] if tokens == 0 else delays[1])
+                tokens += 1
+            # A hold past the reply's last token holds before message_stop.
+            at = None if hold is None else hold.before_token
+            if index == len(frames) - 1 and hold is not None and (at is None or at >= tokens):
+                hold.park()
+            self._chunk(frame)

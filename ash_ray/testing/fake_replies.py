@@ -6,6 +6,7 @@ scripted, :func:`default_reply` answers from the conversation itself:
 
 - a line ``TOOL <Name> <json input>`` in the last user message -> that tool_use
   (one block per such line);
+- a compaction request (:mod:`ash_ray.testing.fake_cache`) -> a short summary;
 - tool_result blocks in the last user message -> ``tool said: <first result text>``;
 - anything else -> ``echo: <last user text>``.
 
@@ -24,6 +25,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ash_ray.testing.fake_cache import summary_reply
 
 Block = dict[str, Any]
 
@@ -90,6 +93,7 @@ class ErrorReply:
 
 
 AnyReply = Reply | ErrorReply
+InputUsage = int | dict[str, int]  # input_tokens, or input + cache figures
 Scriptable = Reply | ErrorReply | str | list[Block] | dict[str, Any]
 
 
@@ -134,6 +138,8 @@ def default_reply(body: dict[str, Any]) -> Reply:
     last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
     content = last.get("content", "")
     said = text_of(content)
+    if (summary := summary_reply(said)) is not None:
+        return Reply([text(summary)])
     calls: list[Block] = []
     for line in said.splitlines():
         found = _TOOL_LINE.match(line.strip())
@@ -162,13 +168,15 @@ def _finished(block: Block) -> Block:
     return block
 
 
-def _usage(reply: Reply, input_tokens: int, output_chars: int) -> dict[str, int]:
+def _usage(reply: Reply, input_tokens: InputUsage, output_chars: int) -> dict[str, int]:
     usage = {
-        "input_tokens": input_tokens,
+        "input_tokens": input_tokens if isinstance(input_tokens, int) else 0,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "output_tokens": max(1, output_chars // 4),
     }
+    if isinstance(input_tokens, dict):  # the prompt-cache accounting of fake_cache
+        usage.update(input_tokens)
     usage.update(reply.usage or {})
     return usage
 
@@ -179,7 +187,7 @@ def _output_chars(blocks: list[Block]) -> int:
     )
 
 
-def message_body(reply: Reply, model: str, input_tokens: int) -> dict[str, Any]:
+def message_body(reply: Reply, model: str, input_tokens: InputUsage) -> dict[str, Any]:
     """The non-streaming response body."""
     blocks = [_finished(b) for b in reply.content]
     return {
@@ -203,7 +211,7 @@ def _frame(event: str, data: dict[str, Any]) -> bytes:
 
 
 def sse_frames(
-    reply: Reply, model: str, input_tokens: int, chunk_chars: int = 16
+    reply: Reply, model: str, input_tokens: InputUsage, chunk_chars: int = 16
 ) -> Iterator[tuple[bytes, bool]]:
     """The streamed response as ``(frame, is_token)``; token frames are where delays go."""
     blocks = [_finished(b) for b in reply.content]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,12 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
 from ash_ray.testing.fake_anthropic import FakeAnthropic
+from tests.helpers import free_port, wait_for
+
+__all__ = ["API_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]  # test modules import these
 
 API_KEY = "test-ash-key"
 MODEL_KEY = "sk-ant-test-model-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_port_pair() -> int:
@@ -41,18 +37,6 @@ def free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no two consecutive free ports on 127.0.0.1")
-
-
-def wait_for(predicate, timeout_s: float = 30, interval_s: float = 0.1, what: str = ""):  # type: ignore[no-untyped-def]
-    """Poll until ``predicate()`` is truthy; fail naming ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}: {last!r}")
 
 
 @pytest.fixture(scope="session")

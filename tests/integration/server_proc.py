@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tests.integration.conftest import free_port
+from tests.helpers import free_port, wait_for
 
 
 class AshProcess:
@@ -40,18 +39,22 @@ class AshProcess:
                 [sys.executable, "-m", "ash_ray", "start"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.log.read_text()[-4000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    return self
+                return httpx.get(self.url + "/health", timeout=5).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.kill()
-        raise AssertionError(f"server not healthy:\n{self.log.read_text()[-4000:]}")
+                return False
+
+        try:
+            wait_for(healthy, timeout_s, interval_s=0.5, what=f"{self.url}/health")
+        except AssertionError as exc:
+            self.kill()
+            raise AssertionError(f"{exc}\nserver log:\n{self.log.read_text()[-4000:]}") from None
+        return self
 
     def terminate(self, timeout_s: float = 60) -> int:
         """SIGTERM, as Kubernetes sends it; returns the exit code."""

@@ -15,7 +15,7 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings
 from ash_ray.errors import AtCapacity
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 from tests.integration.sse import new_session, send
 
 pytestmark = pytest.mark.ray
@@ -60,11 +60,13 @@ def test_lru_idle_session_is_evicted_and_503_when_all_run(
     assert ray.get(reg.live_handle.remote(a)) is None
     assert ray.get(reg.get_session.remote(b))["status"] == "active"
 
-    fake_model.configure(first_token_delay_s=5.0)
-    try:
+    # Both replies wait before their first token until the test ends: both turns run.
+    with fake_model.hold("slow") as first, fake_model.hold("slow") as second:
         for sid in (b, c):
             _public, handle = ray.get(reg.attach.remote(sid))
             ray.get(handle.send.remote("slow", {}))
+        first.wait_seen()
+        second.wait_seen()
         wait_for(lambda: _running(reg, b) and _running(reg, c), what="both turns running")
         wait_for(
             lambda: ray.get(reg.health.remote())["pool"]["running"] == 2,
@@ -76,8 +78,6 @@ def test_lru_idle_session_is_evicted_and_503_when_all_run(
         # A running session is never evicted to make room.
         assert ray.get(reg.get_session.remote(b))["status"] == "active"
         assert ray.get(reg.get_session.remote(c))["status"] == "active"
-    finally:
-        fake_model.configure(first_token_delay_s=0)
 
 
 def test_pooled_workers_do_not_leak_between_sessions(http: httpx.Client, agent: str) -> None:

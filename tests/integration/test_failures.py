@@ -12,7 +12,8 @@ import pytest
 import ray
 
 from ash_ray.names import REGISTRY_NAME
-from tests.integration.conftest import API_KEY, Target, wait_for
+from tests.helpers import wait_for
+from tests.integration.conftest import API_KEY, Target
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray
@@ -31,9 +32,10 @@ def test_sigkill_worker_mid_turn_ends_stream_and_session_recovers(
     sid = new_session(http, agent)
     send(http, sid, "before the crash")
     pid = _worker_pid(sid, target.namespace)
-    fake_model.configure(chunk_delay_s=0.2)
     got = []
-    try:
+    # The reply streams its text, then waits before message_stop: the turn is mid-way
+    # whenever the kill lands.
+    with fake_model.hold("a long answer", at="message_stop"):
         with http.stream(
             "POST", f"/api/sessions/{sid}/messages",
             json={"content": "a long answer " * 20, "includePartialMessages": True},
@@ -44,8 +46,6 @@ def test_sigkill_worker_mid_turn_ends_stream_and_session_recovers(
                     os.kill(pid, signal.SIGKILL)
                     killed_at = time.monotonic()
         ended_after = time.monotonic() - killed_at
-    finally:
-        fake_model.configure(chunk_delay_s=0)
     assert [f[1] for f in got[-2:]] == ["error", "done"], got[-3:]
     assert ended_after < 10
     seqs = [f[0] for f in got]
@@ -91,20 +91,26 @@ def test_postgres_restart_during_turns_loses_nothing(
     ) as http:
         http.post("/api/agents", json={"name": "helper", "path": str(agent_dir)})
         sids = [new_session(http, "helper") for _ in range(2)]
-        fake_model.configure(chunk_delay_s=0.1)
+        # Both replies stream their text, then wait before message_stop until the
+        # database has restarted: both turns are mid-way, written in part, at the restart.
+        holds = [fake_model.hold(f"db-restart-{i}", at="message_stop") for i in range(2)]
         try:
             streams = []
-            for sid in sids:
-                body = {"content": "through a database restart " * 4,
+            for i, sid in enumerate(sids):
+                body = {"content": f"db-restart-{i} through a database restart " * 4,
                         "includePartialMessages": True}
                 streams.append(http.stream("POST", f"/api/sessions/{sid}/messages", json=body))
             responses = [s.__enter__() for s in streams]
-            postgres_server.restart()  # while both turns stream and write
+            for hold in holds:
+                hold.wait_held()
+            postgres_server.restart()
+            for hold in holds:
+                hold.release()
             results = [list(frames(r.iter_lines())) for r in responses]
             for s in streams:
                 s.__exit__(None, None, None)
         finally:
-            fake_model.configure(chunk_delay_s=0)
+            fake_model.release_all()
         for sid, got in zip(sids, results, strict=True):
             assert got[-1][1] == "done" and not any(f[1] == "error" for f in got)
             stored = http.get(f"/api/sessions/{sid}/events").json()["events"]

@@ -69,13 +69,12 @@ def test_bad_input_gets_named_4xx(http: httpx.Client, agent: str, tmp_path: Path
 
 def test_one_turn_at_a_time(http: httpx.Client, agent: str, fake_model) -> None:  # type: ignore[no-untyped-def]
     sid = new_session(http, agent)
-    fake_model.configure(first_token_delay_s=1.0)
-    try:
+    with fake_model.hold("slow") as hold:
         with http.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "slow"}) as r:
             assert r.status_code == 200
+            hold.wait_seen()  # the first turn is running (waiting for the model)
             second = http.post(f"/api/sessions/{sid}/messages", json={"content": "again"})
             assert "running a turn" in _error(second, 409)
+            hold.release()
             r.read()
-    finally:
-        fake_model.configure(first_token_delay_s=0)
     assert send(http, sid, "now it is free")[-1][1] == "done"

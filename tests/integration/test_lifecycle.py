@@ -62,7 +62,8 @@ def test_stop_then_cold_resume_keeps_conversation_and_files(
     sent = fake_model.message_requests[-1]["messages"]
     texts = json.dumps(sent)
     assert "remember the word tangerine" in texts and "echo: remember the word" in texts
-    assert sent[-1] == {"role": "user", "content": "what was the word?"}
+    assert sent[-1]["role"] == "user"  # the prompt, marked as a cache breakpoint
+    assert sent[-1]["content"][0]["text"] == "what was the word?"
     assert "precious-bytes" in _cat(http, sid, "kept.txt")
     assert 'ash_resume_total{path="cold"}' in http.get("/metrics").text
 

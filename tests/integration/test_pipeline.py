@@ -26,7 +26,7 @@ from ash_ray.errors import (
 )
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.pipeline import AgentSession, AshRay, PipelineSessions, ask, connect, run_prompts
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray

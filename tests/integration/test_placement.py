@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AtCapacity
 from ash_ray.pipeline import AshRay
 from ash_ray.testing.fake_anthropic import Reply, text
-from tests.integration.conftest import MODEL_KEY, wait_for
+from tests.helpers import wait_for
+from tests.integration.conftest import MODEL_KEY
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -126,12 +128,6 @@ def slotted(
         ray.kill(registry)
 
 
-def _slow_turns(fake_model: Any, count: int) -> None:
-    """The next ``count`` model replies stream for a few seconds each."""
-    fake_model.configure(chunk_chars=4)
-    fake_model.script(*[Reply([text("slow " * 12)], chunk_delay_s=0.4)] * count)
-
-
 def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
     slotted: AshRay, slot_node: str, fake_model: Any
 ) -> None:
@@ -142,7 +138,9 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
         assert info["nodeId"] == slot_node, "a session landed off the slotted node"
     assert ray.available_resources().get("ash_session_slot", 0) == 0
 
-    _slow_turns(fake_model, 2)
+    # Both turns wait for the model until released: both run for as long as the test says.
+    fake_model.script(*[Reply([text("slow " * 12)])] * 2)
+    holds = [fake_model.hold("take your time") for _ in range(2)]
     turns = [s.ask.remote("take your time", include_partial_messages=True) for s in (first, second)]
     try:
         wait_for(
@@ -156,14 +154,16 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
         assert full.value.http_status == 503 and "retry" in str(full.value)
 
         # Asked to wait, a create gets a slot once a turn ends (the idle session goes cold).
-        started = time.monotonic()
-        third = slotted.session("slots", wait_s=60)
-        waited = time.monotonic() - started
+        with ThreadPoolExecutor(1) as pool:
+            create = pool.submit(slotted.session, "slots", wait_s=60)
+            # Not proof it waits forever, but a create that did not wait returns at once.
+            assert not wait([create], timeout=2).done, "the create did not wait for a slot"
+            holds[0].release()
+            third = create.result(timeout=60)
     finally:
+        fake_model.release_all()
         outcomes = ray.get(turns, timeout=120)
-    print(f"third session {third.id} after {waited:.1f}s")
     assert all(o["result"] == "slow " * 12 for o in outcomes), outcomes
-    assert waited > 0.5, "the third create should have waited for a running turn to end"
     assert third.describe()["nodeId"] == slot_node
 
     live = [w for w in ray.get(slotted.registry.describe_all.remote()) if w.get("bound")]

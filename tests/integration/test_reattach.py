@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.helpers import wait_for
 from tests.integration.sse import frames, new_session
 
 pytestmark = pytest.mark.ray
@@ -17,9 +17,10 @@ def test_disconnect_then_reattach_gets_every_event_once(
     http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
     sid = new_session(http, agent)
-    fake_model.configure(chunk_delay_s=0.05)
-    try:
-        seen = []
+    seen = []
+    # The reply stops after its second delta until the client has gone and come back:
+    # the re-attach always meets the turn running.
+    with fake_model.hold(LONG, at="token:2") as hold:
         with http.stream(
             "POST",
             f"/api/sessions/{sid}/messages",
@@ -27,16 +28,16 @@ def test_disconnect_then_reattach_gets_every_event_once(
         ) as r:
             for frame in frames(r.iter_lines()):
                 seen.append(frame)
-                if len(seen) == 4:
+                if frame[1] == "text_delta":
                     break  # the client goes away mid-turn
         last_id = seen[-1][0]
         with http.stream(
             "GET", f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": str(last_id)}
         ) as r:
             assert r.status_code == 200
+            assert not hold.released
+            hold.release()
             rest = list(frames(r.iter_lines()))
-    finally:
-        fake_model.configure(chunk_delay_s=0)
     assert rest and rest[-1][1] == "done"
     combined = [f[0] for f in seen] + [f[0] for f in rest]
     assert len(combined) == len(set(combined)), "an event was delivered twice"
@@ -55,12 +56,10 @@ def test_turn_survives_client_disconnect(
     http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
     sid = new_session(http, agent)
-    fake_model.configure(first_token_delay_s=0.5)
-    try:
+    # The model answers only after the client hung up.
+    with fake_model.hold("bye"):
         with http.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "bye"}) as r:
             next(frames(r.iter_lines()))  # session_start only, then hang up
-    finally:
-        fake_model.configure(first_token_delay_s=0)
 
     def finished() -> bool:
         msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
@@ -73,8 +72,8 @@ def test_interrupt_stops_a_running_turn(
     http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
     sid = new_session(http, agent)
-    fake_model.configure(chunk_delay_s=0.2)
-    try:
+    # The reply stops after its first delta: only the interrupt can end the turn.
+    with fake_model.hold(LONG, at="token:1", timeout_s=60) as hold:
         with http.stream(
             "POST", f"/api/sessions/{sid}/messages",
             json={"content": LONG, "includePartialMessages": True},
@@ -82,26 +81,28 @@ def test_interrupt_stops_a_running_turn(
             got = []
             for frame in frames(r.iter_lines()):
                 got.append(frame)
-                if frame[1] == "text_delta" and len(got) == 3:
+                if frame[1] == "text_delta":
                     assert http.post(f"/api/sessions/{sid}/interrupt").json()["interrupted"]
-    finally:
-        fake_model.configure(chunk_delay_s=0)
+        assert not hold.released, "the turn ended because the model finished, not the interrupt"
     result = next(f[2] for f in got if f[1] == "message" and f[2]["type"] == "result")
     assert result["subtype"] == "interrupted"
     assert got[-1][1] == "done"
-    assert len([f for f in got if f[1] == "text_delta"]) < 40
+    assert len([f for f in got if f[1] == "text_delta"]) == 1
 
 
 def test_idle_streams_get_heartbeats(
     http: httpx.Client, agent: str, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
     sid = new_session(http, agent)
-    fake_model.configure(first_token_delay_s=2.5)  # the test server beats every second
-    try:
+    # The model stays silent until the stream has carried a heartbeat (the test server
+    # beats every second); without heartbeats the hold times out and the assert fails.
+    with fake_model.hold("hb", timeout_s=30) as hold:
         with http.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "hb"}) as r:
             assert r.headers["x-accel-buffering"] == "no"
-            lines = list(r.iter_lines())
-    finally:
-        fake_model.configure(first_token_delay_s=0)
+            lines = []
+            for line in r.iter_lines():
+                lines.append(line)
+                if line == ": ping":
+                    hold.release()
     assert ": ping" in lines
     assert lines[lines.index(": ping") - 1] == ""  # a comment between whole frames

@@ -51,8 +51,8 @@ def test_sigterm_drains_and_sigkill_loses_nothing(
         assert "remember kiwi" in json.dumps(fake_model.message_requests[0]["messages"])
         count_before = len(http.get(f"/api/sessions/{sid}/messages").json()["messages"])
 
-        fake_model.configure(chunk_delay_s=0.3)
-        with http.stream(
+        # The reply streams its text, then waits before message_stop: mid-turn at the kill.
+        with fake_model.hold("slow", at="message_stop"), http.stream(
             "POST", f"/api/sessions/{sid}/messages",
             json={"content": "slow " * 30, "includePartialMessages": True},
         ) as r:
@@ -62,7 +62,6 @@ def test_sigterm_drains_and_sigkill_loses_nothing(
                 if len(seen) == 3:
                     proc.kill()  # SIGKILL the server and its whole Ray cluster mid-stream
                     break
-    fake_model.configure(chunk_delay_s=0)
 
     proc.start()
     with httpx.Client(base_url=proc.url, timeout=60) as http:

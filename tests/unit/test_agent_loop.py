@@ -24,7 +24,19 @@ from ash_ray.testing.fake_anthropic import (
     tool_use,
 )
 
-ALL_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "LS"]
+ALL_TOOLS = [
+    "Bash",
+    "Read",
+    "Write",
+    "Edit",
+    "Glob",
+    "Grep",
+    "LS",
+    "MultiEdit",
+    "NotebookEdit",
+    "WebFetch",
+    "TodoWrite",
+]
 
 
 @pytest.fixture
@@ -136,7 +148,7 @@ async def test_plain_text_answer(make_loop: Any, fake: FakeAnthropic) -> None:
     request = fake.message_requests[0]
     assert request["stream"] is True and request["max_tokens"] == 8192
     assert request["system"][0]["text"].startswith("You are a careful test agent.")
-    assert [t["name"] for t in request["tools"]] == ALL_TOOLS
+    assert [t["name"] for t in request["tools"]] == [*ALL_TOOLS, "web_search"]
 
 
 async def test_partial_deltas_and_thinking(make_loop: Any, fake: FakeAnthropic) -> None:
@@ -188,6 +200,7 @@ async def test_tool_call_round_trip(make_loop: Any, fake: FakeAnthropic) -> None
         "tool_use_id": "toolu_1",
         "content": "hi",
         "is_error": False,
+        "cache_control": {"type": "ephemeral"},  # the next call reads up to here
     }
     assert second[-2]["content"][1]["type"] == "tool_use"
 
@@ -230,7 +243,11 @@ async def test_session_tool_lists_filter_what_is_offered(
     loop = make_loop(skills=True)
     fake.script("a", "b", [tool_use("Bash", {"command": "echo no"}, id="t")], "c")
     await collect(loop, [], "x")
-    assert [t["name"] for t in fake.message_requests[0]["tools"]] == [*ALL_TOOLS, "Skill"]
+    assert [t["name"] for t in fake.message_requests[0]["tools"]] == [
+        *ALL_TOOLS,
+        "Skill",
+        "web_search",
+    ]
     assert "greet: Say hello" in fake.message_requests[0]["system"][0]["text"]
     await collect(loop, [], "x", TurnOptions(allowed_tools=["Read", "Bash(git status)"]))
     assert [t["name"] for t in fake.message_requests[1]["tools"]] == ["Bash", "Read"]
@@ -264,19 +281,20 @@ async def test_budget(make_loop: Any, fake: FakeAnthropic) -> None:
 
 async def test_interrupt_mid_stream(make_loop: Any, fake: FakeAnthropic) -> None:
     loop = make_loop()
-    fake.script(Reply([text("word " * 400)], chunk_delay_s=0.05))  # ~6 s if read to the end
+    fake.script("word " * 400)
     interrupt = asyncio.Event()
     conversation: list[dict[str, Any]] = []
     events = []
-    started = time.monotonic()
-    async for event in loop.run_turn(
-        conversation, "talk", TurnOptions(include_partial=True), interrupt
-    ):
-        events.append(event)
-        if event.type == "text_delta":
-            interrupt.set()
-    assert time.monotonic() - started < 2
-    assert sum(e.type == "text_delta" for e in events) < 5
+    # The reply stops after its first delta until released: only the interrupt can end it.
+    with fake.hold(at="token:1", timeout_s=30) as hold:
+        async for event in loop.run_turn(
+            conversation, "talk", TurnOptions(include_partial=True), interrupt
+        ):
+            events.append(event)
+            if event.type == "text_delta":
+                interrupt.set()
+        assert not hold.released, "the turn ended because the model finished, not the interrupt"
+    assert sum(e.type == "text_delta" for e in events) == 1
     result = result_of(events)
     assert result["subtype"] == "interrupted" and result["is_error"] is True
     assert result["num_turns"] == 1
@@ -287,21 +305,19 @@ async def test_interrupt_mid_stream(make_loop: Any, fake: FakeAnthropic) -> None
 
 async def test_interrupt_keeps_finished_blocks_only(make_loop: Any, fake: FakeAnthropic) -> None:
     loop = make_loop()
-    fake.script(
-        Reply(
-            [text("Done part."), text("more " * 200), tool_use("Bash", {"command": "true"})],
-            chunk_delay_s=0.05,
-        )
-    )
+    fake.script([text("Done part."), text("more " * 200), tool_use("Bash", {"command": "true"})])
     interrupt = asyncio.Event()
     conversation: list[dict[str, Any]] = []
     events = []
-    async for event in loop.run_turn(
-        conversation, "talk", TurnOptions(include_partial=True), interrupt
-    ):
-        events.append(event)
-        if event.type == "text_delta" and "more" in event.data["delta"]:
-            interrupt.set()
+    # Held after "Done part." and the first delta of the second block.
+    with fake.hold(at="token:2", timeout_s=30) as hold:
+        async for event in loop.run_turn(
+            conversation, "talk", TurnOptions(include_partial=True), interrupt
+        ):
+            events.append(event)
+            if event.type == "text_delta" and "more" in event.data["delta"]:
+                interrupt.set()
+        assert not hold.released
     assert conversation[1] == {
         "role": "assistant",
         "content": [{"type": "text", "text": "Done part."}],
@@ -382,5 +398,7 @@ async def test_conversation_continues_across_turns(make_loop: Any, fake: FakeAnt
     await collect(loop, conversation, "two")
     sent = fake.message_requests[1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
-    assert sent[-1]["content"] == "two"
+    assert sent[-1]["content"] == [
+        {"type": "text", "text": "two", "cache_control": {"type": "ephemeral"}}
+    ]
     assert len(conversation) == 4

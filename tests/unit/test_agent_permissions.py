@@ -171,3 +171,38 @@ def test_relative_target() -> None:
 )
 def test_glob_dialect(pattern: str, path: str, expected: bool) -> None:
     assert glob_match(pattern, path) is expected
+
+
+def test_mcp_rules_cover_servers_and_tools() -> None:
+    p = policy(deny=["mcp__github__delete_repo"], allow=["mcp__notes"])
+    assert p.check("mcp__github__delete_repo", {}, WS) is not None
+    assert p.check("mcp__github__create_issue", {}, WS) is None
+    assert p.check("mcp__notes__read", {}, WS) is None
+    removed = policy(disallowed_tools=["mcp__github__*"])
+    assert removed.offered(["mcp__github__a", "mcp__notes__b", "Read"]) == ["mcp__notes__b", "Read"]
+    only = policy(allowed_tools=["mcp__notes", "Read"])
+    assert only.offered(["mcp__github__a", "mcp__notes__b", "Read", "Bash"]) == [
+        "mcp__notes__b",
+        "Read",
+    ]
+
+
+def test_webfetch_domain_rules() -> None:
+    p = policy(allow=["WebFetch(domain:example.com)"], deny=["WebFetch(domain:bad.example.com)"])
+    fetch = lambda url: p.check("WebFetch", {"url": url}, WS)  # noqa: E731
+    assert fetch("https://example.com/a") is None and fetch("https://docs.example.com/") is None
+    assert fetch("https://bad.example.com/") is not None
+    assert fetch("https://example.org/") is not None
+    assert fetch("https://notexample.com/") is not None
+
+
+def test_modes() -> None:
+    rules = PermissionRules.from_settings({"deny": ["Bash"], "allow": ["Write(out/**)"]})
+    bypass = PermissionPolicy(rules, mode="bypassPermissions", disallowed_tools=["Read"])
+    assert bypass.check("Bash", {"command": "ls"}, WS) is None
+    assert bypass.check("Read", {"file_path": "x"}, WS) is not None  # session lists still apply
+    edits = PermissionPolicy(rules, mode="acceptEdits")
+    assert edits.check("Write", {"file_path": "src/x"}, WS) is None
+    assert edits.check("Bash", {"command": "ls"}, WS) is not None
+    default = PermissionPolicy(rules, mode="nonsense")
+    assert default.mode == "default" and default.check("Write", {"file_path": "src/x"}, WS)

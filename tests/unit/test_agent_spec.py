@@ -87,6 +87,9 @@ def test_not_a_directory(tmp_path: Path) -> None:
         (".claude/settings.json", json.dumps({"env": ["A=1"]})),
         (".mcp.json", "{"),
         (".mcp.json", json.dumps({"mcpServers": []})),
+        (".mcp.json", json.dumps({"mcpServers": {"x": {"args": ["no command"]}}})),
+        (".claude/settings.json", json.dumps({"hooks": {"PreToolUse": [{"hooks": [{}]}]}})),
+        (".claude/settings.json", json.dumps({"hooks": {"OnCoffee": []}})),
         (".claude/skills/x/SKILL.md", "---\nname: x\n"),
         (".claude/skills/x/SKILL.md", "---\n: [bad\n---\nbody"),
     ],
@@ -96,3 +99,34 @@ def test_malformed_files_raise_agent_invalid(tmp_path: Path, name: str, body: st
     with pytest.raises(AgentInvalid) as info:
         load_agent(root)
     assert name.split("/")[-1] in str(info.value)
+
+
+def test_hooks_subagents_and_default_mode_are_read(tmp_path: Path) -> None:
+    hooks = {"PreToolUse": [{"matcher": "Edit|Write", "hooks": [{"command": "x", "timeout": 5}]}]}
+    local = {"hooks": {"PreToolUse": [{"hooks": [{"type": "command", "command": "y"}]}]}}
+    root = make(
+        tmp_path / "a",
+        {
+            "CLAUDE.md": "hi",
+            ".claude/settings.json": json.dumps(
+                {"hooks": hooks, "permissions": {"defaultMode": "plan"}}
+            ),
+            ".claude/settings.local.json": json.dumps(local),
+            ".claude/agents/rev.md": "---\nname: reviewer\ndescription: Reviews\n"
+            "tools: Read, Grep\nmodel: opus\n---\nYou review.\n",
+            ".claude/agents/plain.md": "Just a prompt.\n",
+        },
+    )
+    spec = load_agent(root)
+    first, second = spec.hooks["PreToolUse"]
+    assert first.matches("Write") and not first.matches("Bash") and second.matches("Bash")
+    assert first.commands[0].timeout_s == 5
+    assert spec.permission_mode == "plan"
+    plain, rev = spec.subagents
+    assert (rev.name, rev.tools, rev.model, rev.prompt) == (
+        "reviewer",
+        ("Read", "Grep"),
+        "opus",
+        "You review.",
+    )
+    assert (plain.name, plain.tools, plain.prompt) == ("plain", None, "Just a prompt.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,34 @@ def test_cockroach_style_url_selects_postgres() -> None:
 )
 def test_pod_role(pod: str, given: str, expected: str) -> None:
     assert role(load_settings(pod_name=pod, ray_role=given)) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:////tmp/x.db", "/tmp/x.db"),  # four slashes: absolute, as in SQLAlchemy
+        ("sqlite:/srv/ash.db", "/srv/ash.db"),
+        ("sqlite:///rel/x.db", "/data/rel/x.db"),  # relative: under data_dir
+        ("sqlite:x.db", "/data/x.db"),
+        ("sqlite:", "/data/ash.db"),
+        ("", "/data/ash.db"),
+    ],
+)
+def test_sqlite_url_paths(url: str, expected: str) -> None:
+    settings = load_settings(data_dir="/data", database_url=url)
+    assert str(settings.sqlite_path) == expected
+
+
+async def test_sqlite_url_with_an_absolute_path_opens_that_file(tmp_path: Path) -> None:
+    from ash_ray.store import open_store
+
+    target = tmp_path / "elsewhere" / "x.db"
+    target.parent.mkdir()
+    settings = load_settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{target}")
+    async with open_store(settings):
+        assert target.is_file()
+
+
+def test_sqlite_url_with_a_host_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ASH_DATABASE_URL"):
+        load_settings(database_url="sqlite://host/x.db")

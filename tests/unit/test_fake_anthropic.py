@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from ash_ray.testing.fake_anthropic import (
     thinking,
     tool_use,
 )
-from ash_ray.testing.postgres import free_port
+from tests.helpers import free_port, wait_for
 
 KEY = "sk-ant-test"
 USER_HI = [{"role": "user", "content": "hi"}]
@@ -181,6 +183,8 @@ def test_auth_is_required_when_configured(fake: FakeAnthropic) -> None:
 
 
 def test_delays_per_server_and_per_reply(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    # The delays themselves are under test (benchmarks model latency with them); nothing
+    # here orders events by them.
     fake.configure(first_token_delay_s=0.3)
     started = time.monotonic()
     with client.messages.stream(model="m", max_tokens=8, messages=USER_HI) as stream:
@@ -224,11 +228,12 @@ def test_cli_serves_until_terminated() -> None:
     )  # fmt: skip
     try:
         remote = FakeAnthropicRemote(f"http://127.0.0.1:{port}", timeout_s=1)
-        deadline = time.monotonic() + 20
-        while not remote.healthy():
+
+        def up() -> bool:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the fake did not come up"
-            time.sleep(0.05)
+            return remote.healthy()
+
+        wait_for(up, timeout_s=20, what="the fake to come up")
         client = anthropic.Anthropic(base_url=remote.url, api_key="any", max_retries=0)
         msg = client.messages.create(model="m", max_tokens=8, messages=USER_HI)
         assert msg.content[0].text == "echo: hi"  # type: ignore[union-attr]
@@ -237,3 +242,138 @@ def test_cli_serves_until_terminated() -> None:
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert f"http://127.0.0.1:{port}" in err
+
+
+# ---------------------------------------------------------------- hold/release latches
+
+
+def _stream_in_thread(
+    client: anthropic.Anthropic, prompt: str
+) -> tuple[threading.Thread, list[str], list[str]]:
+    """Stream a reply in a thread: (thread, text pieces so far, raw event types so far)."""
+    pieces: list[str] = []
+    events: list[str] = []
+
+    def run() -> None:
+        messages = [{"role": "user", "content": prompt}]
+        with client.messages.stream(model="m", max_tokens=64, messages=messages) as stream:  # type: ignore[arg-type]
+            for event in stream:
+                events.append(event.type)
+                if event.type == "text":
+                    pieces.append(event.text)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, pieces, events
+
+
+def test_hold_before_the_first_token_until_released(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    fake.script("the held answer")
+    with fake.hold() as hold:
+        thread, pieces, events = _stream_in_thread(client, "hello")
+        assert hold.wait_seen()["messages"][0]["content"] == "hello"
+        hold.wait_held()
+        wait_for(lambda: "message_start" in events, timeout_s=10, what="message_start")
+        assert pieces == [] and thread.is_alive()  # no token while held
+        hold.release()
+        thread.join(10)
+    assert "".join(pieces) == "the held answer"
+    assert events[-1] == "message_stop"
+
+
+def test_hold_before_message_stop_lets_the_text_through(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    fake.script("all of the text")
+    hold = fake.hold(at="message_stop")
+    thread, pieces, events = _stream_in_thread(client, "hello")
+    hold.wait_held()
+    wait_for(lambda: "".join(pieces) == "all of the text", timeout_s=10, what="the whole text")
+    assert "message_stop" not in events and thread.is_alive()
+    hold.release()
+    thread.join(10)
+    assert events[-1] == "message_stop"
+
+
+def test_hold_by_marker_lets_other_requests_through(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    hold = fake.hold("MARKER-B")
+    thread, pieces, _ = _stream_in_thread(client, "prompt MARKER-B")
+    hold.wait_held()
+    other = client.messages.create(model="m", max_tokens=8, messages=USER_HI)
+    assert other.content[0].text == "echo: hi"  # type: ignore[union-attr]
+    assert pieces == []
+    hold.release()
+    thread.join(10)
+    assert "".join(pieces) == "echo: prompt MARKER-B"
+    assert not hold.matches({"messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_hold_a_non_streaming_request_and_reset_releases_it(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    hold = fake.hold()
+    answers: list[str] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            client.messages.create(model="m", max_tokens=8, messages=USER_HI).content[0].text  # type: ignore[union-attr]
+        )
+    )
+    thread.start()
+    hold.wait_held()
+    assert answers == []
+    fake.reset()  # a test that forgot to release must not wedge the fake
+    thread.join(10)
+    assert answers == ["echo: hi"] and hold.released
+    with pytest.raises(TimeoutError, match="not seen"):
+        fake.hold("never sent").wait_seen(timeout_s=0.1)
+
+
+async def test_hold_from_an_async_test(fake: FakeAnthropic) -> None:
+    aclient = anthropic.AsyncAnthropic(base_url=fake.url, api_key=KEY, max_retries=0)
+    with fake.hold("async-marker") as hold:
+        task = asyncio.create_task(
+            aclient.messages.create(
+                model="m", max_tokens=8, messages=[{"role": "user", "content": "async-marker"}]
+            )
+        )
+        await hold.wait_seen_async()
+        assert not task.done()
+        hold.release()
+        msg = await asyncio.wait_for(task, 10)
+    assert msg.content[0].text == "echo: async-marker"  # type: ignore[union-attr]
+
+
+def test_hold_over_http_for_other_processes(
+    fake: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    remote = FakeAnthropicRemote(fake.url)
+    with remote.hold("remote-marker", at="message_stop") as hold:
+        thread, pieces, events = _stream_in_thread(client, "remote-marker")
+        assert hold.wait_seen()["seen"] is True
+        state = hold.wait_held()
+        assert state["held"] and not state["released"]
+        assert thread.is_alive() and "message_stop" not in events
+        hold.release()
+        thread.join(10)
+    assert "".join(pieces) == "echo: remote-marker" and events[-1] == "message_stop"
+    with pytest.raises(TimeoutError, match="not seen"):
+        remote.hold("never sent").wait_seen(timeout_s=0.1)
+    remote.release_all()
+    resp = httpx.post(fake.url + "/_fake/hold", json={"at": "somewhere"})
+    assert resp.status_code == 400 and "token:N" in resp.text
+
+
+def test_hold_in_the_middle_of_a_block(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    fake.script("0123456789abcdef" * 3)  # three text deltas of 16 characters
+    with fake.hold(at="token:2") as hold:
+        thread, pieces, events = _stream_in_thread(client, "hello")
+        hold.wait_held()
+        wait_for(lambda: len(pieces) == 2, timeout_s=10, what="two deltas")
+        assert "".join(pieces) == "0123456789abcdef" * 2 and thread.is_alive()
+        hold.release()
+        thread.join(10)
+    assert len(pieces) == 3 and events[-1] == "message_stop"

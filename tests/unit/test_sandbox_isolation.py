@@ -23,6 +23,7 @@ from ash_ray.errors import PathOutsideWorkspace
 from ash_ray.sandbox import ProcessSandbox, available_limit_modes, create_sandbox
 from ash_ray.sandbox.bwrap import find_bwrap, probe_bwrap
 from ash_ray.sandbox.cgroups import discover
+from tests.helpers import wait_for_async
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PY = sys.executable
@@ -77,14 +78,6 @@ def processes_with(token: str) -> list[int]:
 
 def exists(path: str) -> bool:
     return Path(path).exists()
-
-
-async def eventually(check: Callable[[], bool], deadline_s: float = 5.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -249,7 +242,7 @@ async def test_real_fork_bomb_is_contained(closing: Any) -> None:
     bomb = f"bomb_{token}"
     result = await sandbox.run(f"{bomb}() {{ {bomb} | {bomb} & }}; {bomb}; sleep 2", timeout_s=5)
     assert result.exit_code is not None
-    await eventually(lambda: not processes_with(f"bomb_{token}"))
+    await wait_for_async(lambda: not processes_with(f"bomb_{token}"), 5, what="no bomb left")
     assert (await sandbox.run("echo alive")).stdout == "alive\n"
 
 
@@ -279,7 +272,7 @@ async def test_wall_timeout_kills_the_whole_group(closing: Any, isolation: str) 
     result = await sandbox.run(f"sleep {token} & sleep {token}1 & sleep 100", timeout_s=1)
     assert time.monotonic() - started < 5
     assert result.timed_out and not result.ok
-    await eventually(lambda: not processes_with(f"sleep {token}"))
+    await wait_for_async(lambda: not processes_with(f"sleep {token}"), 5, what="no sleep left")
 
 
 @pytest.mark.parametrize("isolation", ["none", "auto"])
@@ -292,7 +285,7 @@ async def test_background_processes_do_not_outlive_the_command(
     result = await sandbox.run(f"sleep {token} & echo started")
     assert result.ok and result.stdout == "started\n"
     assert time.monotonic() - started < 5
-    await eventually(lambda: not processes_with(f"sleep {token}"))
+    await wait_for_async(lambda: not processes_with(f"sleep {token}"), 5, what="no sleep left")
 
 
 @pytest.mark.sandbox
@@ -317,18 +310,18 @@ async def test_setsid_escape_is_killed_by_the_cgroup(closing: Any) -> None:
     token = str(500_000 + int(uuid.uuid4().int % 90_000))
     result = await sandbox.run(f"setsid sleep {token} > /dev/null 2>&1 < /dev/null & echo ok")
     assert result.ok
-    await eventually(lambda: not processes_with(f"sleep {token}"))
+    await wait_for_async(lambda: not processes_with(f"sleep {token}"), 5, what="no sleep left")
 
 
 async def test_cancelled_run_kills_the_command(closing: Any) -> None:
     sandbox = closing()
     token = str(600_000 + int(uuid.uuid4().int % 90_000))
     task = asyncio.create_task(sandbox.run(f"sleep {token}"))
-    await eventually(lambda: bool(processes_with(f"sleep {token}")))
+    await wait_for_async(lambda: bool(processes_with(f"sleep {token}")), 5, what="sleep running")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: not processes_with(f"sleep {token}"))
+    await wait_for_async(lambda: not processes_with(f"sleep {token}"), 5, what="no sleep left")
 
 
 async def test_file_size_limit(closing: Any) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,8 @@ from ash_ray.errors import StoreError
 from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
 from ash_ray.store import PostgresStore
 from ash_ray.store.postgres import redact
-from ash_ray.testing.postgres import TempPostgres, free_port
+from tests.helpers import free_port
+from tests.pg import TempPostgres
 
 pytestmark = pytest.mark.postgres
 
@@ -125,17 +124,12 @@ async def test_postgres_scheme_and_url_redaction(postgres_db_url: str) -> None:
         PostgresStore("mysql://u:s3cret@h/db")
 
 
-@pytest.mark.slow
-def test_temp_postgres_from_the_pgserver_wheel_cleans_up(postgres_server: TempPostgres) -> None:
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or spec.origin is None:
-        pytest.skip("pgserver is not installed")
-    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
-    with TempPostgres(bin_dir=bin_dir) as server:
+def test_temp_postgres_cleans_up(postgres_server: TempPostgres) -> None:
+    """The test helper leaves no server and no files behind."""
+    with TempPostgres() as server:
         tmp, port = server.tmp, server.port
         assert tmp is not None and tmp.is_dir()
-        url = server.create_database("named_db")
-        assert url.endswith(f":{port}/named_db?sslmode=disable")
+        assert server.create_database().startswith(f"postgresql://postgres@127.0.0.1:{port}/")
     assert not tmp.exists()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass

@@ -1,0 +1,141 @@
+"""WebFetch: fetch a URL from the worker and hand the model its text (HTML as markdown).
+
+The model chooses the URL, so the fetch is an SSRF risk: unless
+``ASH_WEBFETCH_ALLOW_PRIVATE=true``, a host whose DNS answer holds any loopback,
+private, link-local, multicast, reserved or unspecified address is refused, and the
+check is repeated on every redirect (followed by hand, at most ``MAX_REDIRECTS``),
+together with the ``WebFetch(domain:x)`` permission rules. The name is resolved
+again by the HTTP client when it connects: a DNS server that answers differently
+within those milliseconds (rebinding) is not covered. A sandbox with its network cut
+refuses WebFetch altogether. Responses are capped in size and time.
+
+WebSearch is Anthropic's server-side tool (:data:`WEB_SEARCH_TOOL`): the API runs
+the searches, and its ``server_tool_use`` / ``web_search_tool_result`` blocks come back
+in the reply like any other content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from bs4 import BeautifulSoup
+from markdownify import MarkdownConverter
+
+from ash_ray.agent.file_tools import ToolFailure
+
+if TYPE_CHECKING:
+    from ash_ray.agent.tools import ToolContext
+
+MAX_FETCH_BYTES = 5 * 1024 * 1024
+FETCH_TIMEOUT_S = 30.0
+MAX_REDIRECTS = 10
+USER_AGENT = "ash-ray-webfetch/1.0"
+WEB_SEARCH_TOOL: dict[str, Any] = {
+    "type": "web_search_20250305",
+    "name": "web_search",
+    "max_uses": 5,
+}
+
+
+def _forbidden(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+async def _check_host(url: str, allow_private: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ToolFailure(f"WebFetch only fetches http(s) URLs with a host, not {url!r}")
+    if allow_private:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, port, type=socket.SOCK_STREAM
+        )
+    except socket.gaierror as exc:
+        raise ToolFailure(f"cannot resolve {parts.hostname}: {exc}") from None
+    for info in infos:
+        if _forbidden(str(info[4][0])):
+            raise ToolFailure(
+                f"WebFetch refuses {parts.hostname}: it resolves to the private, loopback or "
+                f"link-local address {info[4][0]}"
+            )
+
+
+async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_FETCH_BYTES:
+            return bytes(body[:MAX_FETCH_BYTES]), True
+    return bytes(body), False
+
+
+def _as_text(response: httpx.Response, body: bytes) -> str:
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and not (kind.startswith("text/") or "json" in kind or "xml" in kind):
+        raise ToolFailure(f"WebFetch reads text pages only; {response.url} is {kind}")
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    if kind in ("text/html", "application/xhtml+xml") or (not kind and "<html" in text[:1000]):
+        soup = BeautifulSoup(text, "html.parser")
+        for tag in soup(["script", "style", "noscript", "template"]):
+            tag.decompose()  # their text is code, not content
+        return str(MarkdownConverter(heading_style="ATX").convert_soup(soup)).strip()
+    return text
+
+
+async def _fetch(ctx: ToolContext, url: str) -> tuple[httpx.Response, bytes, bool]:
+    allow_private = bool(ctx.settings and ctx.settings.webfetch_allow_private)
+    async with httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=FETCH_TIMEOUT_S,
+        headers={"User-Agent": USER_AGENT},
+    ) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            if reason := ctx.policy.check("WebFetch", {"url": url}, ctx.sandbox.workspace):
+                raise ToolFailure(reason)
+            await _check_host(url, allow_private)
+            async with client.stream("GET", url) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(str(response.url), response.headers["location"])
+                    continue
+                body, truncated = await _read_capped(response)
+                return response, body, truncated
+    raise ToolFailure(f"WebFetch stopped after {MAX_REDIRECTS} redirects")
+
+
+async def web_fetch(ctx: ToolContext, args: dict[str, Any]) -> str:
+    """Fetch ``url`` (see module doc); ``prompt`` says what the model wants from it."""
+    if not ctx.sandbox.network:
+        raise ToolFailure("WebFetch is not available: this agent's network is cut")
+    url = str(args["url"]).strip()
+    try:
+        async with asyncio.timeout(FETCH_TIMEOUT_S):
+            response, body, truncated = await _fetch(ctx, url)
+    except TimeoutError:
+        raise ToolFailure(f"WebFetch timed out after {FETCH_TIMEOUT_S:g}s: {url}") from None
+    except httpx.HTTPError as exc:
+        raise ToolFailure(f"WebFetch failed for {url}: {type(exc).__name__}: {exc}") from None
+    if response.status_code >= 400:
+        raise ToolFailure(f"{url} answered HTTP {response.status_code}")
+    text = _as_text(response, body)
+    note = f"\n\n[truncated at {MAX_FETCH_BYTES} bytes]" if truncated else ""
+    prompt = str(args.get("prompt") or "").strip()
+    head = f"Content of {response.url}" + (f" (for: {prompt})" if prompt else "")
+    return f"{head}:\n\n{text}{note}"

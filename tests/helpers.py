@@ -1,0 +1,63 @@
+"""Helpers every test module may use: the one way to poll, and free loopback ports.
+
+Polling is for state the product does not announce (a process exiting, a row appearing).
+To order events against the model, hold its reply instead (``fake_model.hold()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _timed_out(what: str, timeout_s: float, last: object) -> AssertionError:
+    return AssertionError(f"timed out after {timeout_s}s waiting for {what}: last saw {last!r}")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout_s: float = 30, interval_s: float = 0.05, what: str = ""
+) -> T:
+    """Call ``predicate()`` until it returns something truthy, and return that.
+
+    Fails with an AssertionError naming ``what`` (and the last value) after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise _timed_out(what or repr(predicate), timeout_s, last)
+        time.sleep(interval_s)
+
+
+async def wait_for_async(
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout_s: float = 30,
+    interval_s: float = 0.05,
+    what: str = "",
+) -> T:
+    """:func:`wait_for` for async tests; ``predicate`` may be a plain or an async function."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise _timed_out(what or repr(predicate), timeout_s, last)
+        await asyncio.sleep(interval_s)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
