@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from ash_ray import __version__
+from ash_ray.chat import add_chat_parser, add_session_parsers
 from ash_ray.errors import AshError
 
 DEFAULT_URL = "http://127.0.0.1:4100"
@@ -303,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     snd.add_argument("message")
     for action in ("get", "pause", "resume", "stop", "end", "fork"):
         ssub.add_parser(action).add_argument("id")
+    add_session_parsers(ssub)  # files, exec, tail, logs: their own func wins
     sp.set_defaults(func=cmd_session)
+    add_chat_parser(sub)
 
     pp = sub.add_parser("ps", help="live session workers from Ray's state API")
     pp.add_argument("--json", action="store_true")

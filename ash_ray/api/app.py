@@ -18,6 +18,7 @@ from ash_ray.api import (
 )
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
+from ash_ray.console import console_router
 from ash_ray.sandbox import describe_isolation, detect_limit_mode
 
 
@@ -79,5 +80,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
     for module in (routes_agents, routes_sessions, routes_messages, routes_exec):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
+    # The console's pages are public; the data behind them needs the key.
+    app.include_router(console_router())
     openapi.install(app)
     return app

@@ -1,0 +1,98 @@
+// Queue, API keys, credentials and evals: shown as far as the server has those routes.
+import * as A from './api.js';
+import { act, badge, field, h, section, short, table, when } from './ui.js';
+
+export async function queue(main) {
+  main.replaceChildren(h('h1', {}, 'Queue'),
+    section('Queue stats', async () => {
+      const { stats } = await A.get('/api/queue/stats');
+      return h('dl', { class: 'stats' }, Object.entries(stats).map(([k, v]) =>
+        h('div', {}, h('dt', {}, k), h('dd', {}, String(v)))));
+    }),
+    section('Items', async () => table([
+      ['Item', (i) => h('code', {}, short(i.id))], ['Agent', (i) => i.agentName],
+      ['Status', (i) => badge(i.status)], ['Priority', (i) => i.priority],
+      ['Prompt', (i) => String(i.prompt || '').slice(0, 80)], ['Created', (i) => when(i.createdAt)],
+    ], (await A.get('/api/queue', { limit: 100 })).items)));
+}
+
+export async function keys(main) {
+  const shown = h('div', { 'aria-live': 'polite' });
+  const list = section('API keys', async () => table([
+    ['Label', (k) => k.label || ''], ['Key', (k) => h('code', {}, k.keyPrefix || '')],
+    ['Created', (k) => when(k.createdAt)],
+    ['', (k) => (k.id === 'env' ? '' : h('button', {
+      type: 'button', 'aria-label': `Revoke key ${k.label || k.id}`,
+      onclick: (ev) => act(ev.currentTarget, () => A.api('DELETE', `/api/api-keys/${k.id}`),
+        'Revoked').then(() => list.refresh()),
+    }, 'Revoke'))],
+  ], keyRows(await A.get('/api/api-keys'))));
+  const label = h('input', { id: 'key-label' });
+  const create = h('button', { type: 'submit' }, 'Create key');
+  const form = h('form', { class: 'card', 'aria-label': 'Create an API key' },
+    h('h2', {}, 'New key'), field('Label', label), create, shown);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const r = await act(create, () => A.post('/api/api-keys', { label: label.value }));
+    if (!r) return;
+    // Shown once, in this page only: the console never stores a created key.
+    shown.replaceChildren(h('p', {}, 'Copy the key now; it is not shown again: '),
+      h('code', { class: 'secret' }, r.key));
+    list.refresh();
+  });
+  main.replaceChildren(h('h1', {}, 'API keys'), list, form);
+}
+
+const keyRows = (body) => (Array.isArray(body) ? body : body.keys || body.apiKeys || []);
+
+export async function credentials(main) {
+  const list = section('Credentials', async () => table([
+    ['Id', (c) => h('code', {}, short(c.id))], ['Type', (c) => c.type], ['Label', (c) => c.label || ''],
+    ['Active', (c) => (c.active ? 'yes' : 'no')], ['Last used', (c) => when(c.lastUsedAt)],
+    ['', (c) => h('button', {
+      type: 'button', 'aria-label': `Delete credential ${c.label || c.id}`,
+      onclick: (ev) => act(ev.currentTarget, () => A.api('DELETE', `/api/credentials/${c.id}`),
+        'Deleted').then(() => list.refresh()),
+    }, 'Delete')],
+  ], (await A.get('/api/credentials')).credentials));
+  const type = h('select', { id: 'cred-type' },
+    ['anthropic', 'bedrock', 'custom', 'openai'].map((t) => h('option', { value: t }, t)));
+  const key = h('input', { id: 'cred-key', type: 'password', autocomplete: 'off', required: true });
+  const label = h('input', { id: 'cred-label' });
+  const add = h('button', { type: 'submit' }, 'Store credential');
+  const form = h('form', { class: 'card', 'aria-label': 'Store a credential' },
+    h('h2', {}, 'New credential'), field('Type', type), field('Key', key), field('Label', label), add);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const ok = await act(add, () => A.post('/api/credentials',
+      { type: type.value, key: key.value, label: label.value || undefined }), 'Stored');
+    key.value = '';
+    if (ok) list.refresh();
+  });
+  main.replaceChildren(h('h1', {}, 'Credentials'), list, form);
+}
+
+export async function evals(main) {
+  const pick = h('select', { id: 'eval-agent' });
+  const body = h('div');
+  const load = () => {
+    const name = encodeURIComponent(pick.value);
+    body.replaceChildren(
+      section('Eval runs', async () => table([
+        ['Run', (r) => h('code', {}, short(r.id))], ['Status', (r) => badge(r.status)],
+        ['Version', (r) => r.versionNumber ?? ''], ['Pass rate', (r) => r.passRate ?? ''],
+        ['Created', (r) => when(r.createdAt)],
+      ], (await A.get(`/api/agents/${name}/eval-runs`)).runs)),
+      section('Eval cases', async () => table([
+        ['Question', (c) => String(c.question).slice(0, 100)], ['Category', (c) => c.category || ''],
+        ['Active', (c) => (c.isActive === false ? 'no' : 'yes')],
+      ], (await A.get(`/api/agents/${name}/eval-cases`)).cases)));
+  };
+  try {
+    for (const a of (await A.get('/api/agents')).agents) pick.append(h('option', { value: a.name }, a.name));
+  } catch { /* shown by the sections */ }
+  pick.addEventListener('change', load);
+  main.replaceChildren(h('h1', {}, 'Evals'), h('div', { class: 'card' }, field('Agent', pick)), body);
+  if (pick.value) load();
+  else body.append(h('p', { class: 'muted' }, 'Deploy an agent first.'));
+}
