@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ValidationError
 
+from ash_ray import cluster_file
 from ash_ray.errors import AshError, AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
 from ash_ray.models import MessageCreate, SessionCreate, parse_uuid
 from ash_ray.names import REGISTRY_NAME
@@ -235,9 +236,14 @@ def registry_handle(namespace: str = DEFAULT_NAMESPACE) -> Any:
         ) from None
 
 
-def connect(namespace: str = DEFAULT_NAMESPACE, address: str = "auto") -> AshRay:
-    """Find ash-ray on the Ray cluster, joining it at ``address`` if Ray is not initialised."""
+def connect(namespace: str = DEFAULT_NAMESPACE, address: str | None = None) -> AshRay:
+    """Find ash-ray on the Ray cluster, joining it at ``address`` if Ray is not initialised.
+
+    Without ``address``: ``ASH_RAY_ADDRESS``, ``RAY_ADDRESS``, a local ``ash-ray start``
+    (its ``ray-cluster.json``, token included), else ``"auto"`` (see ``cluster_file``).
+    """
     if not ray.is_initialized():
+        address = cluster_file.prepare_driver(address)
         try:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         except ConnectionError as exc:
