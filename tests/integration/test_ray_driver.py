@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from ash_ray import cluster_file
+from tests.helpers import wait_for
 from tests.integration.conftest import MODEL_KEY, free_port_pair
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import new_session
@@ -75,8 +76,9 @@ def test_clean_driver_joins_with_the_cluster_file(
     proc: AshProcess, home: Path, agent_dir: Path
 ) -> None:
     proc.start()
-    banner = proc.log.read_text()
     path = cluster_file.path_for(proc.data_dir)
+    wait_for(path.exists, 60, what=str(path))  # written just after /health answers
+    banner = proc.log.read_text()
     info = json.loads(path.read_text())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the token
     assert info["auth_mode"] == "token" and info["token"] == proc.env["RAY_AUTH_TOKEN"]
