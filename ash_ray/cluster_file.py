@@ -170,4 +170,20 @@ def prepare_driver(address: str | None, data_dir: Path | None = None) -> str:
     """:func:`driver_address` plus :func:`prepare_auth`: the address to pass to ``ray.init``."""
     resolved, info = driver_address(address, data_dir)
     prepare_auth(info)
+    if resolved.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        _stay_on_loopback()
     return resolved
+
+
+def _stay_on_loopback() -> None:
+    """Keep Ray from rewriting a loopback GCS address to this host's outward IP.
+
+    ``ash-ray start`` binds every Ray service to 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+    =0); a driver without that variable would dial ``<node ip>:<port>`` and never connect.
+    Ray reads it when imported, so the module constant is set too.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
