@@ -79,7 +79,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    from ash_ray import app, supervise
+    from ash_ray import app, cluster_file, supervise
     from ash_ray.logs import configure_logging
 
     configure_logging(settings)
@@ -103,12 +103,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         _wait_healthy(f"http://127.0.0.1:{settings.port}")
         _announce(settings, ray)
         out(f"  ingress:   {ingress}")
+        out(f"  ray info:  {cluster_file.write(settings, ray)}  (read by connect(), ash-ray ps)")
         stop.wait()
         out("draining: pausing and snapshotting live sessions ...", err=True)
         result = app.drain(settings, stop.drain_budget())
         stop.drained = True
         out(f"paused {result.paused} session(s); stopping", err=True)
     finally:
+        cluster_file.remove(settings.data_dir)
         from ray import serve
 
         try:
@@ -156,6 +158,7 @@ def _wait_healthy(url: str, timeout_s: float = 120) -> None:
 def _announce(settings: Any, ray: Any) -> None:
     where = settings.database_url.split("@")[-1] if settings.database_url else settings.sqlite_path
     out(f"ash-ray {__version__} listening on http://{settings.host}:{settings.port}")
+    out(f"  ray:       {ray.get_runtime_context().gcs_address}  (GCS address for drivers)")
     out(f"  store:     {settings.store_kind} ({where})")
     out(f"  data dir:  {settings.data_dir}")
     auth = "on (Bearer ASH_API_KEY)" if settings.auth_enabled else "OFF (set ASH_API_KEY)"
@@ -246,9 +249,10 @@ def _send(c: Client, session_id: str, message: str) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    from ash_ray import cluster_file
     from ash_ray.inspect import live_sessions
 
-    rows = live_sessions(args.address, args.namespace)
+    rows = live_sessions(cluster_file.prepare_driver(args.address), args.namespace)
     if args.json:
         _print_json(rows)
         return 0
@@ -310,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("ps", help="live session workers from Ray's state API")
     pp.add_argument("--json", action="store_true")
-    pp.add_argument("--address", default=os.environ.get("ASH_RAY_ADDRESS") or "auto")
+    pp.add_argument("--address", help="GCS address (default: ASH_RAY_ADDRESS, a local start, auto)")
     pp.add_argument("--namespace", default=os.environ.get("ASH_NAMESPACE", "ash"))
     pp.set_defaults(func=cmd_ps)
 

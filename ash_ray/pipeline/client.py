@@ -16,6 +16,7 @@ import ray
 from pydantic import BaseModel, ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from ash_ray import cluster_file
 from ash_ray.errors import AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
 from ash_ray.handles import Call, Event, RegistryClient, SessionClient, TurnOutcome, unwrap
 from ash_ray.models import MessageCreate, SessionCreate, parse_uuid
@@ -225,9 +226,14 @@ class AshRay:
         return self.registry.describe_all().get(REGISTRY_TIMEOUT_S)
 
 
-def connect(namespace: str = DEFAULT_NAMESPACE, address: str = "auto") -> AshRay:
-    """Find ash-ray on the Ray cluster, joining it at ``address`` if Ray is not initialised."""
+def connect(namespace: str = DEFAULT_NAMESPACE, address: str | None = None) -> AshRay:
+    """Find ash-ray on the Ray cluster, joining it at ``address`` if Ray is not initialised.
+
+    Without ``address``: ``ASH_RAY_ADDRESS``, ``RAY_ADDRESS``, a local ``ash-ray start``
+    (its ``ray-cluster.json``, token included), else ``"auto"`` (see ``cluster_file``).
+    """
     if not ray.is_initialized():
+        address = cluster_file.prepare_driver(address)
         try:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         except ConnectionError as exc:
