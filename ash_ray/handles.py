@@ -338,6 +338,9 @@ class WorkerClient:
     def interrupt(self) -> Call[bool]:
         return self._call(WorkerApi.interrupt)
 
+    def compact(self) -> Call[dict[str, Any] | None]:
+        return self._call(WorkerApi.compact)
+
     def oldest_seq(self) -> Call[int]:
         return self._call(WorkerApi.oldest_seq)
 

@@ -8,7 +8,7 @@ import ray
 from fastapi import APIRouter, Query
 
 from ash_ray.api.deps import Ctx, SessionId, fails
-from ash_ray.api.schemas import InterruptReply, SessionList, SessionReply
+from ash_ray.api.schemas import CompactReply, InterruptReply, SessionList, SessionReply
 from ash_ray.models import MAX_INT64, NAME_MAX, SessionConfigPatch, SessionCreate, SessionStatus
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -99,3 +99,24 @@ async def interrupt(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
         except ray.exceptions.RayError:
             interrupted = False
     return {"ok": True, "interrupted": interrupted, "session": session.public()}
+
+
+@router.post(
+    "/{session_id}/compact",
+    response_model=CompactReply,
+    response_model_exclude_unset=True,
+    responses=fails(400, 404, 409, 410, 503),
+)
+async def compact(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
+    """Summarize the session's older turns now (409 while a turn runs).
+
+    ``GET .../messages`` keeps the full history; the model, and a cold resume, continue
+    from the summary and the recent turns.
+    """
+    session = await ctx.session(sid)
+    event = await session.compact()
+    record = await ctx.registry.get_session(sid)
+    reply: dict[str, Any] = {"ok": True, "compacted": event is not None, "session": record.public()}
+    if event is not None:
+        reply["compact"] = event
+    return reply

@@ -77,6 +77,25 @@ class InterruptReply(BaseModel):
     session: SessionOut
 
 
+class CompactOut(Out):
+    """What a compaction summarized (the ``compact`` event's data)."""
+
+    trigger: str
+    summarized_messages: int = Field(alias="summarizedMessages")
+    summarized_turns: int = Field(alias="summarizedTurns")
+    kept_messages: int = Field(alias="keptMessages")
+    tokens_before: int = Field(alias="tokensBefore")
+    tokens_after: int = Field(alias="tokensAfter")
+    summary: str
+
+
+class CompactReply(BaseModel):
+    ok: bool
+    compacted: bool = Field(description="False when there was nothing old enough to summarize.")
+    compact: CompactOut | None = None
+    session: SessionOut
+
+
 class MessageOut(Out):
     id: str
     session_id: str = Field(alias="sessionId")

@@ -270,6 +270,11 @@ class SessionWorker(HasGuard):
         assert self.turns is not None
         return self.turns.interrupt()
 
+    @bound
+    async def compact(self, s: Bound) -> dict[str, Any] | None:
+        assert self.turns is not None
+        return await self.turns.compact()
+
     @bound_stream
     async def stream_events(
         self, s: Bound, after: int, heartbeat_s: float

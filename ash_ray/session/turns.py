@@ -126,6 +126,33 @@ class TurnRunner:
         self.interrupt_flag.set()
         return self.open
 
+    async def compact(self) -> dict[str, Any] | None:
+        """Summarize the older turns now (``POST .../compact``); None: nothing to summarize.
+
+        The full history stays in the store; the boundary message the loop appends is what
+        a cold resume starts from. Refused (409) while a turn runs.
+        """
+        s = self.session
+        if self.open:
+            raise SessionBusy(
+                f"session {s.record.id} is running a turn; compact it after the turn",
+                session_id=s.record.id,
+            )
+        result = await s.loop.compact(s.conversation, trigger="manual")
+        if result is None:
+            return None
+        s.log.emit("compact", result.event())
+        s.log.emit("message", result.boundary_message())
+        s.record = s.record.model_copy(update={
+            "last_active_at": utcnow(), "usage": s.record.usage.add(result.usage),
+        })  # fmt: skip
+        self.persist.pending_usage.append(UsageRecord(
+            session_id=s.record.id, agent_name=s.record.agent_name, turn=s.record.num_turns,
+            model=s.loop.model, usage=result.usage, created_at=utcnow(),
+        ))  # fmt: skip
+        await self.persist.flush(wait=True)
+        return result.event()
+
     async def stop(self, timeout_s: float) -> None:
         """Interrupt the running turn and wait (up to ``timeout_s``) for it to end."""
         if self.task is not None and not self.task.done():

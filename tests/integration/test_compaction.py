@@ -48,3 +48,42 @@ def test_compaction_then_cold_resume_remembers_summary_and_recent_turns(
     assert "compact" in json.dumps(events)
     history = json.dumps(http.get(f"/api/sessions/{sid}/messages?limit=1000").json())
     assert all(json.dumps(prompt(n))[1:-1] in history for n in range(9))
+
+
+def test_compact_on_demand_over_http(
+    http: httpx.Client, agent: str, fake_model: FakeAnthropic
+) -> None:
+    sid = new_session(http, agent)
+    # Nothing to summarize yet: a clear answer, not an error.
+    first = http.post(f"/api/sessions/{sid}/compact")
+    assert first.status_code == 200, first.text
+    assert first.json()["compacted"] is False
+    for n in range(6):
+        assert send(http, sid, prompt(n))[-1][1] == "done"
+    r = http.post(f"/api/sessions/{sid}/compact")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["compacted"] is True and body["compact"]["trigger"] == "manual"
+    assert body["compact"]["summarizedTurns"] >= 1 and "request 0" in body["compact"]["summary"]
+    # The next turn starts from the summary, not from the old turns.
+    fake_model.reset()
+    assert send(http, sid, "go on")[-1][1] == "done"
+    texts = json.dumps(fake_model.message_requests[-1]["messages"])
+    assert "Summary of the earlier conversation" in texts and prompt(0) not in texts
+    timeline = json.dumps(http.get(f"/api/sessions/{sid}/events").json())
+    assert '\\"trigger\\": \\"manual\\"' in timeline or '"trigger":"manual"' in timeline.replace(" ", "")
+
+
+def test_compact_is_refused_while_a_turn_runs(
+    http: httpx.Client, agent: str, fake_model: FakeAnthropic
+) -> None:
+    sid = new_session(http, agent)
+    with fake_model.hold("held for compact") as hold, http.stream(
+        "POST", f"/api/sessions/{sid}/messages", json={"content": "held for compact"}
+    ) as r:
+        assert r.status_code == 200
+        hold.wait_seen()
+        busy = http.post(f"/api/sessions/{sid}/compact")
+        assert busy.status_code == 409 and "running a turn" in busy.json()["error"]
+        hold.release()
+        r.read()

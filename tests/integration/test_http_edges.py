@@ -81,9 +81,6 @@ def test_one_turn_at_a_time(http: httpx.Client, agent: str, fake_model) -> None:
     assert send(http, sid, "now it is free")[-1][1] == "done"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the session side passes thinking/effort on (helper core, issue 9)"
-)
 def test_thinking_and_effort_reach_the_model(http: httpx.Client, agent: str, fake_model) -> None:  # type: ignore[no-untyped-def]
     sid = new_session(http, agent, thinking={"type": "enabled", "budgetTokens": 2048})
     frames = send(http, sid, "think hard", effort="high")
