@@ -70,8 +70,9 @@ def test_compact_on_demand_over_http(
     assert send(http, sid, "go on")[-1][1] == "done"
     texts = json.dumps(fake_model.message_requests[-1]["messages"])
     assert "Summary of the earlier conversation" in texts and prompt(0) not in texts
-    timeline = json.dumps(http.get(f"/api/sessions/{sid}/events").json())
-    assert '\\"trigger\\": \\"manual\\"' in timeline or '"trigger":"manual"' in timeline.replace(" ", "")
+    events = http.get(f"/api/sessions/{sid}/events").json()["events"]
+    compacts = [json.loads(e["data"]) for e in events if e["type"] == "compact"]
+    assert [c["trigger"] for c in compacts] == ["manual"]
 
 
 def test_compact_is_refused_while_a_turn_runs(
