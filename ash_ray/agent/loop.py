@@ -33,7 +33,6 @@ lives as long as the loop (a subagent's loop shares its parent's).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -55,9 +54,10 @@ from ash_ray.agent.messages import (
 from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.pricing import cost_usd
 from ash_ray.agent.spec import AgentSpec
-from ash_ray.agent.stream import Reply, first, stream_reply
+from ash_ray.agent.stream import Reply, stream_reply
+from ash_ray.agent.tool_calls import run_tools
 from ash_ray.agent.toolbox import AgentTools, ToolTurn
-from ash_ray.agent.tools import Tool, ToolContext, ToolResult
+from ash_ray.agent.tools import Tool, ToolContext
 from ash_ray.config import Settings
 from ash_ray.models import Usage
 from ash_ray.sandbox import Sandbox
@@ -81,6 +81,18 @@ class _Turn:
 
     def spend(self, used: Usage) -> None:
         self.usage, self.cost = self.usage.add(used), self.cost + cost_usd(self.model, used)
+
+
+@dataclass
+class _Progress:
+    """Where a turn stands between its model calls."""
+
+    calls: int = 0
+    api_s: float = 0.0
+    final_text: str = ""
+    subtype: str = "success"
+    stop_hook_active: bool = False
+    finished: bool = False
 
 
 class AgentLoop:
@@ -170,93 +182,107 @@ class AgentLoop:
         """
         started = time.monotonic()
         turn = await self._start(options)
-        max_turns = options.max_turns or self.settings.max_turns
-        # --- agenttools: mcp_status events of the start; UserPromptSubmit hooks
+        # agenttools: mcp_status events of the start; UserPromptSubmit hooks
         for event in turn.calls.drain():
             yield event
         blocked, context = await turn.calls.prompt_hooks(prompt)
         if context:
             prompt = prompt + "\n\n" + "\n".join(context)
-        stop_hook_active = False
-        # --- end agenttools
         conversation.append({"role": "user", "content": prompt})
-        calls, api_s = 0, 0.0
-        final_text, subtype = "", "success"
+        p = _Progress()
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
-        while blocked is None:
-            if interrupt.is_set():
-                subtype = "interrupted"
+        while blocked is None and not p.finished:
+            if (limit := self._limit(turn, options, interrupt, p.calls)) is not None:
+                p.subtype = limit
                 break
-            if calls >= max_turns:
-                subtype = "error_max_turns"
-                break
-            if options.max_budget_usd is not None and turn.cost >= options.max_budget_usd:
-                subtype = "error_max_budget_usd"
-                break
-            calls += 1
-            if self._over_threshold(conversation):
-                async for event in self._compact_event(turn, conversation, "auto"):
-                    yield event
-            reply = Reply()
-            call_started = time.monotonic()
-            async for event in self._call(turn, conversation, interrupt, reply):
+            async for event in self._step(turn, conversation, interrupt, p):
                 yield event
-            api_s += time.monotonic() - call_started
-            message = reply.message
-            if message is not None:
-                used = usage_of(message.usage)
-                turn.spend(used)
-                self._measured = (len(conversation), self._input_of(used))
-                self.last_usage, self.last_cost_usd = turn.usage, turn.cost
-            blocks = reply.kept_blocks()
-            if blocks:
-                conversation.append({"role": "assistant", "content": blocks})
-                final_text = text_of(blocks) or final_text
-                body = assistant_message(message, blocks, turn.model, reply.interrupted)
-                yield AgentEvent(
-                    "message",
-                    self._tag({"type": "assistant", "message": body, "parent_tool_use_id": None}),
-                )
-            if reply.interrupted:
-                subtype = "interrupted"
-                break
-            tool_uses = [b for b in blocks if b["type"] == "tool_use"]
-            if not tool_uses:
-                # agenttools: a Stop hook may send the model back to work, with its reason.
-                if (keep_going := await turn.calls.stop_hooks(stop_hook_active)) is None:
-                    break
-                stop_hook_active = True
-                conversation.append({"role": "user", "content": f"Stop hook: {keep_going}"})
-                continue
-            results: list[dict[str, Any]] = []
-            async for event in self._run_tools(turn, tool_uses, interrupt, results):
-                yield event
-            # agenttools: subagents' usage counts in this turn's
-            sub_usage, sub_cost = turn.calls.take_usage()
-            turn.usage, turn.cost = turn.usage.add(sub_usage), turn.cost + sub_cost
-            self.last_usage, self.last_cost_usd = turn.usage, turn.cost
-            conversation.append({"role": "user", "content": results})
-            user_message = {"role": "user", "content": results}
-            yield AgentEvent(
-                "message",
-                self._tag({"type": "user", "message": user_message, "parent_tool_use_id": None}),
-            )
         if blocked is not None:
             # agenttools: a UserPromptSubmit hook refused the prompt; no model call.
             conversation.pop()
-            subtype, final_text = "error_during_execution", f"UserPromptSubmit hook: {blocked}"
+            p.subtype, p.final_text = "error_during_execution", f"UserPromptSubmit hook: {blocked}"
         result = result_message(
-            subtype,
-            calls,
-            final_text,
+            p.subtype,
+            p.calls,
+            p.final_text,
             turn.usage,
             turn.cost,
             options.output_format,
             duration_ms=int((time.monotonic() - started) * 1000),
-            duration_api_ms=int(api_s * 1000),
+            duration_api_ms=int(p.api_s * 1000),
         )
         yield AgentEvent("message", self._tag(result))
-        yield AgentEvent("turn_complete", {"numTurns": calls, "result": final_text})
+        yield AgentEvent("turn_complete", {"numTurns": p.calls, "result": p.final_text})
+
+    def _limit(
+        self, turn: _Turn, options: TurnOptions, interrupt: asyncio.Event, calls: int
+    ) -> str | None:
+        """Why the turn must stop before its next model call (a result subtype), if so."""
+        if interrupt.is_set():
+            return "interrupted"
+        if calls >= (options.max_turns or self.settings.max_turns):
+            return "error_max_turns"
+        if options.max_budget_usd is not None and turn.cost >= options.max_budget_usd:
+            return "error_max_budget_usd"
+        return None
+
+    async def _step(
+        self,
+        turn: _Turn,
+        conversation: list[dict[str, Any]],
+        interrupt: asyncio.Event,
+        p: _Progress,
+    ) -> AsyncIterator[AgentEvent]:
+        """One model call and the tools it asks for; ``p.finished`` once the turn is over."""
+        p.calls += 1
+        if self._over_threshold(conversation):
+            async for event in self._compact_event(turn, conversation, "auto"):
+                yield event
+        reply = Reply()
+        call_started = time.monotonic()
+        async for event in self._call(turn, conversation, interrupt, reply):
+            yield event
+        p.api_s += time.monotonic() - call_started
+        message = reply.message
+        if message is not None:
+            used = usage_of(message.usage)
+            turn.spend(used)
+            self._measured = (len(conversation), self._input_of(used))
+            self.last_usage, self.last_cost_usd = turn.usage, turn.cost
+        blocks = reply.kept_blocks()
+        if blocks:
+            conversation.append({"role": "assistant", "content": blocks})
+            p.final_text = text_of(blocks) or p.final_text
+            body = assistant_message(message, blocks, turn.model, reply.interrupted)
+            yield AgentEvent(
+                "message",
+                self._tag({"type": "assistant", "message": body, "parent_tool_use_id": None}),
+            )
+        if reply.interrupted:
+            p.subtype, p.finished = "interrupted", True
+            return
+        tool_uses = [b for b in blocks if b["type"] == "tool_use"]
+        if not tool_uses:
+            # agenttools: a Stop hook may send the model back to work, with its reason.
+            if (keep_going := await turn.calls.stop_hooks(p.stop_hook_active)) is None:
+                p.finished = True
+                return
+            p.stop_hook_active = True
+            conversation.append({"role": "user", "content": f"Stop hook: {keep_going}"})
+            return
+        results: list[dict[str, Any]] = []
+        async for event in run_tools(turn.calls, turn.tools, tool_uses, interrupt, results):
+            yield event
+        # agenttools: subagents' usage counts in this turn's
+        sub_usage, sub_cost = turn.calls.take_usage()
+        turn.usage, turn.cost = turn.usage.add(sub_usage), turn.cost + sub_cost
+        self.last_usage, self.last_cost_usd = turn.usage, turn.cost
+        conversation.append({"role": "user", "content": results})
+        user_message = {"role": "user", "content": results}
+        yield AgentEvent(
+            "message",
+            self._tag({"type": "user", "message": user_message, "parent_tool_use_id": None}),
+        )
 
     # ------------------------------------------------------------ model calls
 
@@ -355,71 +381,3 @@ class AgentLoop:
         yield AgentEvent("message", self._tag(result.boundary_message()))
 
     # ------------------------------------------------------------ tools
-
-    async def _run_tools(
-        self,
-        turn: _Turn,
-        tool_uses: list[dict[str, Any]],
-        interrupt: asyncio.Event,
-        results: list[dict[str, Any]],
-    ) -> AsyncIterator[AgentEvent]:
-        """Run a reply's tool calls, appending tool_result blocks to ``results`` in order.
-
-        Consecutive read-only calls run concurrently; any other call runs alone.
-        """
-        for batch in _batches(tool_uses, turn.tools):
-            for block in batch:
-                yield AgentEvent(
-                    "tool_use", {"id": block["id"], "name": block["name"], "input": block["input"]}
-                )
-            work = asyncio.gather(*(self._dispatch(turn, b, interrupt) for b in batch))
-            # agenttools: todo, mcp_status and a subagent's messages stream while tools run
-            async for event in turn.calls.stream_until(work):
-                yield event
-            outcomes = work.result()
-            for block, outcome in zip(batch, outcomes, strict=True):
-                item = {
-                    "tool_use_id": block["id"],
-                    "content": outcome.content,
-                    "is_error": outcome.is_error,
-                }
-                results.append({"type": "tool_result", **item})
-                yield AgentEvent("tool_result", item)
-
-    async def _dispatch(
-        self, turn: _Turn, block: dict[str, Any], interrupt: asyncio.Event
-    ) -> ToolResult:
-        """One tool call: checks, then the tool; every refusal is an error result."""
-        if interrupt.is_set():
-            return ToolResult("Interrupted by the user before the tool ran.", True)
-        # agenttools: unknown tool, plan mode, PreToolUse hooks, rules, the tool, PostToolUse
-        return await self._run_interruptible(turn.calls, block, interrupt)
-
-    async def _run_interruptible(
-        self, calls: ToolTurn, block: dict[str, Any], interrupt: asyncio.Event
-    ) -> ToolResult:
-        task = asyncio.ensure_future(calls.call(block))
-        try:
-            if await first(task, interrupt):
-                return task.result()
-            return ToolResult("Interrupted by the user while the tool ran.", True)
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-
-def _batches(tool_uses: list[dict[str, Any]], tools: dict[str, Tool]) -> list[list[dict[str, Any]]]:
-    """Tool calls grouped: runs of read-only calls together, every other call alone."""
-    batches: list[list[dict[str, Any]]] = []
-    after_read_only = False
-    for block in tool_uses:
-        tool = tools.get(block["name"])
-        read_only = tool is not None and tool.read_only
-        if read_only and after_read_only:
-            batches[-1].append(block)
-        else:
-            batches.append([block])
-        after_read_only = read_only
-    return batches

@@ -355,7 +355,7 @@ async def test_scripted_error_is_not_mistaken_for_too_long(
 
 
 def test_only_consecutive_read_only_calls_share_a_batch() -> None:
-    from ash_ray.agent.loop import _batches
+    from ash_ray.agent.tool_calls import _batches
     from ash_ray.agent.tools import BUILTIN_TOOLS
 
     names = ["Read", "Grep", "Write", "LS", "Glob", "Bash", "Nope"]
