@@ -22,7 +22,7 @@ import anthropic
 import psutil
 import ray
 
-from ash_ray.agent import AgentLoop, load_agent
+from ash_ray.agent import AgentLoop, AgentSpec, load_agent
 from ash_ray.agent.warmup import warm_sdk
 from ash_ray.config import Settings
 from ash_ray.errors import Conflict
@@ -122,7 +122,7 @@ class SessionWorker(HasGuard):
         spec = await asyncio.to_thread(load_agent, agent_path)
         sandbox = create_sandbox(
             self.settings, ws, extra_env={**spec.env, **record.config.extra_env},
-            sandbox_id=self.sandbox_id,
+            sandbox_id=self.sandbox_id, network=agent_network(spec),
         )
         loop = AgentLoop(self.client, spec, sandbox, self.settings, session_id=record.id)
         return Bound(
@@ -155,7 +155,7 @@ class SessionWorker(HasGuard):
             old = s.sandbox
             s.sandbox = s.loop.sandbox = create_sandbox(
                 self.settings, old.workspace, extra_env={**s.spec.env, **new_config.extra_env},
-                sandbox_id=self.sandbox_id,
+                sandbox_id=self.sandbox_id, network=agent_network(s.spec),
             )
             await old.close()
         assert self.persist is not None
@@ -310,6 +310,14 @@ async def _snapshot(s: Bound, force: bool) -> bytes | None:
     data = await asyncio.to_thread(workspace.archive, ws)
     s.last_signature = sig
     return data
+
+
+def agent_network(spec: AgentSpec) -> bool | None:
+    """False when the agent cuts its tools' network (``ASH_SANDBOX_NETWORK=false`` in the
+    ``env`` of its ``.claude/settings.json``); None follows the server's setting. An agent
+    can only close the network, never open it where the server has cut it."""
+    value = spec.env.get("ASH_SANDBOX_NETWORK", "").strip().lower()
+    return False if value in ("false", "0", "no", "off") else None
 
 
 def _node_id() -> str:
