@@ -71,7 +71,19 @@ EXEC_COMMAND_MAX_BYTES = 100 * 1024
 
 # Accepted on the wire, refused with a 400 naming them until their feature lands.
 # Flip a field by deleting it here (its value then flows into the session config).
-REFUSED_UNTIL_IMPLEMENTED: tuple[str, ...] = ("credential_id",)
+REFUSED_UNTIL_IMPLEMENTED: tuple[str, ...] = ("credential_id", "initial_agent")
+
+
+def _refuse_unimplemented(model: Any) -> Any:
+    """A 400 naming the first field of REFUSED_UNTIL_IMPLEMENTED the request sets."""
+    for field in REFUSED_UNTIL_IMPLEMENTED:
+        if getattr(model, field, None) is not None:
+            raise PydanticCustomError(
+                "not_implemented",
+                "{field} is not supported yet: remove it from the request",
+                {"field": to_camel(field)},
+            )
+    return model
 
 
 def _no_nul(value: str) -> str:
@@ -175,16 +187,7 @@ class SessionCreate(Wire):
 
     _env_names = field_validator("extra_env")(_check_env_names)
 
-    @model_validator(mode="after")
-    def _refuse_unimplemented(self) -> SessionCreate:
-        for field in REFUSED_UNTIL_IMPLEMENTED:
-            if getattr(self, field, None) is not None:
-                raise PydanticCustomError(
-                    "not_implemented",
-                    "{field} is not supported yet: remove it from the request",
-                    {"field": to_camel(field)},
-                )
-        return self
+    _refuse = model_validator(mode="after")(_refuse_unimplemented)
 
     def as_config(self) -> dict[str, Any]:
         """The registry's create body: snake_case, nested values as JSON, nulls left out."""
@@ -209,6 +212,7 @@ class SessionConfigPatch(Wire):
     thinking: ThinkingConfig | None = None
 
     _env_names = field_validator("extra_env")(_check_env_names)
+    _refuse = model_validator(mode="after")(_refuse_unimplemented)
 
     def changes(self) -> dict[str, Any]:
         """The patch as SessionConfig fields; a null extraEnv means no extra variables."""

@@ -224,7 +224,6 @@ async def test_thinking_and_effort_reach_the_worker(
         "subagents": {
             "reviewer": {"description": "reviews", "prompt": "Review.", "tools": ["Read"]}
         },
-        "initialAgent": "reviewer",
     }
     assert (await client.post("/api/sessions", json=body)).status_code == 201
     name, (sent,) = ctx.registry.calls[-1]
@@ -242,13 +241,17 @@ async def test_thinking_and_effort_reach_the_worker(
         "prompt": "Review.",
         "tools": ["Read"],
     }
-    assert sent["initial_agent"] == "reviewer"
 
 
 async def test_refused_fields_are_named(client: httpx.AsyncClient) -> None:
-    assert REFUSED_UNTIL_IMPLEMENTED == ("credential_id",)
+    assert REFUSED_UNTIL_IMPLEMENTED == ("credential_id", "initial_agent")
     r = await client.post("/api/sessions", json={"agent": "helper", "credentialId": "c1"})
     assert "credentialId" in _error(r, 400)
+    r = await client.post("/api/sessions", json={"agent": "helper", "initialAgent": "x"})
+    assert "initialAgent" in _error(r, 400)
+    sid = await _session(client)
+    r = await client.patch(f"/api/sessions/{sid}/config", json={"initialAgent": "x"})
+    assert "initialAgent" in _error(r, 400)
     for bad in (
         {"permissionMode": "yolo"},
         {"effort": "extreme"},
