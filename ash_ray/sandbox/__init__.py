@@ -8,9 +8,10 @@ reports the limit mode and :func:`describe_isolation` the whole isolation in for
 
 from ash_ray.sandbox.base import ExecResult, Sandbox, resolve_in_workspace
 from ash_ray.sandbox.env import sandbox_env
+from ash_ray.sandbox.factory import create_sandbox
 from ash_ray.sandbox.isolation import describe_isolation
 from ash_ray.sandbox.limits import available_limit_modes, detect_limit_mode
-from ash_ray.sandbox.process import ProcessSandbox, create_sandbox
+from ash_ray.sandbox.process import ProcessSandbox
 
 __all__ = [
     "ExecResult",

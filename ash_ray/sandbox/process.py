@@ -21,22 +21,20 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import re
 import shutil
 import signal
 import subprocess
-import uuid
 from pathlib import Path
 
 from ash_ray.config import Settings
 from ash_ray.errors import SandboxError
 from ash_ray.sandbox.base import ExecResult, resolve_in_workspace
-from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, hidden_dirs, unshare_net_prefix
+from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, hidden_dirs
 from ash_ray.sandbox.cgroups import SandboxCgroup, discover
-from ash_ray.sandbox.env import sandbox_env
-from ash_ray.sandbox.isolation import choose_isolation, choose_network
-from ash_ray.sandbox.limits import build_rlimits, child_setup, detect_limit_mode
+from ash_ray.sandbox.children import Capture as _Capture
+from ash_ray.sandbox.children import exited_within as _exited_within
+from ash_ray.sandbox.children import killpg as _killpg
+from ash_ray.sandbox.limits import build_rlimits, child_setup
 from ash_ray.sandbox.netns import (
     EgressHandshake,
     NetworkMode,
@@ -48,32 +46,9 @@ from ash_ray.sandbox.netns import (
 logger = logging.getLogger(__name__)
 
 OUTPUT_CAP_BYTES = 1024 * 1024
-_READ_CHUNK = 64 * 1024
 _DRAIN_GRACE_S = 1.0
 # Longest stdout line a spawned process may write (an MCP message with an image).
 _SPAWN_LINE_LIMIT = 64 * 1024 * 1024
-
-
-class _Capture:
-    """Collects one output stream up to a cap, then keeps draining so the child never blocks."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.data = bytearray()
-        self.truncated = False
-
-    async def drain(self, stream: asyncio.StreamReader | None) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(_READ_CHUNK):
-            room = self.cap - len(self.data)
-            if room > 0:
-                self.data += chunk[:room]
-            if len(chunk) > room:
-                self.truncated = True
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
 
 
 class ProcessSandbox:
@@ -409,76 +384,3 @@ class SpawnedProcess:
             await shake.close()
         self._sandbox._spawned.discard(self)
         await self._sandbox._forget(self.proc)
-
-
-async def _exited_within(proc: asyncio.subprocess.Process, limit_s: float) -> bool:
-    """Wait for the shell itself to exit; False on timeout.
-
-    ``proc.wait()`` cannot be used: asyncio also waits for the pipes to close, which a
-    background child holding stdout delays until it ends (``sleep 100 &``).
-    """
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit_s
-    pause = 0.002
-    while proc.returncode is None:
-        remaining = end - loop.time()
-        if remaining <= 0:
-            return False
-        await asyncio.sleep(min(pause, remaining))
-        pause = min(pause * 2, 0.05)
-    return True
-
-
-def _killpg(proc: asyncio.subprocess.Process) -> None:
-    # start_new_session made the child a group leader: its pid is the group id.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _safe_id(value: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:64].strip(".")
-    return cleaned or uuid.uuid4().hex
-
-
-def create_sandbox(
-    settings: Settings,
-    workspace: Path,
-    *,
-    extra_env: dict[str, str] | None = None,
-    network: bool | None = None,
-    sandbox_id: str | None = None,
-) -> ProcessSandbox:
-    """Build the sandbox of one session over ``workspace`` (created if missing).
-
-    ``network=None`` follows ``settings.sandbox_network`` (egress on or off). Raises
-    SandboxError when the settings demand something this machine cannot do: bwrap
-    required but missing or refused, an explicit cgroup mode that is not writable, or
-    a network cut with neither bwrap nor ``unshare --net`` usable. Egress that
-    slirp4netns cannot provide degrades to loopback only (logged, and reported by
-    :func:`~ash_ray.sandbox.isolation.describe_isolation`), never to the host's network.
-    """
-    workspace.mkdir(parents=True, exist_ok=True)
-    root = workspace.resolve()
-    egress = settings.sandbox_network if network is None else network
-    limit_mode = detect_limit_mode(settings)
-    isolation, bwrap = choose_isolation(settings)
-    mode, _reason = choose_network(settings, isolation, bwrap, egress)
-    net_prefix: list[str] | None = None
-    if mode == "loopback-only" and isolation == "none":
-        net_prefix = unshare_net_prefix()
-        if net_prefix is None:
-            raise SandboxError(
-                "network cut requested but neither bwrap nor `unshare --net` works here; "
-                "install bubblewrap or set ASH_SANDBOX_NETWORK=true"
-            )
-    return ProcessSandbox(
-        settings,
-        root,
-        sandbox_id=_safe_id(sandbox_id or uuid.uuid4().hex),
-        env=sandbox_env(root, extra_env),
-        network_mode=mode,
-        isolation=isolation,
-        limit_mode=limit_mode,
-        bwrap=bwrap,
-        net_prefix=net_prefix,
-    )
