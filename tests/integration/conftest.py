@@ -19,6 +19,7 @@ from ash_ray import app
 from ash_ray.config import Settings, load_settings
 from ash_ray.testing.fake_anthropic import FakeAnthropic
 from tests.helpers import PYTHON_DIRS, free_port, wait_for
+from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 
 __all__ = ["API_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]  # test modules import these
 
@@ -175,3 +176,34 @@ class Target:
     namespace: str
     agent: str
     store: str
+
+
+# The console's end-to-end tests: one headless Chromium per test module, started on
+# first use; a fresh context (empty session storage) per test.
+# Module scope: Playwright's sync API runs an event loop in this thread while it is open,
+# and pytest-asyncio's tests in later modules need the thread's loop free again.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """A fresh browser context (empty session storage) on the console."""
+    context = browser.new_context(
+        base_url=server, viewport={"width": 1280, "height": 860}, accept_downloads=True
+    )
+    context.set_default_timeout(20_000)
+    p = context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -72,12 +72,17 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture
 async def boxes(server: str, settings: Settings) -> AsyncIterator[Callable[..., ProcessSandbox]]:
-    """Sandboxes over fresh workspaces of the server's data dir, with its settings."""
+    """Sandboxes over fresh workspaces of the server's data dir, with its settings.
+
+    The shared test server shows the test interpreter's install to its sandboxes (for
+    MCP servers written in Python); these attacks run on the default view, without it.
+    """
     made: list[ProcessSandbox] = []
 
     def make(**fields: Any) -> ProcessSandbox:
         network = fields.pop("network", None)
-        tuned = settings.model_copy(update={"sandbox_timeout_s": 20.0, **fields})
+        defaults = {"sandbox_timeout_s": 20.0, "sandbox_extra_ro_paths": []}
+        tuned = settings.model_copy(update={**defaults, **fields})
         ws = settings.workspaces_dir / f"breakout-{uuid.uuid4().hex[:8]}"
         box = create_sandbox(tuned, ws, network=network)
         made.append(box)

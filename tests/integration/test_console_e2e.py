@@ -9,7 +9,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import API_KEY, SCREENSHOTS, sign_in
+from tests.integration.browser import SCREENSHOTS, sign_in
+from tests.integration.conftest import API_KEY
 from tests.integration.sse import new_session, send
 
 pytestmark = [pytest.mark.ray, pytest.mark.browser, pytest.mark.slow]
@@ -46,7 +47,7 @@ def test_page_without_a_key_shows_no_data(
 def test_deploy_chat_reload_mid_turn_files_stop_resume(
     page: Page, http: httpx.Client, agent_dir: Path
 ) -> None:
-    sign_in(page)
+    sign_in(page, API_KEY)
     page.get_by_role("link", name="Agents").click()
     page.get_by_label("Name").fill("console-agent")
     page.get_by_label("Path on the server").fill(str(agent_dir))
@@ -127,7 +128,7 @@ def test_sessions_list_filters_and_pages(
 ) -> None:
     ids = [new_session(http, agent) for _ in range(3)]
     assert http.post(f"/api/sessions/{ids[0]}/pause").status_code == 200
-    sign_in(page)
+    sign_in(page, API_KEY)
     page.goto("/dashboard/#/sessions?status=paused")
     rows = page.locator("main table tbody tr")
     expect(rows.first).to_be_visible()
@@ -152,7 +153,7 @@ def test_sessions_list_filters_and_pages(
 
 
 def test_routes_the_server_lacks_say_so(page: Page) -> None:
-    sign_in(page)
+    sign_in(page, API_KEY)
     for route, heading in (("#/queue", "Queue"), ("#/keys", "API keys"),
                            ("#/credentials", "Credentials")):
         page.goto(f"/dashboard/{route}")
@@ -168,7 +169,7 @@ def test_screenshots_and_narrow_window(page: Page, http: httpx.Client, agent: st
     send(http, sid, 'TOOL Bash {"command": "ls -la && cat notes.txt"}',
          includePartialMessages=True)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    sign_in(page)
+    sign_in(page, API_KEY)
     expect(page.locator("dl.stats").first).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
     page.goto("/dashboard/#/agents")

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from ash_ray import chat
-from tests.e2e.conftest import API_KEY
+from tests.integration.conftest import API_KEY
 from tests.integration.sse import new_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
