@@ -167,18 +167,17 @@ class AgentPatch(Wire):
     path: PathText | None = None
 
 
-class SessionCreate(Wire):
+class SessionSettings(Wire):
+    """What a session is created with and can change later (create and PATCH .../config)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    agent: Name
     model: Name | None = None
     system_prompt: Prompt | None = None
     extra_env: ExtraEnv | None = None
     allowed_tools: ToolList | None = None
     disallowed_tools: ToolList | None = None
     permission_mode: PermissionMode | None = None
-    credential_id: Name | None = Field(None, description="Not supported yet: refused (400).")
-    mcp_servers: McpServers | None = None
     betas: Betas | None = None
     subagents: Subagents | None = None
     initial_agent: Name | None = None
@@ -186,33 +185,21 @@ class SessionCreate(Wire):
     thinking: ThinkingConfig | None = None
 
     _env_names = field_validator("extra_env")(_check_env_names)
-
     _refuse = model_validator(mode="after")(_refuse_unimplemented)
+
+
+class SessionCreate(SessionSettings):
+    agent: Name
+    credential_id: Name | None = Field(None, description="Not supported yet: refused (400).")
+    mcp_servers: McpServers | None = None
 
     def as_config(self) -> dict[str, Any]:
         """The registry's create body: snake_case, nested values as JSON, nulls left out."""
         return self.model_dump(exclude_none=True, mode="json")
 
 
-class SessionConfigPatch(Wire):
+class SessionConfigPatch(SessionSettings):
     """PATCH .../config: only the fields sent change; null resets a field to its default."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    model: Name | None = None
-    system_prompt: Prompt | None = None
-    allowed_tools: ToolList | None = None
-    disallowed_tools: ToolList | None = None
-    permission_mode: PermissionMode | None = None
-    extra_env: ExtraEnv | None = None
-    betas: Betas | None = None
-    subagents: Subagents | None = None
-    initial_agent: Name | None = None
-    effort: Effort | None = None
-    thinking: ThinkingConfig | None = None
-
-    _env_names = field_validator("extra_env")(_check_env_names)
-    _refuse = model_validator(mode="after")(_refuse_unimplemented)
 
     def changes(self) -> dict[str, Any]:
         """The patch as SessionConfig fields; a null extraEnv means no extra variables."""
