@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.helpers import in_ci
 from tests.pg import TempPostgres
 
 # --- CI: what needs real infrastructure never skips ---
@@ -15,10 +15,6 @@ from tests.pg import TempPostgres
 # machine lacks it. With CI=true such a skip is a failure: CI must run everything.
 
 NEEDS_INFRASTRUCTURE = ("ray", "postgres", "sandbox", "browser")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -29,13 +29,13 @@ import ray
 from ash_ray.config import Settings
 from ash_ray.sandbox import ProcessSandbox, available_limit_modes, create_sandbox
 from ash_ray.sandbox.netns import node_addresses
+from tests.helpers import require
 from tests.integration.conftest import API_KEY, MODEL_KEY
 from tests.integration.sse import new_session, send
 
 pytestmark = pytest.mark.ray
 
 TALLY: dict[str, bool] = {}  # attack -> contained
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @contextmanager
@@ -61,13 +61,6 @@ def _tally(request: pytest.FixtureRequest) -> Iterator[None]:
             print(f"\n{line}")
     else:
         print(line)
-
-
-def require(condition: bool, reason: str) -> None:
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"CI=true but the sandbox feature is missing: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture

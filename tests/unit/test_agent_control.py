@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,19 +17,6 @@ from ash_ray.agent import AgentEvent, AgentLoop, TurnOptions, load_agent
 from ash_ray.config import load_settings
 from ash_ray.sandbox import create_sandbox
 from ash_ray.testing.fake_anthropic import FakeAnthropic, tool_use
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    client = anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-test", max_retries=0)
-    yield client
-    await client.close()
 
 
 def agent_dir(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,6 @@ ALL_TOOLS = [
     "WebFetch",
     "TodoWrite",
 ]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    client = anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-test", max_retries=0)
-    yield client
-    await client.close()
 
 
 def write_agent(root: Path, settings: dict[str, Any] | None = None, skills: bool = False) -> Path:

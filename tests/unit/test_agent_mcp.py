@@ -26,19 +26,6 @@ SERVER = Path(__file__).with_name("mcp_demo_server.py")
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    client = anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-test", max_retries=0)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def make_loop(tmp_path: Path, client: anthropic.AsyncAnthropic) -> AsyncIterator[Any]:
     loops: list[AgentLoop] = []
 

@@ -23,22 +23,12 @@ from ash_ray.errors import PathOutsideWorkspace
 from ash_ray.sandbox import ProcessSandbox, available_limit_modes, create_sandbox
 from ash_ray.sandbox.bwrap import find_bwrap, probe_bwrap
 from ash_ray.sandbox.cgroups import discover
-from tests.helpers import wait_for_async
+from tests.helpers import require, wait_for_async
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PY = sys.executable
 # The sandbox shows only system dirs of the host; the test interpreter may live in a
 # home dir (pyenv) or a venv, so its installation is made visible explicitly.
 PY_DIRS = sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip when ``condition`` is false, except in CI where that is a failure."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but the sandbox feature is missing: {reason}")
-    pytest.skip(reason)
 
 
 def require_bwrap() -> None:

@@ -26,8 +26,8 @@ from ash_ray.config import load_settings
 from ash_ray.sandbox import create_sandbox, describe_isolation
 from ash_ray.sandbox.bwrap import find_bwrap, probe_bwrap
 from ash_ray.sandbox.netns import find_egress_tools, node_addresses
+from tests.helpers import require
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 OUTSIDE_PORT = 8080
 pytestmark = pytest.mark.sandbox
 
@@ -43,14 +43,6 @@ while True:
     c.sendall(b"outside-ok\\n")
     c.close()
 """
-
-
-def require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but the sandbox feature is missing: {reason}")
-    pytest.skip(reason)
 
 
 def require_egress() -> None:
