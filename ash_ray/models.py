@@ -71,7 +71,7 @@ EXEC_COMMAND_MAX_BYTES = 100 * 1024
 
 # Accepted on the wire, refused with a 400 naming them until their feature lands.
 # Flip a field by deleting it here (its value then flows into the session config).
-REFUSED_UNTIL_IMPLEMENTED: tuple[str, ...] = ("credential_id", "initial_agent")
+REFUSED_UNTIL_IMPLEMENTED: tuple[str, ...] = ("credential_id",)
 
 
 def _refuse_unimplemented(model: Any) -> Any:
@@ -138,6 +138,9 @@ class Subagent(Wire):
     tools: ToolList | None = None
     disallowed_tools: ToolList | None = None
     model: Name | None = None
+    # Used when this subagent runs (a Task call, or the main thread as initialAgent).
+    thinking: ThinkingConfig | None = None
+    effort: Effort | None = None
 
 
 McpServers = Annotated[dict[Name, McpServer], Field(max_length=LIST_MAX)]
@@ -180,7 +183,11 @@ class SessionSettings(Wire):
     permission_mode: PermissionMode | None = None
     betas: Betas | None = None
     subagents: Subagents | None = None
-    initial_agent: Name | None = None
+    initial_agent: Name | None = Field(
+        None,
+        description="Run the main thread as this subagent (of .claude/agents/ or subagents): "
+        "its prompt, tools, model, thinking and effort.",
+    )
     effort: Effort | None = None
     thinking: ThinkingConfig | None = None
 

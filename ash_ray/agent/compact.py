@@ -225,8 +225,12 @@ async def compact(
     max_tokens: int,
     overhead_tokens: int = 0,
     betas: list[str] | None = None,
+    note: str = "",
 ) -> CompactResult | None:
-    """Summarize the older part of ``history`` and append the boundary (None: nothing to do)."""
+    """Summarize the older part of ``history`` and append the boundary (None: nothing to do).
+
+    ``note`` is added to the summary as it is (the session's todo list, for one).
+    """
     view, index = context_of(history)
     cut = choose_cut(view, index, keep_turns, keep_tokens)
     if cut is None:
@@ -234,6 +238,7 @@ async def compact(
     old = view[:cut]
     text = transcript(old, max_chars)
     summary, usage = await summarize(client, model, text, max_tokens, betas)
+    summary += note
     kept = len(history) - index[cut]
     before = overhead_tokens + estimate_tokens(view)
     history.append(boundary_message(summary, kept))

@@ -40,7 +40,7 @@ from typing import Any
 
 import anthropic
 
-from ash_ray.agent import cache
+from ash_ray.agent import cache, subagents
 from ash_ray.agent.compact import CompactResult, compact, context_of, estimate_tokens
 from ash_ray.agent.messages import (
     AgentEvent,
@@ -55,6 +55,7 @@ from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.pricing import cost_usd
 from ash_ray.agent.spec import AgentSpec
 from ash_ray.agent.stream import Reply, stream_reply
+from ash_ray.agent.todo import todos_note
 from ash_ray.agent.tool_calls import run_tools
 from ash_ray.agent.toolbox import AgentTools, ToolTurn
 from ash_ray.agent.tools import Tool, ToolContext
@@ -142,6 +143,10 @@ class AgentLoop:
         return data
 
     async def _start(self, options: TurnOptions) -> _Turn:
+        main = self.tools.main_agent(options)  # initialAgent: the main thread as a subagent
+        if main is not None:
+            agent_model = self.spec.model or self.settings.default_model
+            options = subagents.main_thread(options, main, agent_model)
         model = options.model or self.spec.model or self.settings.default_model
         self.model = model
         # agenttools: the turn's tools (MCP started lazily), mode and hooks
@@ -181,6 +186,7 @@ class AgentLoop:
         to it (:mod:`.compact`), it never removes any.
         """
         started = time.monotonic()
+        self.tools.restore(conversation)  # a cold resume: the todo list of the history
         turn = await self._start(options)
         # agenttools: mcp_status events of the start; UserPromptSubmit hooks
         for event in turn.calls.drain():
@@ -350,6 +356,7 @@ class AgentLoop:
         Appends the boundary message to ``conversation``; the caller persists it like
         any other message. The summary call's usage is in the result.
         """
+        self.tools.restore(conversation)
         window = self.settings.context_window_tokens
         keep = int(window * self.settings.compact_threshold / 2) - self._overhead_tokens
         result = await compact(
@@ -363,6 +370,7 @@ class AgentLoop:
             max_tokens=self.settings.max_tokens,
             overhead_tokens=self._overhead_tokens,
             betas=list(betas) if betas else None,
+            note=todos_note(self.tools.todos),
         )
         if result is not None:
             self._measured, self._compacted_len = None, len(conversation)

@@ -35,6 +35,8 @@ class TurnOptions:
     permission_mode: str | None = None
     mcp_servers: dict[str, Any] | None = None
     subagents: dict[str, Any] | None = None
+    # The subagent the main thread runs as (:func:`.subagents.main_thread`).
+    initial_agent: str | None = None
     effort: str | None = None
     betas: Sequence[str] | None = None
 

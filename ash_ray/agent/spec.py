@@ -49,7 +49,8 @@ class SubagentDef:
     """One subagent: ``.claude/agents/<name>.md`` or an entry of the session's subagents.
 
     ``tools`` None means every tool of the parent but Task; ``model`` None or
-    ``inherit`` means the parent's model.
+    ``inherit`` means the parent's model; ``thinking`` and ``effort`` None mean the
+    parent's (the session's ``subagents`` may set them; the Messages API's forms).
     """
 
     name: str
@@ -58,6 +59,8 @@ class SubagentDef:
     tools: tuple[str, ...] | None = None
     model: str | None = None
     disallowed_tools: tuple[str, ...] = ()
+    thinking: dict[str, Any] | None = None
+    effort: str | None = None
 
 
 def tool_list(raw: Any) -> tuple[str, ...] | None:

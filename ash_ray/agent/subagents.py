@@ -1,4 +1,4 @@
-"""The ``Task`` tool: run a subagent as a nested agent loop in the same sandbox.
+"""Subagents: the ``Task`` tool, and the main thread run as one (``initialAgent``).
 
 A subagent (``.claude/agents/<name>.md`` or the session's ``subagents``) starts with
 its own empty conversation, WITHOUT the parent's, and its body (``prompt``) as its
@@ -6,7 +6,14 @@ system prompt. It gets the tools its ``tools`` list names (every tool of the par
 when absent), never ``Task`` itself, the parent's permission mode and the MCP servers,
 hooks and todo list of the session. Its messages and tool events are emitted with
 ``parent_tool_use_id`` set to the Task call; its usage and cost are added to the
-parent turn's; its final text is the Task result.
+parent turn's; its final text is the Task result. Its own ``model``, ``thinking`` and
+``effort`` win over the parent turn's, which it inherits otherwise (with ``betas``).
+
+``initialAgent`` (Claude Code's ``--agent``): the session's main thread runs as a
+subagent definition (:func:`main_thread`): its body is the system prompt instead of
+``CLAUDE.md``, its ``tools`` / ``disallowedTools`` narrow the turn's tools, and its
+``model``, ``thinking`` and ``effort`` apply where the message and the session set none.
+The session's own ``systemPrompt`` still wins, as it does over ``CLAUDE.md``.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ash_ray.agent.file_tools import ToolFailure
-from ash_ray.agent.spec import SubagentDef, tool_list
+from ash_ray.agent.permissions import Rule
+from ash_ray.agent.spec import AgentSpec, SubagentDef, tool_list
+from ash_ray.errors import InvalidInput
 from ash_ray.models import Usage
 
 if TYPE_CHECKING:
+    from ash_ray.agent.messages import TurnOptions
     from ash_ray.agent.tools import ToolContext
 
 # Claude Code's aliases in a subagent's ``model`` front matter.
@@ -44,7 +54,7 @@ def session_subagents(raw: Any) -> tuple[SubagentDef, ...]:
     for name, item in raw.items():
         if not isinstance(item, dict):
             continue
-        model = item.get("model")
+        model, thinking, effort = item.get("model"), item.get("thinking"), item.get("effort")
         out.append(
             SubagentDef(
                 name=str(name),
@@ -56,9 +66,55 @@ def session_subagents(raw: Any) -> tuple[SubagentDef, ...]:
                     item.get("disallowed_tools") or item.get("disallowedTools")
                 )
                 or (),
+                thinking=thinking if isinstance(thinking, dict) else None,
+                effort=str(effort) if effort else None,
             )
         )
     return tuple(out)
+
+
+def all_subagents(spec: AgentSpec, raw: Any) -> tuple[SubagentDef, ...]:
+    """The folder's subagents and the session's; a session entry of the same name wins."""
+    extra = session_subagents(raw)
+    names = {s.name for s in extra}
+    return (*[s for s in spec.subagents if s.name not in names], *extra)
+
+
+def require_initial_agent(spec: AgentSpec, raw_subagents: Any, name: str | None) -> None:
+    """InvalidInput (a 400) naming ``name`` when no subagent of the session has it."""
+    if name is None:
+        return
+    known = [s.name for s in all_subagents(spec, raw_subagents)]
+    if name not in known:
+        listed = ", ".join(known) or "none"
+        raise InvalidInput(
+            f"initialAgent {name!r} is no subagent of agent {spec.name!r} "
+            f"(.claude/agents/ or the session's subagents); known: {listed}"
+        )
+
+
+def _narrowed(allowed: Any, sub_tools: tuple[str, ...] | None) -> list[str] | None:
+    """The session's allowedTools narrowed to the tools a definition lists."""
+    if sub_tools is None:
+        return list(allowed) if allowed is not None else None
+    if allowed is None:
+        return list(sub_tools)
+    return [entry for entry in allowed if Rule.parse(entry).tool in sub_tools]
+
+
+def main_thread(options: TurnOptions, sub: SubagentDef, agent_model: str) -> TurnOptions:
+    """The turn's options when the main thread runs as ``sub`` (module doc)."""
+    return dataclasses.replace(
+        options,
+        model=options.model or model_of(sub, agent_model),
+        system_prompt=options.system_prompt
+        or sub.prompt
+        or f"You are the {sub.name} agent. {sub.description}",
+        allowed_tools=_narrowed(options.allowed_tools, sub.tools),
+        disallowed_tools=[*(options.disallowed_tools or ()), *sub.disallowed_tools],
+        thinking=options.thinking or sub.thinking,
+        effort=options.effort or sub.effort,
+    )
 
 
 def model_of(sub: SubagentDef, parent_model: str) -> str:
@@ -96,11 +152,18 @@ async def run_task(ctx: ToolContext, args: dict[str, Any]) -> str:
         tools=session,
     )
     allowed = [t for t in sub.tools if t != "Task"] if sub.tools is not None else None
+    parent = turn.options
     options = TurnOptions(
         model=spec.model,
         allowed_tools=allowed,
         disallowed_tools=["Task", *sub.disallowed_tools],
         permission_mode=turn.policy.mode,
+        # The session's, so that this nested turn keeps the parent's subagent list.
+        subagents=parent.subagents,
+        mcp_servers=parent.mcp_servers,
+        thinking=sub.thinking or parent.thinking,
+        effort=sub.effort or parent.effort,
+        betas=parent.betas,
     )
     final, usage, cost = "", Usage(), 0.0
     async for event in loop.run_turn([], str(args["prompt"]), options, asyncio.Event()):

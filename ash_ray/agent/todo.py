@@ -2,7 +2,13 @@
 
 The list lives in the session's :class:`~ash_ray.agent.toolbox.AgentTools` (kept across
 turns); every change is also a ``todo`` event ``{"todos": [...]}`` on the stream and in
-the timeline, so a client can show it and a resumed session can find it again.
+the timeline, so a client can show it.
+
+No extra state is persisted: the list is the input of the last TodoWrite call that
+succeeded, and the conversation the session stores (its full history, compactions
+included) holds every call. A cold resume finds it there (:func:`last_todos`); a
+compaction, which takes those calls out of the model's view, puts the list into the
+summary (:func:`todos_note`), so the model still sees it afterwards.
 """
 
 from __future__ import annotations
@@ -44,6 +50,41 @@ def _clean(todos: Any) -> list[dict[str, Any]]:
         keep = ("content", "status", "activeForm", "id", "priority")
         out.append({k: item[k] for k in keep if k in item})
     return out
+
+
+def last_todos(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The list the last successful TodoWrite call of ``history`` left ([] if none)."""
+    failed = {
+        b.get("tool_use_id")
+        for m in history
+        if m.get("role") == "user" and isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and b.get("type") == "tool_result" and b.get("is_error")
+    }
+    for message in reversed(history):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        for block in reversed(content):
+            if (
+                isinstance(block, dict)
+                and block.get("type") == "tool_use"
+                and block.get("name") == "TodoWrite"
+                and block.get("id") not in failed
+            ):
+                try:
+                    return _clean((block.get("input") or {}).get("todos"))
+                except ToolFailure:
+                    continue
+    return []
+
+
+def todos_note(todos: list[dict[str, Any]]) -> str:
+    """The list as text for a compaction summary ("" when empty)."""
+    if not todos:
+        return ""
+    lines = "\n".join(f"- [{t['status']}] {t['content']}" for t in todos)
+    return f"\n\nThe todo list (TodoWrite) at this point:\n{lines}"
 
 
 async def todo_write(ctx: ToolContext, args: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from ash_ray.agent import subagents
+from ash_ray.agent import subagents, todo
 from ash_ray.agent.hooks import HookOutcome, run_hooks
 from ash_ray.agent.mcp import McpServers, merge_servers
 from ash_ray.agent.messages import AgentEvent
@@ -59,12 +59,32 @@ class AgentTools:
         self.settings = settings
         self.session_id = session_id
         self.todos: list[dict[str, Any]] = []
+        self._restored = False
         self.subagents: tuple[SubagentDef, ...] = spec.subagents
         self._mcp: McpServers | None = None
         self._mcp_config: dict[str, Any] | None = None
 
+    def restore(self, history: list[dict[str, Any]]) -> None:
+        """Take the todo list from the stored history, once (the first turn of a loop)."""
+        if not self._restored:
+            self._restored = True
+            self.todos = todo.last_todos(history)
+
     def subagent(self, name: str) -> SubagentDef | None:
         return next((s for s in self.subagents if s.name == name), None)
+
+    def main_agent(self, options: Any) -> SubagentDef | None:
+        """The subagent the main thread runs as (``initial_agent``), if any.
+
+        Updates the session's subagent list from ``options`` first. An initialAgent the
+        registry accepted can vanish when the agent folder is redeployed: InvalidInput.
+        """
+        self.subagents = subagents.all_subagents(self.spec, options.subagents)
+        name = options.initial_agent
+        if name is None:
+            return None
+        subagents.require_initial_agent(self.spec, options.subagents, name)
+        return self.subagent(name)
 
     async def begin_turn(
         self,
@@ -82,10 +102,8 @@ class AgentTools:
             disallowed_tools=options.disallowed_tools,
             mode="default" if mode == "permissionsByAgent" else mode,
         )
-        extra = subagents.session_subagents(options.subagents)
-        names = {s.name for s in extra}
-        self.subagents = (*[s for s in self.spec.subagents if s.name not in names], *extra)
-        turn = ToolTurn(self, sandbox, policy, model, dict(session_tag))
+        self.subagents = subagents.all_subagents(self.spec, options.subagents)
+        turn = ToolTurn(self, sandbox, policy, model, dict(session_tag), options)
         wanted = merge_servers(self.spec.mcp_servers, options.mcp_servers)
         if wanted != self._mcp_config:
             await self.aclose()
@@ -122,11 +140,13 @@ class ToolTurn:
         policy: PermissionPolicy,
         model: str,
         tag: dict[str, Any],
+        options: Any,
     ) -> None:
         self.session = session
         self.sandbox = sandbox
         self.policy = policy
         self.model = model
+        self.options = options  # the turn's TurnOptions (a Task subagent inherits some)
         self.tools: dict[str, Tool] = {}
         self.usage = Usage()
         self.cost = 0.0

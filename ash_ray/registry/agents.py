@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from ash_ray.agent import load_agent
+from ash_ray.agent.subagents import require_initial_agent
 from ash_ray.errors import AgentInvalid, AgentNotFound
-from ash_ray.models import AgentRecord
+from ash_ray.models import AgentRecord, SessionConfig
 from ash_ray.store.base import Store
 
 # Agents change only through a registry; another cluster's registry on the same database
@@ -38,6 +39,13 @@ class Agents:
             raise AgentNotFound(f"agent {name!r} is not deployed", agent=name)
         self._cache[name] = (time.monotonic(), agent)
         return agent
+
+    async def check_config(self, agent: AgentRecord, config: SessionConfig) -> None:
+        """InvalidInput (400) when the config's initialAgent names no subagent of it."""
+        if config.initial_agent is None:
+            return
+        spec = await asyncio.to_thread(load_agent, Path(agent.path))
+        require_initial_agent(spec, config.subagents, config.initial_agent)
 
     async def list(self) -> list[AgentRecord]:
         return await self.store.list_agents()

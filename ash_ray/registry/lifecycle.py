@@ -42,6 +42,7 @@ class Lifecycle:
         config = SessionConfig(
             **{k: v for k, v in body.items() if k in SessionConfig.model_fields and v is not None}
         )
+        await self.agents.check_config(agent, config)
         (sid, worker), hit = await self.capacity.worker()
         now = utcnow()
         rec = SessionRecord(
@@ -229,6 +230,9 @@ class Lifecycle:
             rec = await self.core.record_of(session_id)
             if rec.status == "ended":
                 raise SessionEnded(f"session {session_id} has ended")
+            if {"initial_agent", "subagents"} & patch.keys():
+                agent = await self.agents.get(rec.agent_name)
+                await self.agents.check_config(agent, rec.config.model_copy(update=patch))
             live = self.core.live.get(session_id)
             if live is not None:
                 patched = await live.worker.update_config(patch)

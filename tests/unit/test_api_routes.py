@@ -222,8 +222,12 @@ async def test_thinking_and_effort_reach_the_worker(
         "betas": ["context-1m-2025-08-07"],
         "mcpServers": {"docs": {"url": "http://127.0.0.1:9/mcp"}, "fs": {"command": "srv"}},
         "subagents": {
-            "reviewer": {"description": "reviews", "prompt": "Review.", "tools": ["Read"]}
+            "reviewer": {
+                "description": "reviews", "prompt": "Review.", "tools": ["Read"],
+                "effort": "low", "thinking": {"type": "enabled", "budgetTokens": 1024},
+            }
         },
+        "initialAgent": "reviewer",
     }
     assert (await client.post("/api/sessions", json=body)).status_code == 201
     name, (sent,) = ctx.registry.calls[-1]
@@ -240,18 +244,16 @@ async def test_thinking_and_effort_reach_the_worker(
         "description": "reviews",
         "prompt": "Review.",
         "tools": ["Read"],
+        "effort": "low",
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
     }
+    assert sent["initial_agent"] == "reviewer"
 
 
 async def test_refused_fields_are_named(client: httpx.AsyncClient) -> None:
-    assert REFUSED_UNTIL_IMPLEMENTED == ("credential_id", "initial_agent")
+    assert REFUSED_UNTIL_IMPLEMENTED == ("credential_id",)
     r = await client.post("/api/sessions", json={"agent": "helper", "credentialId": "c1"})
     assert "credentialId" in _error(r, 400)
-    r = await client.post("/api/sessions", json={"agent": "helper", "initialAgent": "x"})
-    assert "initialAgent" in _error(r, 400)
-    sid = await _session(client)
-    r = await client.patch(f"/api/sessions/{sid}/config", json={"initialAgent": "x"})
-    assert "initialAgent" in _error(r, 400)
     for bad in (
         {"permissionMode": "yolo"},
         {"effort": "extreme"},
