@@ -13,9 +13,13 @@ items at once, another cluster's jobs actor only once their leases expire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from datetime import datetime
 from typing import Any
+
+import ray
 
 from ash_ray.actor_api import TurnOutcome
 from ash_ray.config import Settings
@@ -63,6 +67,14 @@ class Jobs:
         self.owner = owner
         self._init: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._kick()
+
+    @staticmethod
+    def _kick() -> None:
+        """Start at once, also when Ray restarts this actor and nobody calls it yet: the
+        queue worker must not wait for the next HTTP request to take its items back."""
+        with contextlib.suppress(Exception):  # not in a Ray actor (unit tests)
+            ray.get_runtime_context().current_actor.ping.remote()
 
     async def _ready(self) -> None:
         if self._init is None:
@@ -86,7 +98,8 @@ class Jobs:
 
     async def ping(self) -> dict[str, Any]:
         await self._ready()
-        return {"ok": True, "owner": self.owner, "running": sorted(self.worker.running)}
+        return {"ok": True, "owner": self.owner, "running": sorted(self.worker.running),
+                "pid_token": f"{os.getpid()}-{id(self)}"}
 
     # ------------------------------------------------------------------ queue
 

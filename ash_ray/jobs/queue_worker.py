@@ -137,9 +137,9 @@ class QueueWorker:
         elif base is None:
             base = (await self.runner.get_session(session_id)).num_turns
             await self.queue.set_session(item["id"], self.owner, session_id, base)
-        return await self._turn(session_id, int(base), item["prompt"])
+        return await self._turn(item["id"], session_id, int(base), item["prompt"])
 
-    async def _turn(self, session_id: str, base: int, prompt: str) -> str | None:
+    async def _turn(self, item_id: str, session_id: str, base: int, prompt: str) -> str | None:
         busy = False
         while True:
             record = await self.runner.get_session(session_id)
@@ -157,6 +157,9 @@ class QueueWorker:
                 busy = True
                 continue
             if outcome.get("error") or outcome.get("isError"):
+                # The failed turn is counted too: the next attempt needs a new baseline.
+                turns = (await self.runner.get_session(session_id)).num_turns
+                await self.queue.set_session(item_id, self.owner, session_id, turns)
                 raise TurnFailed(str(outcome.get("error") or outcome.get("result")),
                                  session_id=session_id)
             result = outcome.get("result")
