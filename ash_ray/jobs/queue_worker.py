@@ -10,7 +10,9 @@ lease that expires, and whoever claims the item next carries on where it stopped
 - when that session already counts more turns, the item's turn ran to its end: the
   item completes without running the prompt again;
 - a session busy with a turn (the item's own, still running after a restart) is
-  waited for, not sent the prompt a second time.
+  waited for, not sent the prompt a second time. (On a session shared with other
+  prompts, another turn ending during that wait is taken for the item's: the price of
+  not marking turns with item ids.)
 
 The turn runs in the session worker like any other turn: its messages, events, usage
 and workspace are saved as always. A failed attempt goes back to ``pending`` after an
@@ -130,37 +132,37 @@ class QueueWorker:
 
     async def _attempt(self, item: dict[str, Any]) -> str | None:
         session_id, base = item["session_id"], item["turn_base"]
+        if session_id is not None and base is not None:
+            # An earlier attempt got as far as its turn (its worker died): the turn may
+            # have ended, may still run, or may never have started.
+            return await self._resume(item["id"], session_id, int(base), item["prompt"])
         if session_id is None:
-            record = await self.runner.create_session(item["agent_name"])
-            session_id, base = record.id, record.num_turns
-            await self.queue.set_session(item["id"], self.owner, session_id, base)
-        elif base is None:
+            session_id = (await self.runner.create_session(item["agent_name"])).id
+        while True:
             base = (await self.runner.get_session(session_id)).num_turns
             await self.queue.set_session(item["id"], self.owner, session_id, base)
-        return await self._turn(item["id"], session_id, int(base), item["prompt"])
-
-    async def _turn(self, item_id: str, session_id: str, base: int, prompt: str) -> str | None:
-        busy = False
-        while True:
-            record = await self.runner.get_session(session_id)
-            if record.num_turns > base:
-                return None  # the item's turn ended before a restart; never run it twice
-            if busy:
-                # Most likely the item's own turn, still running after a restart: wait for
-                # it to be counted rather than queue the prompt behind it.
-                await asyncio.sleep(self.settings.queue_poll_s)
-                busy = False
-                continue
             try:
-                outcome = await self.runner.ask(session_id, prompt)
-            except SessionBusy:
-                busy = True
-                continue
-            if outcome.get("error") or outcome.get("isError"):
-                # The failed turn is counted too: the next attempt needs a new baseline.
-                turns = (await self.runner.get_session(session_id)).num_turns
-                await self.queue.set_session(item_id, self.owner, session_id, turns)
-                raise TurnFailed(str(outcome.get("error") or outcome.get("result")),
-                                 session_id=session_id)
-            result = outcome.get("result")
-            return None if result is None else str(result)
+                return await self._ask(item["id"], session_id, item["prompt"])
+            except SessionBusy:  # another turn on a given session: wait for it
+                await asyncio.sleep(self.settings.queue_poll_s)
+
+    async def _resume(self, item_id: str, session_id: str, base: int, prompt: str
+                      ) -> str | None:
+        while True:
+            if (await self.runner.get_session(session_id)).num_turns > base:
+                return None  # the item's turn ended before the restart: never run it twice
+            try:
+                return await self._ask(item_id, session_id, prompt)
+            except SessionBusy:  # most likely the item's own turn, still running
+                await asyncio.sleep(self.settings.queue_poll_s)
+
+    async def _ask(self, item_id: str, session_id: str, prompt: str) -> str | None:
+        outcome = await self.runner.ask(session_id, prompt)
+        if outcome.get("error") or outcome.get("isError"):
+            # The failed turn is counted too: the next attempt needs a new baseline.
+            turns = (await self.runner.get_session(session_id)).num_turns
+            await self.queue.set_session(item_id, self.owner, session_id, turns)
+            raise TurnFailed(str(outcome.get("error") or outcome.get("result")),
+                             session_id=session_id)
+        result = outcome.get("result")
+        return None if result is None else str(result)

@@ -92,7 +92,8 @@ class EvalStore:
     async def list_cases(self, agent: str, category: str | None = None,
                          is_active: bool | None = None, tenant: str = "default"
                          ) -> list[dict[str, Any]]:
-        where, args = "agent_name = ? AND tenant_id = ?", [agent, tenant]
+        where = "agent_name = ? AND tenant_id = ?"
+        args: list[Any] = [agent, tenant]
         if category is not None:
             where += " AND category = ?"
             args.append(category)
