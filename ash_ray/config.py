@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     )
     queue_retry_max_s: float = Field(300.0, ge=0, le=86_400, description="Longest retry delay.")
     eval_concurrency: int = Field(2, ge=1, le=100, description="Eval cases run at once.")
+    eval_llm_judge: bool = Field(
+        False, description="Also grade eval answers 1-5 by the model (llmJudgeScore)."
+    )
 
     # -- sandbox
     sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(

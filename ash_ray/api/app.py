@@ -11,6 +11,7 @@ from ash_ray.api import (
     errors,
     openapi,
     routes_agents,
+    routes_evals,
     routes_exec,
     routes_health,
     routes_messages,
@@ -82,6 +83,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
     for module in (
         routes_agents, routes_sessions, routes_messages, routes_exec, routes_queue, routes_usage,
+        routes_evals,
     ):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.

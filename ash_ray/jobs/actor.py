@@ -24,10 +24,12 @@ import ray
 from ash_ray.actor_api import TurnOutcome
 from ash_ray.config import Settings
 from ash_ray.handles import RegistryClient
+from ash_ray.jobs.evals import EvalRunner
 from ash_ray.jobs.queue_worker import QueueWorker
 from ash_ray.models import SessionRecord
 from ash_ray.store import open_store
 from ash_ray.store._sql import Db
+from ash_ray.store.evals import EvalStore
 from ash_ray.store.queue import QueueStore
 from ash_ray.store.usage import UsageFilter, UsageQueries
 
@@ -88,9 +90,11 @@ class Jobs:
         self.store = store
         self.queue = QueueStore(db)
         self.usage = UsageQueries(db)
+        self.evals = EvalStore(db)
         runner = SessionRunner(RegistryClient(self.settings.namespace))
         self.worker = QueueWorker(self.settings, self.queue, runner, self.owner)
-        for job in (self.worker.run_forever(),):
+        self.eval_runner = EvalRunner(self.settings, self.evals, runner, self.owner)
+        for job in (self.worker.run_forever(), self.eval_runner.run_forever()):
             task = asyncio.create_task(job)
             self._tasks.add(task)
             task.add_done_callback(_log_end)
@@ -142,6 +146,24 @@ class Jobs:
     ) -> dict[str, Any]:
         await self._ready()
         return await self.usage.analytics(after, before, tenant)
+
+    # ------------------------------------------------------------------ evals
+
+    async def evals_call(self, method: str, *args: Any) -> Any:
+        """One :class:`EvalStore` method of the API (the eval routes are many, all thin)."""
+        await self._ready()
+        if method not in EVAL_METHODS:
+            raise AttributeError(f"not an eval API method: {method}")
+        result = await getattr(self.evals, method)(*args)
+        if method == "create_run":
+            self.eval_runner.wake()
+        return result
+
+
+EVAL_METHODS = frozenset({
+    "create_case", "import_cases", "get_case", "list_cases", "update_case", "delete_case",
+    "create_run", "get_run", "list_runs", "run_results", "compare", "score", "patch_result",
+})
 
 
 def _log_end(task: asyncio.Task[None]) -> None:

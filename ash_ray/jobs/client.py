@@ -94,3 +94,7 @@ class JobsClient:
         self, after: datetime | None, before: datetime | None, tenant: str = "default"
     ) -> Call[dict[str, Any]]:
         return self._call(Jobs.analytics, after, before, tenant)
+
+    def evals(self, method: str, *args: Any) -> Call[Any]:
+        """An eval store method by name (see ``EVAL_METHODS`` of the actor)."""
+        return self._call(Jobs.evals_call, method, *args)
