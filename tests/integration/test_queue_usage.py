@@ -6,6 +6,7 @@ answers where it covers the route.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -211,3 +212,23 @@ def _restarted(target: Target, old: str) -> bool:
         return bool(ray.get(jobs.ping.remote(), timeout=10)["pid_token"] != old)
     except (ray.exceptions.RayError, ValueError):
         return False
+
+
+def test_cli_queue_usage_and_eval(target: Target, capsys: pytest.CaptureFixture[str]) -> None:
+    from ash_ray.cli import main
+
+    url = ["--url", str(target.http.base_url).rstrip("/"), "--api-key", API_KEY]
+    assert main([*url, "queue", "--json", "add", target.agent, "from the cli", "--wait"]) == 0
+    item = json.loads(capsys.readouterr().out)
+    assert item["status"] == "completed" and item["result"] == "echo: from the cli"
+    assert main([*url, "usage", "--json", "--session", item["sessionId"]]) == 0
+    assert json.loads(capsys.readouterr().out)["totalMessages"] == 1
+    assert main([*url, "queue", "stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["completed"] >= 1
+    target.http.post(f"/api/agents/{target.agent}/eval-cases",
+                     json={"question": "cli eval", "expectedTopics": ["cli"], "tags": ["cli"]})
+    assert main([*url, "eval", "--json", "run", target.agent, "--tag", "cli"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run"]["status"] == "completed" and shown["run"]["passRate"] == 1.0
+    assert main([*url, "eval", "show", target.agent, shown["run"]["id"]]) == 0
+    assert "cli eval" in capsys.readouterr().out
