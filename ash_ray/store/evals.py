@@ -214,7 +214,7 @@ class EvalStore:
             "eval_results",
             "SELECT r.*, c.question AS question FROM eval_results r "
             "LEFT JOIN eval_cases c ON c.id = r.case_id WHERE r.run_id = ? "
-            "ORDER BY r.created_at, r.id",
+            "ORDER BY r.created_at, c.created_at, r.id",
             (run_id,),
         )
         return [self._result(r) for r in found]
@@ -303,7 +303,7 @@ class EvalStore:
             "SELECT r.id AS result_id, c.question, c.expected_topics, c.expected_not_topics, "
             "c.reference_answer, c.chat_history FROM eval_results r "
             "JOIN eval_cases c ON c.id = r.case_id WHERE r.run_id = ? AND r.status != "
-            "'completed' AND r.status != 'failed' ORDER BY r.created_at, r.id",
+            "'completed' AND r.status != 'failed' ORDER BY r.created_at, c.created_at, r.id",
             (run_id,),
         )
 

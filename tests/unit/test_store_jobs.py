@@ -158,3 +158,46 @@ async def test_usage_events_and_exact_sums(db: Db) -> None:
     analytics = await u.analytics(None, None)
     assert analytics["sessions"] == {"total": 2, "byStatus": {"active": 1, "paused": 1}}
     assert analytics["usage"] == everything
+
+
+async def test_eval_cases_runs_results_in_the_store(db: Db) -> None:
+    from ash_ray.store.evals import EvalStore
+
+    ev = EvalStore(db)
+    a = await ev.create_case("bot", {"question": "q1", "expectedTopics": ["x"],
+                                     "category": "c", "tags": ["t"]})
+    await ev.import_cases("bot", [{"question": "q2", "category": "d"},
+                                  {"question": "q3", "isActive": False}])
+    assert [c["question"] for c in await ev.list_cases("bot")] == ["q1", "q2", "q3"]
+    assert [c["question"] for c in await ev.list_cases("bot", category="c")] == ["q1"]
+    assert [c["question"] for c in await ev.list_cases("bot", is_active=False)] == ["q3"]
+    assert await ev.list_cases("bot", tenant="other") == []
+    patched = await ev.update_case("bot", a["id"], {"tags": ["u"], "isActive": True})
+    assert patched is not None and patched["tags"] == ["u"] and patched["expectedTopics"] == ["x"]
+    run = await ev.create_run("bot", 1, None, None)
+    assert run["totalCases"] == 2 and run["status"] == "pending" and run["passRate"] == 0
+    claimed = await ev.claim_run("owner", 60)
+    assert claimed is not None and claimed["id"] == run["id"]
+    assert await ev.claim_run("someone-else", 60) is None
+    work = await ev.pending_work(run["id"])
+    assert [w["question"] for w in work] == ["q1", "q2"]
+    await ev.finish_result(work[0]["result_id"], {"status": "completed", "topic_score": 1.0,
+                                                  "safety_score": 1.0, "passed": 1})
+    await ev.finish_result(work[1]["result_id"], {"status": "completed", "topic_score": 0.0,
+                                                  "safety_score": 1.0, "passed": 0})
+    assert await ev.finish_run(run["id"], "owner")
+    got = await ev.get_run("bot", run["id"])
+    assert got is not None and got["status"] == "completed" and got["passRate"] == 0.5
+    assert got["avgTopicScore"] == 0.5 and got["completedCases"] == 2
+    scored = await ev.score("bot", run["id"], None, 3, "ok")
+    assert scored is not None and scored[0] == 2
+    one = await ev.patch_result("bot", work[0]["result_id"], 5, None)
+    assert one is not None and one["humanScore"] == 5 and one["humanNotes"] is None
+    cmp = await ev.compare("bot", run["id"], run["id"])
+    assert cmp is not None and len(cmp["results"]) == 2
+    assert await ev.delete_case("bot", a["id"]) and not await ev.delete_case("bot", a["id"])
+    assert (await u_analytics(db))["evals"] == {"totalRuns": 1, "byStatus": {"completed": 1}}
+
+
+async def u_analytics(db: Db) -> dict[str, object]:
+    return await UsageQueries(db).analytics(None, None)
