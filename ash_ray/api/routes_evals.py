@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ash_ray.api.deps import AgentName, Ctx, fails
+from ash_ray.api.schemas import Out
 from ash_ray.errors import InvalidInput, NotFound
 from ash_ray.models import LIST_MAX, PROMPT_MAX
 
@@ -69,6 +70,73 @@ class ResultPatch(_Body):
     human_notes: Text | None = None
 
 
+# ---------------------------------------------------------------- answers
+
+
+class CaseOut(Out):
+    id: str
+    agent_name: str = Field(alias="agentName")
+    question: str
+    is_active: bool = Field(alias="isActive")
+
+
+class RunOut(Out):
+    id: str
+    agent_name: str = Field(alias="agentName")
+    status: Literal["pending", "running", "completed", "failed"]
+    total_cases: int = Field(alias="totalCases")
+    pass_rate: float | None = Field(alias="passRate")
+
+
+class ResultOut(Out):
+    id: str
+    run_id: str = Field(alias="runId")
+    case_id: str = Field(alias="caseId")
+    status: str
+
+
+class CaseReply(BaseModel):
+    case: CaseOut
+
+
+class CaseList(BaseModel):
+    cases: list[CaseOut]
+
+
+class Imported(BaseModel):
+    imported: int
+
+
+class RunReply(BaseModel):
+    run: RunOut
+
+
+class RunList(BaseModel):
+    runs: list[RunOut]
+
+
+class ResultReply(BaseModel):
+    result: ResultOut
+
+
+class ResultList(BaseModel):
+    results: list[ResultOut]
+
+
+class Scored(ResultList):
+    scored: int
+
+
+class Comparison(Out):
+    run_a: RunOut = Field(alias="runA")
+    run_b: RunOut = Field(alias="runB")
+    results: list[dict[str, Any]]
+
+
+class ComparisonReply(BaseModel):
+    comparison: Comparison
+
+
 def _found(value: Any, what: str) -> Any:
     if value is None:
         raise NotFound(f"{what} not found")
@@ -78,19 +146,19 @@ def _found(value: Any, what: str) -> Any:
 # ---------------------------------------------------------------- cases
 
 
-@router.post("/eval-cases/import", responses=fails(400, 404, 413))
+@router.post("/eval-cases/import", response_model=Imported, responses=fails(400, 404, 413))
 async def import_cases(name: AgentName, body: CaseImport, ctx: Ctx) -> dict[str, Any]:
     await ctx.registry.get_agent(name)
     cases = [c.wire() for c in body.cases]
     return {"imported": await ctx.jobs.evals("import_cases", name, cases)}
 
 
-@router.get("/eval-cases/export", responses=fails(400))
+@router.get("/eval-cases/export", response_model=CaseList, responses=fails(400))
 async def export_cases(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     return {"cases": await ctx.jobs.evals("list_cases", name)}
 
 
-@router.get("/eval-cases", responses=fails(400))
+@router.get("/eval-cases", response_model=CaseList, responses=fails(400))
 async def list_cases(
     name: AgentName, ctx: Ctx,
     category: Annotated[str | None, Query(max_length=255)] = None,
@@ -99,19 +167,21 @@ async def list_cases(
     return {"cases": await ctx.jobs.evals("list_cases", name, category, is_active)}
 
 
-@router.post("/eval-cases", status_code=201, responses=fails(400, 404, 413))
+@router.post(
+    "/eval-cases", status_code=201, response_model=CaseReply, responses=fails(400, 404, 413)
+)
 async def create_case(name: AgentName, body: CaseBody, ctx: Ctx) -> dict[str, Any]:
     await ctx.registry.get_agent(name)
     return {"case": await ctx.jobs.evals("create_case", name, body.wire())}
 
 
-@router.get("/eval-cases/{case_id}", responses=fails(400, 404))
+@router.get("/eval-cases/{case_id}", response_model=CaseReply, responses=fails(400, 404))
 async def get_case(name: AgentName, case_id: Id, ctx: Ctx) -> dict[str, Any]:
     found = await ctx.jobs.evals("get_case", name, str(case_id))
     return {"case": _found(found, f"eval case {case_id}")}
 
 
-@router.patch("/eval-cases/{case_id}", responses=fails(400, 404))
+@router.patch("/eval-cases/{case_id}", response_model=CaseReply, responses=fails(400, 404))
 async def update_case(name: AgentName, case_id: Id, body: CasePatch, ctx: Ctx
                       ) -> dict[str, Any]:
     patch = body.wire(unset=False)
@@ -132,7 +202,7 @@ async def delete_case(name: AgentName, case_id: Id, ctx: Ctx) -> Response:
 # ---------------------------------------------------------------- runs
 
 
-@router.post("/eval-runs", status_code=201, responses=fails(400, 404))
+@router.post("/eval-runs", status_code=201, response_model=RunReply, responses=fails(400, 404))
 async def create_run(name: AgentName, body: RunCreate, ctx: Ctx) -> dict[str, Any]:
     """One pending result per matching active case; the jobs actor runs them."""
     agent = await ctx.registry.get_agent(name)
@@ -146,12 +216,12 @@ async def create_run(name: AgentName, body: RunCreate, ctx: Ctx) -> dict[str, An
     return {"run": run}
 
 
-@router.get("/eval-runs", responses=fails(400))
+@router.get("/eval-runs", response_model=RunList, responses=fails(400))
 async def list_runs(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     return {"runs": await ctx.jobs.evals("list_runs", name)}
 
 
-@router.get("/eval-runs/compare", responses=fails(400, 404))
+@router.get("/eval-runs/compare", response_model=ComparisonReply, responses=fails(400, 404))
 async def compare(
     name: AgentName, ctx: Ctx,
     run_a: Annotated[UUID, Query(alias="runA")], run_b: Annotated[UUID, Query(alias="runB")],
@@ -160,18 +230,18 @@ async def compare(
     return {"comparison": _found(found, "eval run")}
 
 
-@router.get("/eval-runs/{run_id}", responses=fails(400, 404))
+@router.get("/eval-runs/{run_id}", response_model=RunReply, responses=fails(400, 404))
 async def get_run(name: AgentName, run_id: Id, ctx: Ctx) -> dict[str, Any]:
     return {"run": _found(await ctx.jobs.evals("get_run", name, str(run_id)), "eval run")}
 
 
-@router.get("/eval-runs/{run_id}/results", responses=fails(400, 404))
+@router.get("/eval-runs/{run_id}/results", response_model=ResultList, responses=fails(400, 404))
 async def results(name: AgentName, run_id: Id, ctx: Ctx) -> dict[str, Any]:
     found = await ctx.jobs.evals("run_results", name, str(run_id))
     return {"results": _found(found, f"eval run {run_id}")}
 
 
-@router.post("/eval-runs/{run_id}/score", responses=fails(400, 404))
+@router.post("/eval-runs/{run_id}/score", response_model=Scored, responses=fails(400, 404))
 async def score(name: AgentName, run_id: Id, body: ScoreBody, ctx: Ctx) -> dict[str, Any]:
     """Human scores on one result (``resultId``) or on every result of the run."""
     found = await ctx.jobs.evals(
@@ -182,7 +252,7 @@ async def score(name: AgentName, run_id: Id, body: ScoreBody, ctx: Ctx) -> dict[
     return {"scored": scored, "results": rows}
 
 
-@router.patch("/eval-results/{result_id}", responses=fails(400, 404))
+@router.patch("/eval-results/{result_id}", response_model=ResultReply, responses=fails(400, 404))
 async def patch_result(name: AgentName, result_id: Id, body: ResultPatch, ctx: Ctx
                        ) -> dict[str, Any]:
     found = await ctx.jobs.evals(
