@@ -16,6 +16,7 @@ from ash_ray.api.context import IngressContext
 from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AshError
 from ash_ray.handles import DrainResult, RegistryClient
+from ash_ray.jobs.client import ensure_jobs
 from ash_ray.logs import configure_logging
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.registry.actor import Registry
@@ -59,6 +60,7 @@ class AshIngress:
         configure_logging(settings)
         _reusable_direct_ingress_socket()  # the server starts after this constructor
         ensure_registry(settings)
+        ensure_jobs(settings)  # the queue worker runs from the first replica's start
         self.ctx = IngressContext(settings)
         if not settings.auth_enabled:
             logger.warning("ASH_API_KEY is not set: /api/* is served WITHOUT authentication")

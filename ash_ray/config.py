@@ -126,6 +126,26 @@ class Settings(BaseSettings):
         2, ge=0, le=100, description="Recent turns a compaction keeps verbatim (if they fit)."
     )
 
+    # -- queue and evals (ash_ray.jobs)
+    queue_concurrency: int = Field(
+        2, ge=0, le=1000, description="Queue items run at once per cluster; 0: no queue worker."
+    )
+    queue_poll_s: float = Field(
+        1.0, gt=0, le=60, description="How often an idle queue worker looks for due items."
+    )
+    queue_lease_s: float = Field(
+        60.0, ge=2, le=3600,
+        description="A claimed item's lease; renewed while it runs, re-claimable once expired.",
+    )
+    queue_retry_base_s: float = Field(
+        5.0, ge=0, le=3600, description="First retry delay; doubles on each retry."
+    )
+    queue_retry_max_s: float = Field(300.0, ge=0, le=86_400, description="Longest retry delay.")
+    eval_concurrency: int = Field(2, ge=1, le=100, description="Eval cases run at once.")
+    eval_llm_judge: bool = Field(
+        False, description="Also grade eval answers 1-5 by the model (llmJudgeScore)."
+    )
+
     # -- sandbox
     sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
         "auto", description="bwrap: require bubblewrap; auto: use it when installed."

@@ -381,6 +381,10 @@ class UsageRecord(BaseModel):
     model: str
     usage: Usage
     created_at: datetime
+    tool_calls: int = 0
+    messages: int = 0
+    compute_ms: int = 0
+    """Wall time of the turn (the model's calls and the tools), in milliseconds."""
 
 
 class WriteBatch(BaseModel):

@@ -11,10 +11,13 @@ from ash_ray.api import (
     errors,
     openapi,
     routes_agents,
+    routes_evals,
     routes_exec,
     routes_health,
     routes_messages,
+    routes_queue,
     routes_sessions,
+    routes_usage,
 )
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
@@ -78,7 +81,10 @@ def create_api(ctx: IngressContext) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.include_router(routes_health.router)
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
-    for module in (routes_agents, routes_sessions, routes_messages, routes_exec):
+    for module in (
+        routes_agents, routes_sessions, routes_messages, routes_exec, routes_queue, routes_usage,
+        routes_evals,
+    ):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.
     app.include_router(console_router())

@@ -6,6 +6,7 @@ import time
 
 from ash_ray.config import Settings
 from ash_ray.handles import RegistryClient, SessionClient
+from ash_ray.jobs.client import JobsClient
 
 
 class IngressContext:
@@ -15,6 +16,7 @@ class IngressContext:
         self.settings = settings
         self.started_at = time.time()
         self.registry = RegistryClient(settings.namespace)
+        self.jobs = JobsClient(settings.namespace)  # queue, usage, analytics
         # session id -> its worker; a stale entry is re-attached on use by SessionClient.
         self.sessions: dict[str, SessionClient] = {}
 

@@ -194,9 +194,11 @@ class TurnRunner:
             "last_active_at": utcnow(), "num_turns": rec.num_turns + 1,
             "usage": rec.usage.add(outcome.usage),
         })
+        # One message a turn (Ash counts its `result`); compute is the turn's wall time.
         self.persist.pending_usage.append(UsageRecord(
             session_id=rec.id, agent_name=rec.agent_name, turn=s.record.num_turns,
             model=s.loop.model, usage=outcome.usage, created_at=utcnow(),
+            tool_calls=outcome.tool_calls, messages=1, compute_ms=round(latency_ms),
         ))
         self.metrics.turn(rec.agent_name, outcome.usage, latency_ms, outcome.model_calls)
         self.persist.turn_stats = {"turn_ms": latency_ms, "first_token_ms": outcome.first_ms}
@@ -217,11 +219,14 @@ class TurnRunner:
 class _Outcome:
     usage: Usage = dataclasses.field(default_factory=Usage)
     model_calls: int = 0
+    tool_calls: int = 0
     first_ms: float | None = None
 
     def see(self, type_: str, data: dict[str, Any], started: float) -> None:
         if self.first_ms is None and type_ in ("text_delta", "message"):
             self.first_ms = (time.perf_counter() - started) * 1000
+        if type_ == "tool_use":
+            self.tool_calls += 1
         if type_ == "message" and data.get("type") == "result":
             self.usage = Usage.model_validate(data.get("usage") or {})
             self.model_calls = int(data.get("num_turns") or 0)

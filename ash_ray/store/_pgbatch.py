@@ -15,7 +15,9 @@ from typing import Any
 from ash_ray.models import WriteBatch
 from ash_ray.store import _rows as rows
 
-_INTEGER_COLS = frozenset({"version", "num_turns", "last_seq", "sequence", "seq", "turn"})
+_INTEGER_COLS = frozenset(
+    {"version", "num_turns", "last_seq", "sequence", "seq", "turn", *rows.USAGE_COUNTERS}
+)
 _TABLES = (
     ("sessions", rows.SESSION_COLS),
     ("messages", rows.MESSAGE_COLS),

@@ -58,7 +58,12 @@ SESSION_COLS = (
 )
 MESSAGE_COLS = ("session_id", "sequence", "id", "role", "content", "created_at")
 EVENT_COLS = ("session_id", "seq", "type", "data", "created_at")
-USAGE_COLS = ("session_id", "turn", "created_at", "agent_name", "model", "usage")
+USAGE_COLS = (
+    "session_id", "turn", "created_at", "agent_name", "model", "usage",
+    "input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+    "tool_calls", "messages", "compute_ms",
+)  # fmt: skip
+USAGE_COUNTERS = USAGE_COLS[6:]
 
 
 def utc(ts: datetime) -> datetime:
@@ -116,6 +121,13 @@ def usage_row(rec: UsageRecord, ts: TsOut) -> tuple[Any, ...]:
         rec.agent_name,
         rec.model,
         rec.usage.model_dump_json(),
+        rec.usage.input_tokens,
+        rec.usage.output_tokens,
+        rec.usage.cache_creation_input_tokens,
+        rec.usage.cache_read_input_tokens,
+        rec.tool_calls,
+        rec.messages,
+        rec.compute_ms,
     )
 
 
@@ -217,6 +229,9 @@ def usage_from(row: Row, ts: TsIn) -> UsageRecord:
         model=row["model"],
         usage=valid.load_json_model(Usage, row["usage"]),
         created_at=ts(row["created_at"]),
+        tool_calls=row["tool_calls"],
+        messages=row["messages"],
+        compute_ms=row["compute_ms"],
     )
 
 

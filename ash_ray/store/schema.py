@@ -21,8 +21,10 @@ from typing import Literal
 Dialect = Literal["sqlite", "postgres"]
 
 TYPES: dict[str, dict[str, str]] = {
-    "sqlite": {"ts": "TEXT", "json": "TEXT", "bytes": "BLOB", "int": "INTEGER"},
-    "postgres": {"ts": "TIMESTAMPTZ", "json": "TEXT", "bytes": "BYTEA", "int": "BIGINT"},
+    "sqlite": {"ts": "TEXT", "json": "TEXT", "bytes": "BLOB", "int": "INTEGER",
+               "usage_json": "usage", "real": "REAL"},
+    "postgres": {"ts": "TIMESTAMPTZ", "json": "TEXT", "bytes": "BYTEA", "int": "BIGINT",
+                 "usage_json": "CAST(usage AS json)", "real": "DOUBLE PRECISION"},
 }
 
 SCHEMA_VERSION_TABLE = """
@@ -108,6 +110,102 @@ MIGRATIONS: tuple[Migration, ...] = (
                 data {bytes},
                 created_at {ts} NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        7,
+        "usage counters as columns; queue items; eval cases, runs and results",
+        (
+            # One column per counter, so that usage figures are SQL sums (exact, indexed
+            # filters); the JSON column stays for older readers and is backfilled from.
+            *(
+                f"ALTER TABLE usage ADD COLUMN {col} {{int}} NOT NULL DEFAULT 0"
+                for col in (
+                    "input_tokens", "output_tokens", "cache_creation_tokens",
+                    "cache_read_tokens", "tool_calls", "messages", "compute_ms",
+                )
+            ),
+            """UPDATE usage SET
+                input_tokens = COALESCE(CAST({usage_json} ->> 'input_tokens' AS {int}), 0),
+                output_tokens = COALESCE(CAST({usage_json} ->> 'output_tokens' AS {int}), 0),
+                cache_creation_tokens =
+                    COALESCE(CAST({usage_json} ->> 'cache_creation_input_tokens' AS {int}), 0),
+                cache_read_tokens =
+                    COALESCE(CAST({usage_json} ->> 'cache_read_input_tokens' AS {int}), 0),
+                messages = 1""",
+            "CREATE INDEX usage_agent ON usage (agent_name, created_at)",
+            """CREATE TABLE queue_items (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL DEFAULT 'default',
+                agent_name TEXT NOT NULL,
+                prompt TEXT NOT NULL,
+                session_id TEXT,
+                status TEXT NOT NULL,
+                priority {int} NOT NULL,
+                retry_count {int} NOT NULL,
+                max_retries {int} NOT NULL,
+                error TEXT,
+                result TEXT,
+                turn_base {int},
+                lease_owner TEXT,
+                lease_expires_at {ts},
+                next_attempt_at {ts} NOT NULL,
+                created_at {ts} NOT NULL,
+                started_at {ts},
+                completed_at {ts}
+            )""",
+            "CREATE INDEX queue_claim ON queue_items (status, priority, created_at)",
+            "CREATE INDEX queue_tenant ON queue_items (tenant_id, created_at)",
+            """CREATE TABLE eval_cases (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL DEFAULT 'default',
+                agent_name TEXT NOT NULL,
+                question TEXT NOT NULL,
+                expected_topics {json} NOT NULL,
+                expected_not_topics {json} NOT NULL,
+                reference_answer TEXT,
+                category TEXT,
+                tags {json} NOT NULL,
+                chat_history {json} NOT NULL,
+                is_active {int} NOT NULL,
+                created_at {ts} NOT NULL,
+                updated_at {ts} NOT NULL
+            )""",
+            "CREATE INDEX eval_cases_agent ON eval_cases (tenant_id, agent_name, created_at)",
+            """CREATE TABLE eval_runs (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL DEFAULT 'default',
+                agent_name TEXT NOT NULL,
+                version_number {int},
+                status TEXT NOT NULL,
+                filters {json} NOT NULL,
+                error TEXT,
+                lease_owner TEXT,
+                lease_expires_at {ts},
+                created_at {ts} NOT NULL,
+                started_at {ts},
+                completed_at {ts}
+            )""",
+            "CREATE INDEX eval_runs_agent ON eval_runs (tenant_id, agent_name, created_at)",
+            """CREATE TABLE eval_results (
+                id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                case_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                session_id TEXT,
+                answer TEXT,
+                topic_score {real},
+                safety_score {real},
+                llm_judge_score {real},
+                passed {int},
+                human_score {int},
+                human_notes TEXT,
+                error TEXT,
+                latency_ms {int},
+                created_at {ts} NOT NULL,
+                completed_at {ts}
+            )""",
+            "CREATE INDEX eval_results_run ON eval_results (run_id, created_at)",
         ),
     ),
 )

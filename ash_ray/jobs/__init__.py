@@ -1,0 +1,1 @@
+"""Background jobs beside the registry: the durable queue, usage figures (and evals)."""

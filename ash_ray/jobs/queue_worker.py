@@ -1,0 +1,168 @@
+"""The queue worker: claims items from the Store and runs each as a session turn.
+
+Plain asyncio; the jobs actor (:mod:`ash_ray.jobs.actor`) hosts it. At most
+``queue_concurrency`` items run at once. Each claimed item holds a lease in the Store
+(:mod:`ash_ray.store.queue`), renewed while its turn runs; a worker that dies leaves a
+lease that expires, and whoever claims the item next carries on where it stopped:
+
+- the item's session is recorded (with its turn count before the item's turn) before
+  the turn is sent, so a new attempt reuses that session instead of opening another;
+- when that session already counts more turns, the item's turn ran to its end: the
+  item completes without running the prompt again;
+- a session busy with a turn (the item's own, still running after a restart) is
+  waited for, not sent the prompt a second time. (On a session shared with other
+  prompts, another turn ending during that wait is taken for the item's: the price of
+  not marking turns with item ids.)
+
+The turn runs in the session worker like any other turn: its messages, events, usage
+and workspace are saved as always. A failed attempt goes back to ``pending`` after an
+exponential backoff (``queue_retry_base_s`` doubling, at most ``queue_retry_max_s``)
+until ``maxRetries`` retries are spent, then the item is ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ash_ray.actor_api import TurnOutcome
+from ash_ray.config import Settings
+from ash_ray.errors import SessionBusy, TurnFailed
+from ash_ray.models import SessionRecord, utcnow
+from ash_ray.store.queue import QueueStore
+
+logger = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """How the worker reaches sessions (the registry and session clients in the actor)."""
+
+    async def create_session(self, agent_name: str) -> SessionRecord: ...
+    async def get_session(self, session_id: str) -> SessionRecord: ...
+    async def ask(self, session_id: str, prompt: str) -> TurnOutcome: ...
+
+
+def retry_delay_s(settings: Settings, retry: int) -> float:
+    """Delay before retry number ``retry`` (1, 2, ...): base x 2^(retry-1), capped."""
+    return float(min(settings.queue_retry_max_s, settings.queue_retry_base_s * 2 ** (retry - 1)))
+
+
+class QueueWorker:
+    def __init__(self, settings: Settings, queue: QueueStore, runner: Runner, owner: str) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.runner = runner
+        self.owner = owner
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for items now (a new item was added here)."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        limit = self.settings.queue_concurrency
+        if limit == 0:
+            return
+        # Only one jobs actor per cluster has this owner id: leases of its past life are void.
+        reclaimed = await self.queue.expire_leases(self.owner)
+        if reclaimed:
+            logger.info("queue: %d item(s) of a past life are claimable again", reclaimed)
+        slots = asyncio.Semaphore(limit)
+        while True:
+            await slots.acquire()
+            try:
+                item = await self.queue.claim(self.owner, self.settings.queue_lease_s)
+            except Exception:
+                logger.exception("queue: claim failed; retrying")
+                item = None
+            if item is None:
+                slots.release()
+                await self._idle()
+                continue
+            task = asyncio.create_task(self._run(item))
+            self.running[item["id"]] = task
+            task.add_done_callback(functools.partial(self._done, item["id"], slots))
+
+    def _done(self, item_id: str, slots: asyncio.Semaphore, _task: object) -> None:
+        self.running.pop(item_id, None)
+        slots.release()
+
+    async def _idle(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=self.settings.queue_poll_s)
+        self._wake.clear()
+
+    async def _run(self, item: dict[str, Any]) -> None:
+        keeper = asyncio.create_task(self._keep_lease(item["id"]))
+        try:
+            result = await self._attempt(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(item, exc)
+        else:
+            if not await self.queue.complete(item["id"], self.owner, result):
+                logger.warning("queue: item %s finished after its lease was lost", item["id"])
+        finally:
+            keeper.cancel()
+
+    async def _failed(self, item: dict[str, Any], exc: BaseException) -> None:
+        retry = item["retry_count"] + 1
+        retry_at: datetime | None = None
+        if retry <= item["max_retries"]:
+            retry_at = utcnow() + timedelta(seconds=retry_delay_s(self.settings, retry))
+        message = str(exc) or type(exc).__name__
+        logger.info("queue: item %s attempt failed (%s); retry at %s", item["id"], message,
+                    retry_at)
+        await self.queue.fail(item["id"], self.owner, message, retry_at)
+
+    async def _keep_lease(self, item_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.settings.queue_lease_s / 3)
+            try:
+                if not await self.queue.renew(item_id, self.owner, self.settings.queue_lease_s):
+                    return
+            except Exception:
+                logger.exception("queue: lease renewal of %s failed", item_id)
+
+    async def _attempt(self, item: dict[str, Any]) -> str | None:
+        session_id, base = item["session_id"], item["turn_base"]
+        if session_id is not None and base is not None:
+            # An earlier attempt got as far as its turn (its worker died): the turn may
+            # have ended, may still run, or may never have started.
+            return await self._resume(item["id"], session_id, int(base), item["prompt"])
+        if session_id is None:
+            session_id = (await self.runner.create_session(item["agent_name"])).id
+        while True:
+            base = (await self.runner.get_session(session_id)).num_turns
+            await self.queue.set_session(item["id"], self.owner, session_id, base)
+            try:
+                return await self._ask(item["id"], session_id, item["prompt"])
+            except SessionBusy:  # another turn on a given session: wait for it
+                await asyncio.sleep(self.settings.queue_poll_s)
+
+    async def _resume(self, item_id: str, session_id: str, base: int, prompt: str
+                      ) -> str | None:
+        while True:
+            if (await self.runner.get_session(session_id)).num_turns > base:
+                return None  # the item's turn ended before the restart: never run it twice
+            try:
+                return await self._ask(item_id, session_id, prompt)
+            except SessionBusy:  # most likely the item's own turn, still running
+                await asyncio.sleep(self.settings.queue_poll_s)
+
+    async def _ask(self, item_id: str, session_id: str, prompt: str) -> str | None:
+        outcome = await self.runner.ask(session_id, prompt)
+        if outcome.get("error") or outcome.get("isError"):
+            # The failed turn is counted too: the next attempt needs a new baseline.
+            turns = (await self.runner.get_session(session_id)).num_turns
+            await self.queue.set_session(item_id, self.owner, session_id, turns)
+            raise TurnFailed(str(outcome.get("error") or outcome.get("result")),
+                             session_id=session_id)
+        result = outcome.get("result")
+        return None if result is None else str(result)
