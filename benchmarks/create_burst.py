@@ -85,6 +85,7 @@ async def burst(http: httpx.AsyncClient, n: int, rows: Rows, codes: collections.
     ok = [ms for ms, r in results if r.status_code == 201]
     codes.update(f"burst create {r.status_code}" for _ms, r in results)
     rows.append((f"burst: {n} creates at once (201)", ok, f"{len(ok)}/{n} answered 201"))
+    show(rows[-1:])
     sids = [r.json()["session"]["id"] for _ms, r in results if r.status_code == 201]
     t0 = time.perf_counter()
     turns = await asyncio.gather(*(first_and_done(http, sid) for sid in sids))
@@ -95,6 +96,7 @@ async def burst(http: httpx.AsyncClient, n: int, rows: Rows, codes: collections.
                  f"{len(bad)} errors"))
     rows.append(("burst: first message, done", [d for _f, d, e in turns if not e],
                  f"all {len(sids)} sessions answered in {wall:.1f}s"))
+    show(rows[-2:])
     await asyncio.gather(*(http.delete(f"/api/sessions/{sid}") for sid in sids))
 
 
@@ -125,6 +127,7 @@ async def steady(
     await asyncio.gather(*tasks)
     rows.append((f"steady: {rate:g} creates/s for {seconds:g}s (201)", created,
                  f"{len(created)}/{len(tasks)} answered 201"))
+    show(rows[-1:])
     return sids
 
 
@@ -149,6 +152,7 @@ async def cold_resumes(
     await asyncio.gather(*tasks)
     rows.append((f"cold resume at {rate:g}/s (200)", resumed,
                  f"{len(resumed)}/{len(sids)} answered 200"))
+    show(rows[-1:])
 
 
 async def floor(http: httpx.AsyncClient, rows: Rows) -> None:
@@ -165,6 +169,14 @@ async def floor(http: httpx.AsyncClient, rows: Rows) -> None:
         calls.append((time.perf_counter() - t0) * 1000)
     rows.append(("floor: empty HTTP request (GET /health)", empty, ""))
     rows.append(("floor: one Ray actor call", calls, ""))
+    show(rows[-2:])
+
+
+def show(rows: Rows) -> None:
+    """Each phase as it ends, in case a later one does not (a loaded machine)."""
+    print(fmt(rows).splitlines()[-1] if len(rows) == 1 else "\n".join(
+        fmt(rows).splitlines()[2:]), f"  [{time.strftime('%H:%M:%S')}, load "
+        f"{os.getloadavg()[0]:.1f}]", flush=True)
 
 
 async def main_async(url: str, args: argparse.Namespace) -> tuple[Rows, collections.Counter]:

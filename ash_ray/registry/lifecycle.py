@@ -90,10 +90,11 @@ class Lifecycle:
                 await self.capacity.pool.started(live.worker)
             live.node_id = await live.worker.bind(rec, agent_path, conversation, snapshot)
         except Exception:
-            logger.exception("binding session %s to its worker failed", rec.id)
             await self.core.ray.kill(live.worker)
-            if self.core.live.get(rec.id) is live:
-                self.core.live.pop(rec.id)
+            if self.core.live.get(rec.id) is not live:
+                return  # released (stopped, ended, evicted) before it was bound
+            logger.exception("binding session %s to its worker failed", rec.id)
+            self.core.live.pop(rec.id)
             await self.core.submit(live.record.model_copy(update={"status": "error"}))
 
     # ------------------------------------------------------------------ attach and resume

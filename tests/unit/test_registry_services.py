@@ -301,3 +301,20 @@ def test_stale_workspaces_go_and_live_ones_stay(tmp_path: Path) -> None:
         os.utime(tmp_path / name, (old, old))
     remove_stale_workspaces(tmp_path, 60, keep={"live"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "live"]
+
+
+async def test_a_session_stopped_before_its_worker_started_does_not_wait_for_it(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    ray_ops.start_gate = asyncio.Event()  # the worker's process never gets going
+    sid = await create(svc)
+    stopped = await asyncio.wait_for(svc.lifecycle.stop(sid), 5)
+    assert stopped.status == "stopped" and sid not in svc.core.live
+    assert ray_ops.killed == [sid] and "bind" not in ray_ops.workers[sid].calls
+    ray_ops.start_gate.set()  # the killed worker's bind now fails
+    for _ in range(1000):  # polling with a deadline (10 s) until it has
+        if "bind" in ray_ops.workers[sid].calls:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the failed bind's handler runs
+    assert await status(svc, sid) == "stopped"  # not "error" from the bind it never ran
