@@ -25,6 +25,8 @@ REFILL_DELAY_S = 0.25
 # What a live session worker takes (RSS measured by benchmarks/memory.py, rounded up):
 # the default session limit is the cluster's memory over this.
 SESSION_MEMORY_GUESS_MB = 200
+# How long a view of the cluster's resources is used before asking Ray again.
+RESOURCE_TTL_S = 0.5
 # The create rate the pool follows is counted over this window.
 DEMAND_WINDOW_S = 30.0
 
@@ -39,9 +41,22 @@ class Placement:
         self.ray = ray_ops
         self.slots_total = 0.0
         self.memory_total = 0.0  # bytes of Ray's ``memory`` resource in the cluster
+        self._views: dict[str, tuple[float, asyncio.Future[dict[str, float]]]] = {}
+
+    async def _view(self, kind: str) -> dict[str, float]:
+        """Ray's cluster or available resources, fetched at most once per RESOURCE_TTL_S
+        however many creates ask (a burst of 50 queued 200 GCS calls on a few threads)."""
+        now = time.monotonic()
+        seen = self._views.get(kind)
+        if seen is None or now - seen[0] > RESOURCE_TTL_S or _failed(seen[1]):
+            ray = self.ray
+            fetch = ray.cluster_resources if kind == "cluster" else ray.available_resources
+            seen = (now, asyncio.ensure_future(fetch()))
+            self._views[kind] = seen
+        return dict(await asyncio.shield(seen[1]))
 
     async def refresh(self) -> None:
-        resources = await self.ray.cluster_resources()
+        resources = await self._view("cluster")
         self.slots_total = float(resources.get(self.settings.session_slot_resource, 0.0))
         self.memory_total = float(resources.get("memory", 0.0))
 
@@ -80,7 +95,7 @@ class Placement:
         await self.refresh()
         if self.uses_slots:
             return live_workers < self.slots_total
-        avail = await self.ray.available_resources()
+        avail = await self._view("available")
         need_mem = self.settings.session_memory_mb * 1024 * 1024
         return avail.get("CPU", 0.0) + 1e-9 >= self.settings.session_num_cpus and (
             not need_mem or avail.get("memory", 0.0) >= need_mem
@@ -91,13 +106,17 @@ class Placement:
         if self.uses_slots:
             return (f"{live_workers} workers hold {self.slots_total:g} "
                     f"{self.settings.session_slot_resource} slots")
-        avail = await self.ray.available_resources()
+        avail = await self._view("available")
         s = self.settings
         return (
             f"the cluster has {avail.get('CPU', 0.0):g} CPU and "
             f"{avail.get('memory', 0.0) / 2**20:.0f} MiB free, a session worker needs "
             f"{s.session_num_cpus:g} CPU and {s.session_memory_mb} MiB"
         )
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 class Demand:
