@@ -19,8 +19,11 @@ from ash_ray.registry.rayops import GONE, RayOps
 
 logger = logging.getLogger(__name__)
 
-# A worker that cannot start in this time is not coming (no node can place it).
+# A worker that cannot start in this time is not coming (no node can place it)...
 READY_TIMEOUT_S = 120.0
+# ...plus this much for each worker starting beside it: they share the node's cores, and
+# a burst of 50 on 2 cores took 4 minutes to start (each imports the SDK, ~3 s of CPU).
+READY_PER_START_S = 10.0
 REFILL_DELAY_S = 0.25
 # What a live session worker takes (RSS measured by benchmarks/memory.py, rounded up):
 # the default session limit is the cluster's memory over this.
@@ -159,6 +162,7 @@ class WorkerPool:
         self.live_workers = live_workers  # every worker in the cluster, bound or pooled
         self.idle: list[Worker] = []
         self.warming = 0
+        self.starting = 0  # workers waited for by started(), pooled or not
         self.demand = Demand(settings)
         self._refill: asyncio.Task[None] | None = None
 
@@ -175,14 +179,18 @@ class WorkerPool:
     async def started(self, worker: WorkerClient) -> None:
         """Wait until a spawned worker answers; kill it and raise Unavailable if it never does."""
         t0 = time.monotonic()
+        self.starting += 1
         try:
-            await asyncio.wait_for(worker.ready(), READY_TIMEOUT_S)
+            timeout = READY_TIMEOUT_S + READY_PER_START_S * self.starting
+            await asyncio.wait_for(worker.ready(), timeout)
         except GONE as exc:
             await self.ray.kill(worker)
             raise Unavailable(
                 f"a session worker could not start ({type(exc).__name__}); "
                 "check the cluster's free CPU/memory/ash_session_slot resources"
             ) from None
+        finally:
+            self.starting -= 1
         self.demand.started(time.monotonic() - t0)
 
     def take(self) -> Worker | None:
