@@ -56,10 +56,15 @@ def total_pss(pids: list[int]) -> float:
 
 
 def worker_pids(namespace: str) -> tuple[list[int], list[int]]:
-    """(bound, pooled) session worker pids, from the registry's view of its workers."""
+    """(bound, pooled) session worker pids: bound from the registry's view of its live
+    sessions, pooled = the other ``ray::SessionWorker`` processes of this cluster."""
     rows = RegistryClient(namespace).describe_all().get(60)
     bound = [int(r["pid"]) for r in rows if r.get("bound")]
-    pooled = [int(r["pid"]) for r in rows if not r.get("bound") and "pid" in r]
+    pooled = []
+    for pid in cluster_pids():
+        with contextlib.suppress(psutil.Error):
+            if "SessionWorker" in " ".join(psutil.Process(pid).cmdline()) and pid not in bound:
+                pooled.append(pid)
     return bound, pooled
 
 
@@ -70,14 +75,16 @@ def one_turn(http: httpx.Client, sid: str) -> None:
             pass
 
 
-def settle(namespace: str, want: int, timeout_s: float = 600) -> list[int]:
+def settle(namespace: str, want: int, timeout_s: float = 60) -> list[int]:
+    """The bound workers' pids once ``want`` answer (or whatever answers in timeout_s)."""
     deadline = time.monotonic() + timeout_s
+    bound: list[int] = []
     while time.monotonic() < deadline:
         bound, _pooled = worker_pids(namespace)
         if len(bound) >= want:
-            return bound
+            break
         time.sleep(1)
-    raise SystemExit(f"only {len(bound)} of {want} session workers came up")
+    return bound
 
 
 def line(name: str, rss: list[float], pss: list[float], note: str = "") -> str:
@@ -132,7 +139,8 @@ def main() -> None:
             pss = [s for _, s in m if s == s]
             per_gib = 1024 / statistics.median(pss)
             rows.append(line(f"idle session worker, {len(sids)} live", rss, pss,
-                             f"{per_gib:.1f} sessions per GiB of PSS"))
+                             f"{per_gib:.1f} sessions per GiB of PSS; {len(bound)} measured"))
+            print(rows[-1], flush=True)
         total = total_pss(cluster_pids())
         for sid in sids:
             with contextlib.suppress(httpx.HTTPError):
