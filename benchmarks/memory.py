@@ -137,6 +137,9 @@ def main() -> None:
             m = [mem(pid) for pid in bound]
             rss = [r for r, _ in m if r == r]
             pss = [s for _, s in m if s == s]
+            if not pss:
+                notes.append(f"with {len(sids)} live sessions none answered describe")
+                continue
             per_gib = 1024 / statistics.median(pss)
             rows.append(line(f"idle session worker, {len(sids)} live", rss, pss,
                              f"{per_gib:.1f} sessions per GiB of PSS; {len(bound)} measured"))
