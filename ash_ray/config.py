@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     )
 
     # -- sessions
-    max_sandboxes: int = Field(100, ge=1, le=100_000, description="Live session limit.")
+    max_sandboxes: int = Field(
+        0, ge=0, le=100_000,
+        description="Live session limit; 0: as many as the cluster's memory holds (Ray's "
+        "memory resource / ASH_SESSION_MEMORY_MB, or 200 MiB a session when that is 0).",
+    )
     idle_timeout_ms: int = Field(
         30 * 60 * 1000, ge=1000, description="Idle sessions go cold after this long."
     )
@@ -102,7 +106,16 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=0, description="Workspaces of cold sessions are removed after this."
     )
     warm_pool_size: int = Field(2, ge=0, le=1000, description="Pre-started session workers.")
-    session_num_cpus: float = Field(0.1, ge=0, le=64, description="CPUs a session reserves.")
+    warm_pool_max: int = Field(
+        8, ge=0, le=1000,
+        description="Most pre-started workers when the create rate asks for more than "
+        "ASH_WARM_POOL_SIZE (rate x worker start time).",
+    )
+    session_num_cpus: float = Field(
+        0.01, ge=0, le=64,
+        description="CPUs a session reserves in Ray. Small: an idle session uses no CPU, "
+        "memory is what limits live sessions.",
+    )
     session_memory_mb: int = Field(
         0, ge=0, description="Memory a session reserves in Ray (0: none reserved)."
     )

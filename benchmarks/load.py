@@ -248,6 +248,55 @@ async def run_load(url: str, args: argparse.Namespace, stats: Stats) -> float:
         return time.perf_counter() - t0
 
 
+# ---------------------------------------------------------------------- the floor
+
+_DIRECT = """
+import asyncio, json, resource, sys, time
+import anthropic
+
+async def main(url, key, n, concurrency):
+    client = anthropic.AsyncAnthropic(api_key=key, base_url=url, max_retries=0)
+    first, done = [], []
+    queue = list(range(n))
+
+    async def one(k):
+        t0 = time.perf_counter()
+        async with client.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=1024,
+            messages=[{"role": "user", "content": f"load message {k}"}],
+        ) as stream:
+            got = None
+            async for _event in stream:
+                got = got or time.perf_counter()
+            await stream.get_final_message()
+        first.append((got - t0) * 1000)
+        done.append((time.perf_counter() - t0) * 1000)
+
+    async def worker():
+        while queue:
+            await one(queue.pop())
+
+    await one(-1)  # the SDK's first-request costs, as a warmed worker has paid them
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+    print(json.dumps({"cpu_s": cpu, "first": first, "done": done}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+"""
+
+
+def direct_turns(model_url: str, n: int, concurrency: int) -> dict:
+    """The same short turns sent straight to the fake model with the anthropic SDK, in a
+    process of their own: its CPU per turn is the floor of a session worker's."""
+    out = subprocess.run(
+        [sys.executable, "-c", _DIRECT, model_url, MODEL_KEY, str(n), str(concurrency)],
+        check=True, capture_output=True, text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 # ---------------------------------------------------------------------- the table
 
 
@@ -256,12 +305,15 @@ def _pair(mb: tuple[float, float]) -> str:
 
 
 def table(args: argparse.Namespace, stats: Stats, wall_s: float, cpu_s: float,
-          mem_peak: tuple[float, float], mem_end: tuple[float, float], nprocs: int) -> str:
+          mem_peak: tuple[float, float], mem_end: tuple[float, float], nprocs: int,
+          direct: dict, load: tuple[float, float]) -> str:
     turns = max(stats.turns, 1)
+    direct_ms = direct["cpu_s"] / max(len(direct["done"]), 1) * 1000
     lines = [
         f"load: {args.sessions} sessions x {args.messages} messages at concurrency "
         f"{args.concurrency}, store {'postgres' if args.database_url else 'sqlite'}, "
-        f"fake model, loopback; wall {wall_s:.1f}s, {stats.turns / wall_s:.1f} turns/s",
+        f"fake model, loopback; wall {wall_s:.1f}s, {stats.turns / wall_s:.1f} turns/s; "
+        f"{os.cpu_count()} CPUs, load average before {load[0]:.2f} after {load[1]:.2f}",
         "",
         "| measurement                         |     n |     p50 |     p95 |     p99 |     max |",
         "|-------------------------------------|------:|--------:|--------:|--------:|--------:|",
@@ -270,6 +322,8 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, cpu_s: float,
         ("create session (ms)", stats.create_ms),
         ("message: first event (ms)", stats.first_ms),
         ("message: done (ms)", stats.done_ms),
+        ("floor: SDK straight to model, first (ms)", direct["first"]),
+        ("floor: SDK straight to model, done (ms)", direct["done"]),
     ):
         cells = " | ".join(f"{pct(values, q):>7.1f}" for q in (50, 95, 99, 100))
         lines.append(f"| {name:<35} | {len(values):>5} | {cells} |")
@@ -281,7 +335,8 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, cpu_s: float,
         f"| acknowledged messages                      | {stats.acked:>12} |",
         f"| lost messages                              | {stats.lost:>12} |",
         f"| turns completed                            | {stats.turns:>12} |",
-        f"| server CPU seconds per turn                | {cpu_s / turns:>12.3f} |",
+        f"| server CPU ms per turn                     | {cpu_s / turns * 1000:>12.1f} |",
+        f"| floor: SDK CPU ms per turn, straight       | {direct_ms:>12.1f} |",
         f"| server CPU seconds total                   | {cpu_s:>12.1f} |",
         f"| server memory at peak, RSS / PSS (MB)      | {_pair(mem_peak)} |",
         f"| server memory at end, RSS / PSS (MB)       | {_pair(mem_end)} |",
@@ -301,6 +356,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave sessions live at the end")
     args = parser.parse_args()
     stats = Stats()
+    load_before = os.getloadavg()[0]
     with FakeAnthropic(port=0, api_key=MODEL_KEY) as fake:
         server = Server(fake.url, args.database_url)
         try:
@@ -313,7 +369,9 @@ def main() -> int:
                 wall = asyncio.run(run_load(server.url, args, stats))
             procs = server.processes()
             end = memory_mb(procs)
-            print(table(args, stats, wall, sampler.cpu_used(), sampler.peak, end, len(procs)))
+            direct = direct_turns(fake.url, max(stats.turns, 1), args.concurrency)
+            print(table(args, stats, wall, sampler.cpu_used(), sampler.peak, end, len(procs),
+                        direct, (load_before, os.getloadavg()[0])))
         finally:
             server.stop()
     return 1 if stats.errors or stats.lost else 0

@@ -28,8 +28,6 @@ from urllib.parse import urljoin, urlsplit
 
 import httpcore
 import httpx
-from bs4 import BeautifulSoup
-from markdownify import MarkdownConverter
 
 from ash_ray.agent.file_tools import ToolFailure
 
@@ -164,6 +162,10 @@ def _as_text(response: httpx.Response, body: bytes) -> str:
         raise ToolFailure(f"WebFetch reads text pages only; {response.url} is {kind}")
     text = body.decode(response.encoding or "utf-8", errors="replace")
     if kind in ("text/html", "application/xhtml+xml") or (not kind and "<html" in text[:1000]):
+        # Imported here: every session worker would pay them at start (0.1 s, 8 MiB).
+        from bs4 import BeautifulSoup
+        from markdownify import MarkdownConverter
+
         soup = BeautifulSoup(text, "html.parser")
         for tag in soup(["script", "style", "noscript", "template"]):
             tag.decompose()  # their text is code, not content

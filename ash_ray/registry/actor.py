@@ -91,7 +91,6 @@ class Registry:
         self.ray_ops = RayOps(settings, worker_cls)
         self.started_at = time.time()
         self.stats = RegistryStats()
-        self.stats.max_capacity.set(settings.max_sandboxes)
         self._init: asyncio.Task[Services] | None = None
 
     async def _ready(self) -> Services:
@@ -105,6 +104,8 @@ class Registry:
         await store.open()
         svc = Services.build(self.settings, store, self.ray_ops, self.stats)
         await svc.start()
+        await svc.capacity.placement.refresh()
+        self.stats.max_capacity.set(svc.capacity.limit)
         logger.info(
             "registry ready: store=%s live=%d slots=%s", store.kind, len(svc.core.live),
             svc.capacity.placement.slots_total or "undeclared",

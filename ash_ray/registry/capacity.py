@@ -40,12 +40,16 @@ class Capacity:
         return len(self.core.live) + len(self.pool.idle) + self.pool.warming
 
     async def worker(self, sandbox_id: str | None = None) -> tuple[Worker, bool]:
-        """A worker for a session (and whether the pool had it); AtCapacity after the wait."""
+        """A worker for a session (and whether the pool had it); AtCapacity after the wait.
+
+        A new worker is only submitted, not waited for (its process takes seconds to
+        start): the caller awaits ``pool.started`` in the background before binding it.
+        """
         await self.make_room()
         pooled = self.pool.take()
         if pooled is not None:
             return pooled, True
-        return await self.pool.spawn(sandbox_id), False
+        return await self.pool.spawn(sandbox_id, wait=False), False
 
     async def make_room(self) -> None:
         """Free a slot for one more session: evict the LRU idle one, or wait, or 503."""
@@ -59,15 +63,26 @@ class Capacity:
                 with attempt:
                     await self._room_or_evict()
         except RetryError:
-            raise AtCapacity(
-                f"all {len(self.core.live)} session slots are running turns; retry later",
-            ) from None
+            raise AtCapacity(await self._full_reason()) from None
         finally:
             self.waiting -= 1
 
+    @property
+    def limit(self) -> int:
+        return self.placement.session_limit
+
+    async def _full_reason(self) -> str:
+        """Why there is no room, with the numbers that decided it."""
+        live = self.core.live
+        running = sum(1 for lv in live.values() if lv.running)
+        why = f"{len(live)} live sessions of at most {self.limit}, {running} running a turn"
+        if len(live) < self.limit:
+            why += "; " + await self.placement.describe_room(self.worker_count())
+        return f"no room for another session ({why}); retry later"
+
     async def _room_or_evict(self) -> None:
         while True:
-            if len(self.core.live) < self.core.settings.max_sandboxes and (
+            if len(self.core.live) < self.limit and (
                 self.pool.idle or await self.placement.has_room(self.worker_count())
             ):
                 return
@@ -99,7 +114,7 @@ class Capacity:
             "warm": len(self.pool.idle) + len(live) - running,
             "waiting": self.waiting,
             "running": running,
-            "maxCapacity": self.core.settings.max_sandboxes,
+            "maxCapacity": self.limit,
             "resumeWarmHits": stats.warm_hits,
             "resumeColdHits": stats.cold_hits,
             "preWarmHits": stats.pre_warm_hits,

@@ -49,7 +49,7 @@ class Lifecycle:
             id=sid, agent_name=agent.name, sandbox_id=sid, status="active",
             created_at=now, last_active_at=now, config=config,
         )
-        await self._bind(rec, worker, agent.path, [], None)
+        await self._bind(rec, worker, agent.path, [], None, started=hit)
         stats = self.core.stats
         stats.created.labels(pool="hit" if hit else "miss").inc()
         stats.pre_warm_hits += int(hit)
@@ -64,30 +64,38 @@ class Lifecycle:
         conversation: list[dict[str, Any]],
         snapshot: bytes | None,
         extra: WriteBatch | None = None,
+        started: bool = True,
     ) -> None:
-        """Commit the session row; the worker binds meanwhile, unwaited.
+        """Commit the session row; the worker starts (unless ``started``) and binds
+        meanwhile, unwaited.
 
-        The worker holds every call for the session until its bind has run, so the caller
-        can answer as soon as the row is committed. A bind that fails leaves the session
-        in ``error``; the next attach resumes it cold on another worker.
+        The worker holds every call for the session until its bind has run (Ray queues
+        them while its process starts), so the caller can answer as soon as the row is
+        committed. A worker that does not start or bind leaves the session in ``error``;
+        the next attach resumes it cold on another worker.
         """
         live = Live(rec, worker)
         self.core.track(live)
-        self.core.background(self._finish_bind(live, agent_path, conversation, snapshot))
+        self.core.background(
+            self._finish_bind(live, agent_path, conversation, snapshot, started)
+        )
         await self.core.submit(rec, batch=extra)
 
     async def _finish_bind(
         self, live: Live, agent_path: str, conversation: list[dict[str, Any]],
-        snapshot: bytes | None,
+        snapshot: bytes | None, started: bool = True,
     ) -> None:
         rec = live.record
         try:
+            if not started:
+                await self.capacity.pool.started(live.worker)
             live.node_id = await live.worker.bind(rec, agent_path, conversation, snapshot)
         except Exception:
-            logger.exception("binding session %s to its worker failed", rec.id)
             await self.core.ray.kill(live.worker)
-            if self.core.live.get(rec.id) is live:
-                self.core.live.pop(rec.id)
+            if self.core.live.get(rec.id) is not live:
+                return  # released (stopped, ended, evicted) before it was bound
+            logger.exception("binding session %s to its worker failed", rec.id)
+            self.core.live.pop(rec.id)
             await self.core.submit(live.record.model_copy(update={"status": "error"}))
 
     # ------------------------------------------------------------------ attach and resume
@@ -122,11 +130,11 @@ class Lifecycle:
         await self.core.flush()
         history = [m.api() for m in await store.list_messages(rec.id)]
         snapshot = await store.get_snapshot(rec.id)
-        (sid, worker), _hit = await self.capacity.worker(sandbox_id=None)
+        (sid, worker), hit = await self.capacity.worker(sandbox_id=None)
         rec = rec.model_copy(
             update={"status": "active", "sandbox_id": sid, "last_active_at": utcnow()}
         )
-        await self._bind(rec, worker, agent.path, history, snapshot)
+        await self._bind(rec, worker, agent.path, history, snapshot, started=hit)
         return rec, "store" if snapshot is not None else "fresh"
 
     def _flip_active(self, live: Live) -> bool:
@@ -203,7 +211,7 @@ class Lifecycle:
             await self.core.flush()
             messages = await store.list_messages(session_id)
             agent = await self.agents.get(parent.agent_name)
-            (sid, worker), _hit = await self.capacity.worker()
+            (sid, worker), hit = await self.capacity.worker()
             now = utcnow()
             child = SessionRecord(
                 id=sid, agent_name=parent.agent_name, sandbox_id=sid, status="active",
@@ -219,7 +227,7 @@ class Lifecycle:
             ]
             await self._bind(
                 child, worker, agent.path, [m.api() for m in messages], snapshot,
-                extra=WriteBatch(messages=copies),
+                extra=WriteBatch(messages=copies), started=hit,
             )
             if snapshot is not None:
                 await store.put_snapshot(sid, snapshot)

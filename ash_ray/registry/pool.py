@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +19,19 @@ from ash_ray.registry.rayops import GONE, RayOps
 
 logger = logging.getLogger(__name__)
 
-# A worker that cannot start in this time is not coming (no node can place it).
+# A worker that cannot start in this time is not coming (no node can place it)...
 READY_TIMEOUT_S = 120.0
+# ...plus this much for each worker starting beside it: they share the node's cores, and
+# a burst of 50 on 2 cores took 4 minutes to start (each imports the SDK, ~3 s of CPU).
+READY_PER_START_S = 10.0
 REFILL_DELAY_S = 0.25
+# What a live session worker takes (RSS measured by benchmarks/memory.py, rounded up):
+# the default session limit is the cluster's memory over this.
+SESSION_MEMORY_GUESS_MB = 200
+# How long a view of the cluster's resources is used before asking Ray again.
+RESOURCE_TTL_S = 0.5
+# The create rate the pool follows is counted over this window.
+DEMAND_WINDOW_S = 30.0
 
 Worker = tuple[str, WorkerClient]  # (sandbox id, its actor)
 
@@ -30,10 +43,33 @@ class Placement:
         self.settings = settings
         self.ray = ray_ops
         self.slots_total = 0.0
+        self.memory_total = 0.0  # bytes of Ray's ``memory`` resource in the cluster
+        self._views: dict[str, tuple[float, asyncio.Future[dict[str, float]]]] = {}
+
+    async def _view(self, kind: str) -> dict[str, float]:
+        """Ray's cluster or available resources, fetched at most once per RESOURCE_TTL_S
+        however many creates ask (a burst of 50 queued 200 GCS calls on a few threads)."""
+        now = time.monotonic()
+        seen = self._views.get(kind)
+        if seen is None or now - seen[0] > RESOURCE_TTL_S or _failed(seen[1]):
+            ray = self.ray
+            fetch = ray.cluster_resources if kind == "cluster" else ray.available_resources
+            seen = (now, asyncio.ensure_future(fetch()))
+            self._views[kind] = seen
+        return dict(await asyncio.shield(seen[1]))
 
     async def refresh(self) -> None:
-        resources = await self.ray.cluster_resources()
+        resources = await self._view("cluster")
         self.slots_total = float(resources.get(self.settings.session_slot_resource, 0.0))
+        self.memory_total = float(resources.get("memory", 0.0))
+
+    @property
+    def session_limit(self) -> int:
+        """ASH_MAX_SANDBOXES, or when 0 what the cluster's memory holds."""
+        if self.settings.max_sandboxes:
+            return self.settings.max_sandboxes
+        per_session = (self.settings.session_memory_mb or SESSION_MEMORY_GUESS_MB) * 2**20
+        return max(1, int(self.memory_total // per_session)) if self.memory_total else 100
 
     @property
     def uses_slots(self) -> bool:
@@ -62,15 +98,57 @@ class Placement:
         await self.refresh()
         if self.uses_slots:
             return live_workers < self.slots_total
-        avail = await self.ray.available_resources()
+        avail = await self._view("available")
         need_mem = self.settings.session_memory_mb * 1024 * 1024
         return avail.get("CPU", 0.0) + 1e-9 >= self.settings.session_num_cpus and (
             not need_mem or avail.get("memory", 0.0) >= need_mem
         )
 
+    async def describe_room(self, live_workers: int) -> str:
+        """What the cluster has free against what a session worker needs (for a 503)."""
+        if self.uses_slots:
+            return (f"{live_workers} workers hold {self.slots_total:g} "
+                    f"{self.settings.session_slot_resource} slots")
+        avail = await self._view("available")
+        s = self.settings
+        return (
+            f"the cluster has {avail.get('CPU', 0.0):g} CPU and "
+            f"{avail.get('memory', 0.0) / 2**20:.0f} MiB free, a session worker needs "
+            f"{s.session_num_cpus:g} CPU and {s.session_memory_mb} MiB"
+        )
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+class Demand:
+    """How many pooled workers the recent create rate needs: workers taken per second
+    times how long one takes to start, between ``warm_pool_size`` and ``warm_pool_max``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.takes: deque[float] = deque()
+        self.start_s = 4.0  # a first guess; each started worker updates it
+
+    def took(self) -> None:
+        self.takes.append(time.monotonic())
+
+    def started(self, seconds: float) -> None:
+        self.start_s = 0.7 * self.start_s + 0.3 * seconds
+
+    def target(self) -> int:
+        horizon = time.monotonic() - DEMAND_WINDOW_S
+        while self.takes and self.takes[0] < horizon:
+            self.takes.popleft()
+        rate = len(self.takes) / DEMAND_WINDOW_S
+        base = self.settings.warm_pool_size
+        return max(base, min(self.settings.warm_pool_max, math.ceil(rate * self.start_s)))
+
 
 class WorkerPool:
-    """Pre-started, unbound workers; refilled in the background up to ``warm_pool_size``."""
+    """Pre-started, unbound workers; refilled in the background to what the create rate
+    needs (:class:`Demand`), at least ``warm_pool_size``."""
 
     def __init__(
         self,
@@ -84,23 +162,39 @@ class WorkerPool:
         self.live_workers = live_workers  # every worker in the cluster, bound or pooled
         self.idle: list[Worker] = []
         self.warming = 0
+        self.starting = 0  # workers waited for by started(), pooled or not
+        self.demand = Demand(settings)
         self._refill: asyncio.Task[None] | None = None
 
-    async def spawn(self, sandbox_id: str | None = None) -> Worker:
-        """Start a worker and wait until it answers; Unavailable when it cannot be placed."""
+    async def spawn(self, sandbox_id: str | None = None, wait: bool = True) -> Worker:
+        """Start a worker and (``wait``) until it answers; Unavailable when it cannot be
+        placed. Without ``wait`` the actor is only submitted: calls queue in Ray until its
+        process runs, and the caller awaits :meth:`started` where it can afford to."""
         sid = sandbox_id or new_id()
         worker = await self.ray.spawn(sid, await self.placement.options(sid))
+        if wait:
+            await self.started(worker)
+        return sid, worker
+
+    async def started(self, worker: WorkerClient) -> None:
+        """Wait until a spawned worker answers; kill it and raise Unavailable if it never does."""
+        t0 = time.monotonic()
+        self.starting += 1
         try:
-            await asyncio.wait_for(worker.ready(), READY_TIMEOUT_S)
+            timeout = READY_TIMEOUT_S + READY_PER_START_S * self.starting
+            await asyncio.wait_for(worker.ready(), timeout)
         except GONE as exc:
             await self.ray.kill(worker)
             raise Unavailable(
                 f"a session worker could not start ({type(exc).__name__}); "
                 "check the cluster's free CPU/memory/ash_session_slot resources"
             ) from None
-        return sid, worker
+        finally:
+            self.starting -= 1
+        self.demand.started(time.monotonic() - t0)
 
     def take(self) -> Worker | None:
+        self.demand.took()
         worker = self.idle.pop() if self.idle else None
         self.refill_soon(delay_s=REFILL_DELAY_S)
         return worker
@@ -113,17 +207,22 @@ class WorkerPool:
         # Starting a worker process eats a core for a while: let the request that took
         # the pooled worker answer first.
         await asyncio.sleep(delay_s)
-        while len(self.idle) + self.warming < self.settings.warm_pool_size:
+        while (missing := self.demand.target() - len(self.idle) - self.warming) > 0:
             if not await self.placement.has_room(self.live_workers()):
                 return
-            self.warming += 1
+            # Ray starts a few worker processes at a time: ask for them together.
+            batch = min(missing, 4)
+            self.warming += batch
             try:
-                self.idle.append(await self.spawn())
-            except Exception:
-                logger.warning("warm pool refill failed; will retry on next use", exc_info=True)
-                return
+                results = await asyncio.gather(
+                    *(self.spawn() for _ in range(batch)), return_exceptions=True
+                )
             finally:
-                self.warming -= 1
+                self.warming -= batch
+            self.idle.extend(r for r in results if not isinstance(r, BaseException))
+            if any(isinstance(r, BaseException) for r in results):
+                logger.warning("warm pool refill failed; will retry on next use")
+                return
 
     async def drain(self) -> None:
         idle, self.idle = self.idle, []

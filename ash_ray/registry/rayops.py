@@ -32,13 +32,17 @@ class RayOps:
     def __init__(self, settings: Settings, worker_cls: type) -> None:
         self.settings = settings
         self.worker_cls = worker_cls
+        self._actor_cls: Any = None
 
     async def spawn(self, sandbox_id: str, options: dict[str, Any]) -> WorkerClient:
         """Create a session worker actor (it starts in the background)."""
 
         def create() -> ActorHandle:
-            actor_cls: Any = ray.remote(self.worker_cls)
-            return actor_cls.options(**options).remote(self.settings, sandbox_id)
+            # One actor class for every worker: a new ray.remote() class is pickled and
+            # exported to the GCS again on every spawn.
+            if self._actor_cls is None:
+                self._actor_cls = ray.remote(self.worker_cls)
+            return self._actor_cls.options(**options).remote(self.settings, sandbox_id)
 
         return WorkerClient(await asyncio.to_thread(create))
 

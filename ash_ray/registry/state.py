@@ -144,7 +144,13 @@ class Core:
         """Save and snapshot a session, then kill its worker: the session goes cold."""
         live.pending_status = None  # the worker's release sets the status now
         try:
-            rec = await live.worker.release(status)
+            if not live.node_id and not live.running:
+                # Not bound yet (its process may still be starting): it holds nothing
+                # the store lacks; waiting for it to start only to kill it would hold a
+                # stop, or an eviction that a create waits for, for seconds.
+                rec = await self.set_cold_status(live.record, status)
+            else:
+                rec = await live.worker.release(status)
         except Exception:
             logger.warning("session %s: release failed; marking it %s", live.record.id, status)
             rec = await self.set_cold_status(live.record, status)

@@ -166,8 +166,12 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
     assert all(o["result"] == "slow " * 12 for o in outcomes), outcomes
     assert third.describe()["nodeId"] == slot_node
 
-    live = [w for w in slotted.registry.describe_all().get() if w.get("bound")]
-    assert len(live) == SLOTS and {w["nodeId"] for w in live} == {slot_node}
+    def bound() -> list[dict[str, Any]]:
+        return [w for w in slotted.registry.describe_all().get() if w.get("bound")]
+
+    # A create answers before its worker is bound (the bind follows in the background).
+    wait_for(lambda: len(bound()) == SLOTS, timeout_s=30, what="the third session bound")
+    assert {w["nodeId"] for w in bound()} == {slot_node}
     statuses = {slotted.get_session(s.id)["status"] for s in (first, second)}
     assert "paused" in statuses, "one idle session must have been evicted cold"
     for session in (first, second, third):

@@ -35,6 +35,7 @@ class FakeWorker:
         self.alive = True
         self.snapshot_data: bytes | None = b"tar"
         self.calls: list[str] = []
+        self.start_gate: asyncio.Event | None = None
         self._died = asyncio.get_running_loop().create_future()
 
     def kill(self) -> None:
@@ -50,6 +51,8 @@ class FakeWorker:
 
     async def ready(self) -> dict[str, Any]:
         self._check("ready")
+        if self.start_gate is not None:  # the process is still starting
+            await self.start_gate.wait()
         return {"sandboxId": self.sandbox_id, "nodeId": self.node_id}
 
     async def watch(self) -> None:
@@ -128,6 +131,7 @@ class FakeRayOps:
         self.killed: list[str] = []
         self.spawned: list[str] = []
         self.sink: Sink | None = None  # set to the registry's way of saving a record
+        self.start_gate: asyncio.Event | None = None  # new workers start when it is set
 
     def client(self, worker: FakeWorker) -> WorkerClient:
         return WorkerClient(FakeHandle(worker))  # type: ignore[arg-type]
@@ -137,6 +141,7 @@ class FakeRayOps:
 
     async def spawn(self, sandbox_id: str, options: dict[str, Any]) -> WorkerClient:
         worker = FakeWorker(sandbox_id, self.sink)
+        worker.start_gate = self.start_gate
         self.workers[sandbox_id] = worker
         self.spawned.append(sandbox_id)
         return self.client(worker)

@@ -14,7 +14,7 @@ from ash_ray.node import role
 
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASH_PORT", "not-a-port")
-    monkeypatch.setenv("ASH_MAX_SANDBOXES", "0")
+    monkeypatch.setenv("ASH_MAX_SANDBOXES", "-1")
     with pytest.raises(ConfigError) as exc:
         load_settings()
     assert "ASH_PORT" in str(exc.value) and "ASH_MAX_SANDBOXES" in str(exc.value)

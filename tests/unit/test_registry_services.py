@@ -17,6 +17,7 @@ from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable
 from ash_ray.models import EventRecord, WriteBatch, utcnow
 from ash_ray.registry.actor import Services
+from ash_ray.registry.pool import SESSION_MEMORY_GUESS_MB, Demand, Placement
 from ash_ray.registry.stats import RegistryStats
 from ash_ray.registry.upkeep import remove_stale_workspaces
 from ash_ray.store import open_store
@@ -100,9 +101,52 @@ async def test_lru_idle_session_is_evicted_and_at_capacity_when_all_run(
     assert ray_ops.killed == [a]
     for sid in (b, c):
         svc.core.live[sid].running = True
-    with pytest.raises(AtCapacity, match="retry"):
+    with pytest.raises(AtCapacity, match="retry") as full:
         await create(svc)
+    assert "2 live sessions of at most 2, 2 running a turn" in str(full.value)
     assert {b, c} == set(svc.core.live)  # a running session is never evicted
+
+
+async def test_a_create_answers_before_its_new_worker_has_started(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    ray_ops.start_gate = asyncio.Event()
+    sid = await asyncio.wait_for(create(svc), 5)  # the worker's process has not started
+    worker = ray_ops.workers[sid]
+    assert "bind" not in worker.calls and await status(svc, sid) == "active"
+    ray_ops.start_gate.set()
+    for _ in range(1000):  # polling with a deadline (10 s) until the bind has run
+        if "bind" in worker.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert worker.calls.index("ready") < worker.calls.index("bind")
+    assert svc.core.live[sid].node_id == "node-a"
+
+
+def test_the_pool_follows_the_create_rate_within_its_bounds(settings: Settings) -> None:
+    demand = Demand(settings.model_copy(update={"warm_pool_size": 1, "warm_pool_max": 4}))
+    demand.start_s = 4.0
+    assert demand.target() == 1  # no creates: the configured pool
+    for _ in range(3):  # 0.1 creates/s x 4 s a start
+        demand.took()
+    assert demand.target() == 1
+    for _ in range(27):  # 1 create/s x 4 s a start
+        demand.took()
+    assert demand.target() == 4
+    for _ in range(100):
+        demand.took()
+    assert demand.target() == 4  # never past warm_pool_max
+
+
+def test_the_default_session_limit_follows_the_cluster_memory(settings: Settings) -> None:
+    auto = Placement(settings.model_copy(update={"max_sandboxes": 0}), FakeRayOps())  # type: ignore[arg-type]
+    auto.memory_total = 4 * 2**30
+    assert auto.session_limit == 4 * 1024 // SESSION_MEMORY_GUESS_MB
+    reserved = settings.model_copy(update={"max_sandboxes": 0, "session_memory_mb": 512})
+    sized = Placement(reserved, FakeRayOps())  # type: ignore[arg-type]
+    sized.memory_total = 4 * 2**30
+    assert sized.session_limit == 8
+    assert Placement(settings, FakeRayOps()).session_limit == 2  # type: ignore[arg-type]
 
 
 async def test_a_waiting_create_gets_the_slot_when_a_turn_ends(
@@ -257,3 +301,20 @@ def test_stale_workspaces_go_and_live_ones_stay(tmp_path: Path) -> None:
         os.utime(tmp_path / name, (old, old))
     remove_stale_workspaces(tmp_path, 60, keep={"live"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "live"]
+
+
+async def test_a_session_stopped_before_its_worker_started_does_not_wait_for_it(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    ray_ops.start_gate = asyncio.Event()  # the worker's process never gets going
+    sid = await create(svc)
+    stopped = await asyncio.wait_for(svc.lifecycle.stop(sid), 5)
+    assert stopped.status == "stopped" and sid not in svc.core.live
+    assert ray_ops.killed == [sid] and "bind" not in ray_ops.workers[sid].calls
+    ray_ops.start_gate.set()  # the killed worker's bind now fails
+    for _ in range(1000):  # polling with a deadline (10 s) until it has
+        if "bind" in ray_ops.workers[sid].calls:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the failed bind's handler runs
+    assert await status(svc, sid) == "stopped"  # not "error" from the bind it never ran
