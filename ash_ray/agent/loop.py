@@ -59,6 +59,7 @@ from ash_ray.agent.tool_calls import run_tools
 from ash_ray.agent.toolbox import AgentTools, ToolTurn
 from ash_ray.agent.tools import Tool, ToolContext
 from ash_ray.config import Settings
+from ash_ray.content import Prompt, prompt_text, with_text
 from ash_ray.models import Usage
 from ash_ray.sandbox import Sandbox
 
@@ -171,7 +172,7 @@ class AgentLoop:
     async def run_turn(
         self,
         conversation: list[dict[str, Any]],
-        prompt: str,
+        prompt: Prompt,
         options: TurnOptions,
         interrupt: asyncio.Event,
     ) -> AsyncIterator[AgentEvent]:
@@ -185,9 +186,9 @@ class AgentLoop:
         # agenttools: mcp_status events of the start; UserPromptSubmit hooks
         for event in turn.calls.drain():
             yield event
-        blocked, context = await turn.calls.prompt_hooks(prompt)
+        blocked, context = await turn.calls.prompt_hooks(prompt_text(prompt))
         if context:
-            prompt = prompt + "\n\n" + "\n".join(context)
+            prompt = with_text(prompt, "\n".join(context))
         conversation.append({"role": "user", "content": prompt})
         p = _Progress()
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
