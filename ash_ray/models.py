@@ -306,6 +306,22 @@ class SessionConfig(BaseModel):
     effort: str | None = None
     thinking: dict[str, Any] | None = None
 
+    def public(self) -> dict[str, Any]:
+        """The config in camelCase as set; secrets (env values, MCP headers) as ``***``."""
+        out = self.model_dump(exclude_none=True, exclude={"extra_env", "mcp_servers"})
+        out = {to_camel(k): v for k, v in out.items()}
+        if self.extra_env:
+            out["extraEnv"] = dict.fromkeys(self.extra_env, "***")
+        if self.mcp_servers:
+            out["mcpServers"] = {
+                name: {
+                    to_camel(k): dict.fromkeys(v, "***") if k in ("env", "headers") and v else v
+                    for k, v in server.items() if v is not None
+                }
+                for name, server in self.mcp_servers.items()
+            }
+        return out
+
 
 class Usage(BaseModel):
     input_tokens: int = 0
@@ -339,9 +355,9 @@ class SessionRecord(BaseModel):
             "createdAt": iso(self.created_at),
             "lastActiveAt": iso(self.last_active_at),
             "parentSessionId": self.parent_session_id,
+            "model": self.config.model,
+            "config": self.config.public(),
         }
-        if self.config.model:
-            out["model"] = self.config.model
         return out
 
 
