@@ -139,5 +139,7 @@ def test_todo_and_mcp_status_reach_the_stream_and_the_timeline(
     assert [f[2]["todos"] for f in frames if f[1] == "todo"] == [todos]
     assert any(f[1] == "mcp_status" for f in frames)
     events = http.get(f"/api/sessions/{sid}/events").json()["events"]
-    kinds = [json.loads(e["data"])["event"] for e in events]
-    assert "todo" in kinds and "mcp_status" in kinds
+    kinds = [e["type"] for e in events]
+    assert "mcp_status" in kinds
+    starts = [json.loads(e["data"]) for e in events if e["type"] == "tool_start"]
+    assert [s["input"]["todos"] for s in starts if s["toolName"] == "TodoWrite"] == [todos]
