@@ -116,7 +116,8 @@ def test_subagent_turn(http: httpx.Client, cc_agent: str) -> None:
     (use,) = [f[2] for f in frames if f[1] == "tool_use" and f[2]["name"] == "Task"]
     nested = [f[2] for f in frames if f[1] == "message" and f[2].get("parent_tool_use_id")]
     assert nested and all(m["parent_tool_use_id"] == use["id"] for m in nested)
-    assert nested[0]["message"]["content"][0]["text"] == "echo: look around"
+    assert nested[0]["message"]["content"] == "look around"  # the subagent's prompt
+    assert nested[1]["message"]["content"][0]["text"] == "echo: look around"
     task_result = next(
         f[2] for f in frames if f[1] == "tool_result" and f[2]["tool_use_id"] == use["id"]
     )

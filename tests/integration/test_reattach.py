@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -64,7 +66,7 @@ def test_turn_survives_client_disconnect(
 
     def finished() -> bool:
         msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
-        return len(msgs) == 2
+        return [json.loads(m["content"])["type"] for m in msgs] == ["user", "assistant", "result"]
 
     wait_for(finished, timeout_s=20, what="the abandoned turn to finish")
 
