@@ -20,6 +20,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from ash_ray.content import MAX_BLOCKS, parse_blocks
+
 SessionStatus = Literal["starting", "active", "paused", "stopped", "ended", "error"]
 SESSION_STATUSES: tuple[str, ...] = ("starting", "active", "paused", "stopped", "ended", "error")
 AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -219,7 +221,12 @@ class SessionConfigPatch(SessionSettings):
 class MessageCreate(Wire):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    content: str = Field(min_length=1, max_length=1_000_000)
+    content: Annotated[str, StringConstraints(min_length=1, max_length=1_000_000)] | list[Any] = (
+        Field(
+            description=f"A prompt, or up to {MAX_BLOCKS} blocks: text, image (base64 or URL), "
+            "document (PDF, base64)."
+        )
+    )
     include_partial_messages: bool = False
     model: Name | None = None
     max_turns: int | None = Field(None, ge=1, le=10_000)
@@ -227,6 +234,11 @@ class MessageCreate(Wire):
     effort: Effort | None = None
     thinking: ThinkingConfig | None = None
     output_format: dict[str, Any] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _blocks(cls, value: str | list[Any]) -> str | list[Any]:
+        return value if isinstance(value, str) else parse_blocks(value)
 
     def options(self) -> dict[str, Any]:
         """The turn options the worker takes (snake_case; ``thinking`` as the API takes it)."""
@@ -301,6 +313,22 @@ class SessionConfig(BaseModel):
     effort: str | None = None
     thinking: dict[str, Any] | None = None
 
+    def public(self) -> dict[str, Any]:
+        """The config in camelCase as set; secrets (env values, MCP headers) as ``***``."""
+        out = self.model_dump(exclude_none=True, exclude={"extra_env", "mcp_servers"})
+        out = {to_camel(k): v for k, v in out.items()}
+        if self.extra_env:
+            out["extraEnv"] = dict.fromkeys(self.extra_env, "***")
+        if self.mcp_servers:
+            out["mcpServers"] = {
+                name: {
+                    to_camel(k): dict.fromkeys(v, "***") if k in ("env", "headers") and v else v
+                    for k, v in server.items() if v is not None
+                }
+                for name, server in self.mcp_servers.items()
+            }
+        return out
+
 
 class Usage(BaseModel):
     input_tokens: int = 0
@@ -334,9 +362,9 @@ class SessionRecord(BaseModel):
             "createdAt": iso(self.created_at),
             "lastActiveAt": iso(self.last_active_at),
             "parentSessionId": self.parent_session_id,
+            "model": self.config.model,
+            "config": self.config.public(),
         }
-        if self.config.model:
-            out["model"] = self.config.model
         return out
 
 

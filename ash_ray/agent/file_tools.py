@@ -9,6 +9,7 @@ tool_result for the model.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 from ash_ray.agent.pathglob import compile_glob
 from ash_ray.agent.permissions import PermissionPolicy
+from ash_ray.content import IMAGE_MAX_BYTES, PDF_MAX_BYTES, sniff
 from ash_ray.errors import PathOutsideWorkspace
 from ash_ray.sandbox import Sandbox
 
@@ -51,13 +53,38 @@ def _rel(ctx: FileContext, path: Path) -> str:
     return path.relative_to(ctx.sandbox.workspace).as_posix() or "."
 
 
-def read(ctx: FileContext, args: dict[str, Any]) -> str:
-    """Lines of a file numbered like ``cat -n``, from ``offset`` (1-based) for ``limit``."""
+def _media_block(path: Path) -> list[dict[str, Any]] | None:
+    """An image or PDF as the content block the model reads it from, as Claude Code does."""
+    with path.open("rb") as fh:
+        media_type = sniff(fh.read(16))
+    if media_type is None:
+        return None
+    size = path.stat().st_size
+    limit = PDF_MAX_BYTES if media_type == "application/pdf" else IMAGE_MAX_BYTES
+    if size > limit:
+        raise ToolFailure(
+            f"{path.name} is a {media_type} of {size} bytes, over the {limit}-byte limit "
+            "the model reads"
+        )
+    source = {
+        "type": "base64",
+        "media_type": media_type,
+        "data": base64.b64encode(path.read_bytes()).decode("ascii"),
+    }
+    kind = "document" if media_type == "application/pdf" else "image"
+    return [{"type": kind, "source": source}]
+
+
+def read(ctx: FileContext, args: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """Lines of a file numbered like ``cat -n``, from ``offset`` (1-based) for ``limit``;
+    an image (JPEG, PNG, GIF, WebP) or a PDF comes back as an image or document block."""
     path = ctx.sandbox.resolve(args["file_path"])
     if not path.exists():
         raise ToolFailure(f"File does not exist: {args['file_path']}")
     if path.is_dir():
         raise ToolFailure(f"{args['file_path']} is a directory; use LS to list it")
+    if (blocks := _media_block(path)) is not None:
+        return blocks
     if _is_binary(path):
         return f"(binary file, {path.stat().st_size} bytes, not shown)"
     start = max(int(args.get("offset") or 1), 1)

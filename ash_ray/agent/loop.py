@@ -49,7 +49,9 @@ from ash_ray.agent.messages import (
     result_message,
     system_prompt,
     text_of,
+    tool_result_message,
     usage_of,
+    user_message,
 )
 from ash_ray.agent.permissions import PermissionPolicy
 from ash_ray.agent.pricing import cost_usd
@@ -60,6 +62,7 @@ from ash_ray.agent.tool_calls import run_tools
 from ash_ray.agent.toolbox import AgentTools, ToolTurn
 from ash_ray.agent.tools import Tool, ToolContext
 from ash_ray.config import Settings
+from ash_ray.content import Prompt, prompt_text, with_text
 from ash_ray.models import Usage
 from ash_ray.sandbox import Sandbox
 
@@ -142,6 +145,11 @@ class AgentLoop:
             data["session_id"] = self.session_id
         return data
 
+    def _tagged(self, event: AgentEvent) -> AgentEvent:
+        if event.type == "message":
+            self._tag(event.data)
+        return event
+
     async def _start(self, options: TurnOptions) -> _Turn:
         main = self.tools.main_agent(options)  # initialAgent: the main thread as a subagent
         if main is not None:
@@ -176,7 +184,7 @@ class AgentLoop:
     async def run_turn(
         self,
         conversation: list[dict[str, Any]],
-        prompt: str,
+        prompt: Prompt,
         options: TurnOptions,
         interrupt: asyncio.Event,
     ) -> AsyncIterator[AgentEvent]:
@@ -191,9 +199,10 @@ class AgentLoop:
         # agenttools: mcp_status events of the start; UserPromptSubmit hooks
         for event in turn.calls.drain():
             yield event
-        blocked, context = await turn.calls.prompt_hooks(prompt)
+        yield AgentEvent("message", self._tag(user_message(prompt)))
+        blocked, context = await turn.calls.prompt_hooks(prompt_text(prompt))
         if context:
-            prompt = prompt + "\n\n" + "\n".join(context)
+            prompt = with_text(prompt, "\n".join(context))
         conversation.append({"role": "user", "content": prompt})
         p = _Progress()
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
@@ -284,11 +293,10 @@ class AgentLoop:
         turn.usage, turn.cost = turn.usage.add(sub_usage), turn.cost + sub_cost
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         conversation.append({"role": "user", "content": results})
-        user_message = {"role": "user", "content": results}
-        yield AgentEvent(
-            "message",
-            self._tag({"type": "user", "message": user_message, "parent_tool_use_id": None}),
-        )
+        names = {b["id"]: b["name"] for b in tool_uses}
+        for block in results:  # one SDK user message per result, as the Agent SDK sends
+            message = tool_result_message(block, names.get(block["tool_use_id"], ""))
+            yield AgentEvent("message", self._tag(message))
 
     # ------------------------------------------------------------ model calls
 
@@ -312,7 +320,7 @@ class AgentLoop:
             async for event in stream_reply(
                 self.client, request, turn.include_partial, interrupt, reply
             ):
-                yield event
+                yield self._tagged(event)
             return
         except anthropic.BadRequestError as exc:
             if _TOO_LONG not in str(exc):
@@ -327,7 +335,7 @@ class AgentLoop:
         async for event in stream_reply(
             self.client, request, turn.include_partial, interrupt, reply
         ):
-            yield event
+            yield self._tagged(event)
 
     @staticmethod
     def _input_of(used: Usage) -> int:

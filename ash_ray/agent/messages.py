@@ -167,3 +167,69 @@ def system_prompt(
         "File tools take paths relative to it or absolute paths inside it."
     )
     return "\n\n".join(parts), environment
+
+
+# ---------------------------------------------------------------- SDK message shapes
+# What Ash's clients read from ``message`` events and GET .../messages: the Claude Agent
+# SDK's messages (SDKUserMessage, SDKPartialAssistantMessage, ...), each whole.
+
+# The raw Messages-API stream events, without what the anthropic SDK adds to them
+# (the accumulated block of content_block_stop, the snapshot of message_stop).
+_RAW_FIELDS: dict[str, tuple[str, ...]] = {
+    "message_start": ("message",),
+    "content_block_start": ("index", "content_block"),
+    "content_block_delta": ("index", "delta"),
+    "content_block_stop": ("index",),
+    "message_delta": ("delta", "usage"),
+    "message_stop": (),
+}
+
+
+def user_message(content: Any) -> dict[str, Any]:
+    """The prompt as an SDK user message."""
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "parent_tool_use_id": None,
+    }
+
+
+def stream_event_message(event: Any) -> dict[str, Any] | None:
+    """A raw stream event as an SDK ``stream_event`` message (None: not a raw event)."""
+    fields = _RAW_FIELDS.get(event.type)
+    if fields is None:
+        return None
+    raw = event.model_dump(mode="json", include={"type", *fields}, exclude_none=True)
+    return {"type": "stream_event", "event": raw, "parent_tool_use_id": None}
+
+
+def delta_event(event: Any) -> AgentEvent | None:
+    """The granular event of a raw ``content_block_delta``, named as Ash names it."""
+    if event.type != "content_block_delta":
+        return None
+    delta = event.delta
+    if delta.type == "text_delta":
+        return AgentEvent("text_delta", {"delta": delta.text})
+    if delta.type == "thinking_delta":
+        return AgentEvent("thinking_delta", {"delta": delta.thinking})
+    # input_json_delta, signature_delta, citations_delta: under their own name (as Ash).
+    return AgentEvent(delta.type, delta.model_dump(mode="json", exclude_none=True))
+
+
+def tool_result_message(block: dict[str, Any], tool_name: str) -> dict[str, Any]:
+    """One tool result as the SDK's user message, with ``tool_use_result`` (what Ash's
+    helpers read: ``stdout``/``stderr``, ``tool_use_id``, ``tool_name``, ``is_error``)."""
+    content = block.get("content")
+    output = content if isinstance(content, str) else text_of(content or [])
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": [block]},
+        "parent_tool_use_id": None,
+        "tool_use_result": {
+            "tool_use_id": block["tool_use_id"],
+            "tool_name": tool_name,
+            "stdout": output,
+            "stderr": "",
+            "is_error": bool(block.get("is_error")),
+        },
+    }

@@ -10,7 +10,7 @@ from typing import Any
 
 import anthropic
 
-from ash_ray.agent.messages import AgentEvent, api_block
+from ash_ray.agent.messages import AgentEvent, api_block, delta_event, stream_event_message
 
 
 @dataclass
@@ -67,7 +67,9 @@ async def stream_reply(
     interrupt: asyncio.Event,
     reply: Reply,
 ) -> AsyncIterator[AgentEvent]:
-    """Stream one call into ``reply``, yielding deltas (``include_partial``); stops on interrupt.
+    """Stream one call into ``reply``; stops on interrupt. With ``include_partial`` it
+    yields, per raw stream event, its granular delta event (as Ash names them) and then
+    the SDK ``stream_event`` message.
 
     API errors raise here, before or after some deltas.
     """
@@ -101,11 +103,10 @@ async def stream_reply(
             if kind == "final":
                 reply.final = item
                 return
-            if include_partial:
-                if item.type == "text":
-                    yield AgentEvent("text_delta", {"delta": item.text})
-                elif item.type == "thinking":
-                    yield AgentEvent("thinking_delta", {"delta": item.thinking})
+            if include_partial and (message := stream_event_message(item)) is not None:
+                if (delta := delta_event(item)) is not None:
+                    yield delta
+                yield AgentEvent("message", message)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -142,8 +142,8 @@ async def _skill(ctx: ToolContext, args: dict[str, Any]) -> str:
     return f"Base directory for this skill: {where}\n\n{skill.body}"
 
 
-def _threaded(func: Callable[[FileContext, dict[str, Any]], str]) -> Handler:
-    async def handler(ctx: ToolContext, args: dict[str, Any]) -> str:
+def _threaded(func: Callable[[FileContext, dict[str, Any]], Content]) -> Handler:
+    async def handler(ctx: ToolContext, args: dict[str, Any]) -> Content:
         fctx = FileContext(ctx.sandbox, ctx.policy, ctx.max_write_bytes)
         return await asyncio.to_thread(func, fctx, args)
 
@@ -169,7 +169,8 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         Tool(
             "Read",
             "Read a text file, numbered like `cat -n`. offset is the first line (1-based), "
-            "limit the number of lines (default 2000).",
+            "limit the number of lines (default 2000). Images (JPEG, PNG, GIF, WebP) and "
+            "PDFs are shown to you as they are.",
             _schema(
                 ["file_path"], file_path=_STR, offset={"type": "integer"}, limit={"type": "integer"}
             ),

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Annotated, Any
 
 import ray
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from ash_ray.api import sse
+from ash_ray.api import history, sse
 from ash_ray.api.deps import Ctx, SessionId, fails
 from ash_ray.api.schemas import EventList, MessageList
 from ash_ray.errors import InvalidInput
@@ -19,21 +17,6 @@ from ash_ray.models import MAX_INT64, EventRecord, MessageCreate
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["messages"])
 
-# Ash's SessionEvent types, from our SSE types (GET .../events speaks Ash's timeline).
-TIMELINE_TYPES = {
-    "session_start": "lifecycle",
-    "done": "lifecycle",
-    "text_delta": "text",
-    "thinking_delta": "reasoning",
-    "tool_use": "tool_start",
-    "tool_result": "tool_result",
-    "turn_complete": "turn_complete",
-    "error": "error",
-    "message": "text",
-    "mcp_status": "mcp_status",
-    "todo": "todo",
-    "compact": "compact",
-}
 SEQ = Query(ge=0, le=MAX_INT64, description="Only events after this sequence number.")
 
 
@@ -131,10 +114,9 @@ async def list_messages(
     after: Annotated[int, SEQ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
-    """The conversation, in Ash's form (content as a JSON string)."""
-    return {
-        "messages": [m.public() for m in await ctx.registry.list_messages(sid, after, limit)]
-    }
+    """The session's Claude Agent SDK messages as Ash stores them (``content`` is the
+    JSON text of the whole message); ``sequence`` is the event's, for ``after``."""
+    return {"messages": await history.messages(sid, _reader(ctx, sid), after, limit)}
 
 
 @router.get("/events", response_model=EventList, responses=fails(400, 404))
@@ -143,18 +125,16 @@ async def list_events(
     ctx: Ctx,
     after: Annotated[int, SEQ] = 0,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    kind: Annotated[
+        history.TimelineType | None, Query(alias="type", description="Only entries of this type.")
+    ] = None,
 ) -> dict[str, Any]:
-    """The session's timeline in Ash's form; ``data`` keeps the SSE type under ``event``."""
-    rows = await ctx.registry.list_events(sid, after, limit)
-    return {"events": [_timeline(sid, row) for row in rows]}
+    """The session's timeline in Ash's types; ``data`` names the stored event under ``event``."""
+    return {"events": await history.timeline(sid, _reader(ctx, sid), after, limit, kind)}
 
 
-def _timeline(sid: str, e: EventRecord) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sid}/{e.seq}")),
-        "sessionId": sid,
-        "type": TIMELINE_TYPES.get(e.type, "lifecycle"),
-        "sequence": e.seq,
-        "createdAt": e.created_at.isoformat(),
-        "data": json.dumps({"event": e.type, **e.data}),
-    }
+def _reader(ctx: Ctx, sid: str) -> history.ReadEvents:
+    async def read(after: int, limit: int) -> list[EventRecord]:
+        return await ctx.registry.list_events(sid, after, limit)
+
+    return read

@@ -60,7 +60,10 @@ class SessionOut(Out):
     created_at: str = Field(alias="createdAt")
     last_active_at: str = Field(alias="lastActiveAt")
     parent_session_id: str | None = Field(alias="parentSessionId")
-    model: str | None = Field(None, description="Present when the session names a model.")
+    model: str | None = Field(None, description="The session's model; null: the agent's.")
+    config: dict[str, Any] | None = Field(
+        None, description="What the session was created or patched with (secrets as ***)."
+    )
 
 
 class SessionReply(BaseModel):
@@ -100,7 +103,7 @@ class MessageOut(Out):
     id: str
     session_id: str = Field(alias="sessionId")
     role: Literal["user", "assistant"]
-    content: str = Field(description="The Messages-API content, as a JSON string (Ash's form).")
+    content: str = Field(description="The whole Claude Agent SDK message as JSON text.")
     sequence: int
     created_at: str = Field(alias="createdAt")
 
@@ -113,10 +116,10 @@ class TimelineEvent(Out):
     id: str
     session_id: str = Field(alias="sessionId")
     type: Literal["lifecycle", "text", "reasoning", "tool_start", "tool_result",
-                  "turn_complete", "error", "mcp_status", "todo", "compact"]
+                  "turn_complete", "error", "mcp_status"]
     sequence: int
     created_at: str = Field(alias="createdAt")
-    data: str = Field(description="The event as a JSON string, its SSE type under 'event'.")
+    data: str = Field(description="The entry as JSON text; the stored event type under event.")
 
 
 class EventList(BaseModel):

@@ -25,6 +25,7 @@ import ray
 from ash_ray.agent import AgentLoop, AgentSpec, load_agent
 from ash_ray.agent.warmup import warm_sdk
 from ash_ray.config import Settings
+from ash_ray.content import Prompt
 from ash_ray.errors import Conflict
 from ash_ray.handles import Event, ExecOutput, RegistryClient, TurnOutcome, WorkerApi
 from ash_ray.models import SessionRecord, utcnow
@@ -211,14 +212,14 @@ class SessionWorker(HasGuard):
     # ------------------------------------------------------------------ turns
 
     @bound
-    async def send(self, s: Bound, prompt: str, options: dict[str, Any]) -> int:
+    async def send(self, s: Bound, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn; returns the sequence number of its ``session_start`` event."""
         assert self.turns is not None
         return await self.turns.start(prompt, options)
 
     @bound_stream
     async def run_turn(
-        self, s: Bound, prompt: str, options: dict[str, Any], heartbeat_s: float
+        self, s: Bound, prompt: Prompt, options: dict[str, Any], heartbeat_s: float
     ) -> AsyncIterator[list[Event]]:
         """Start a turn and push its event batches (``stream_events`` of it), in one call.
 
@@ -231,7 +232,7 @@ class SessionWorker(HasGuard):
 
     @bound
     async def ask(
-        self, s: Bound, prompt: str, options: dict[str, Any] | None = None
+        self, s: Bound, prompt: Prompt, options: dict[str, Any] | None = None
     ) -> TurnOutcome:
         """Run a turn and return its outcome (for ``ray.get`` from pipelines)."""
         outcome: TurnOutcome = {"sessionId": s.record.id, "error": None}
@@ -251,14 +252,14 @@ class SessionWorker(HasGuard):
 
     @bound_stream
     async def ask_stream(
-        self, s: Bound, prompt: str, options: dict[str, Any] | None = None
+        self, s: Bound, prompt: Prompt, options: dict[str, Any] | None = None
     ) -> AsyncIterator[Event]:
         """The same events as the SSE stream, as a Ray streaming generator of (seq, type, data)."""
         async for event in self._turn_events(s, prompt, options or {}):
             yield event
 
     async def _turn_events(
-        self, s: Bound, prompt: str, options: dict[str, Any]
+        self, s: Bound, prompt: Prompt, options: dict[str, Any]
     ) -> AsyncIterator[Event]:
         assert self.turns is not None
         start = await self.turns.start(prompt, options)

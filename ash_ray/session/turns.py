@@ -17,6 +17,7 @@ import anthropic
 from ash_ray import __version__
 from ash_ray.agent import TurnOptions
 from ash_ray.config import Settings
+from ash_ray.content import Prompt
 from ash_ray.errors import AshError, SessionBusy, SessionEnded
 from ash_ray.models import SessionConfig, Usage, UsageRecord, utcnow
 from ash_ray.session.metrics import SessionMetrics
@@ -100,7 +101,7 @@ class TurnRunner:
         self.open = False  # True from session_start until done
         self.interrupt_flag = asyncio.Event()
 
-    async def start(self, prompt: str, options: dict[str, Any]) -> int:
+    async def start(self, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn; returns the sequence number of its ``session_start`` event."""
         s = self.session
         if s.record.status == "ended":
@@ -159,7 +160,7 @@ class TurnRunner:
             self.interrupt_flag.set()
             await asyncio.wait({self.task}, timeout=timeout_s)
 
-    async def _run(self, prompt: str, options: dict[str, Any]) -> None:
+    async def _run(self, prompt: Prompt, options: dict[str, Any]) -> None:
         s = self.session
         opts = turn_options(options, s.record.config, self.settings)
         started = time.perf_counter()

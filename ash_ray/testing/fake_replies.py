@@ -10,6 +10,9 @@ scripted, :func:`default_reply` answers from the conversation itself:
 - tool_result blocks in the last user message -> ``tool said: <first result text>``;
 - anything else -> ``echo: <last user text>``.
 
+Either answer ends with `` [saw: <media types>]`` when the last user message carries
+image or document blocks (in tool results too), so a test can tell the model got them.
+
 :func:`sse_frames` renders a reply as the real API streams it: ``message_start`` (with
 usage), per block ``content_block_start``, ``ping`` (after the first start),
 ``content_block_delta``\\ s (text_delta, input_json_delta in several pieces,
@@ -152,11 +155,28 @@ def default_reply(body: dict[str, Any]) -> Reply:
         calls.append(tool_use(found.group(1), args if isinstance(args, dict) else {"value": args}))
     if calls:
         return Reply(calls)
+    seen = media_of(content)
+    saw = f" [saw: {', '.join(seen)}]" if seen else ""
     if isinstance(content, list):
         results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
         if results:
-            return Reply([text(f"tool said: {text_of(results[0].get('content', ''))}")])
-    return Reply([text(f"echo: {said}")])
+            return Reply([text(f"tool said: {text_of(results[0].get('content', ''))}{saw}")])
+    return Reply([text(f"echo: {said}{saw}")])
+
+
+def media_of(content: Any) -> list[str]:
+    """Media types of the image and document blocks in ``content`` (and its tool results);
+    a URL source counts as ``url``."""
+    found: list[str] = []
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_result":
+            found += media_of(block.get("content"))
+        elif block.get("type") in ("image", "document"):
+            source = block.get("source") or {}
+            found.append(str(source.get("media_type") or source.get("type")))
+    return found
 
 
 # ---------------------------------------------------------------- rendering

@@ -116,7 +116,8 @@ def test_subagent_turn(http: httpx.Client, cc_agent: str) -> None:
     (use,) = [f[2] for f in frames if f[1] == "tool_use" and f[2]["name"] == "Task"]
     nested = [f[2] for f in frames if f[1] == "message" and f[2].get("parent_tool_use_id")]
     assert nested and all(m["parent_tool_use_id"] == use["id"] for m in nested)
-    assert nested[0]["message"]["content"][0]["text"] == "echo: look around"
+    assert nested[0]["message"]["content"] == "look around"  # the subagent's prompt
+    assert nested[1]["message"]["content"][0]["text"] == "echo: look around"
     task_result = next(
         f[2] for f in frames if f[1] == "tool_result" and f[2]["tool_use_id"] == use["id"]
     )
@@ -139,5 +140,7 @@ def test_todo_and_mcp_status_reach_the_stream_and_the_timeline(
     assert [f[2]["todos"] for f in frames if f[1] == "todo"] == [todos]
     assert any(f[1] == "mcp_status" for f in frames)
     events = http.get(f"/api/sessions/{sid}/events").json()["events"]
-    kinds = [json.loads(e["data"])["event"] for e in events]
-    assert "todo" in kinds and "mcp_status" in kinds
+    kinds = [e["type"] for e in events]
+    assert "mcp_status" in kinds
+    starts = [json.loads(e["data"]) for e in events if e["type"] == "tool_start"]
+    assert [s["input"]["todos"] for s in starts if s["toolName"] == "TodoWrite"] == [todos]

@@ -71,7 +71,8 @@ def test_compact_on_demand_over_http(
     texts = json.dumps(fake_model.message_requests[-1]["messages"])
     assert "Summary of the earlier conversation" in texts and prompt(0) not in texts
     events = http.get(f"/api/sessions/{sid}/events").json()["events"]
-    compacts = [json.loads(e["data"]) for e in events if e["type"] == "compact"]
+    compacts = [json.loads(e["data"]) for e in events if e["type"] == "lifecycle"]
+    compacts = [c for c in compacts if c.get("action") == "compacted"]
     assert [c["trigger"] for c in compacts] == ["manual"]
 
 

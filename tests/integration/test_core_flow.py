@@ -88,13 +88,17 @@ def test_agents_are_versioned_and_listed(http: httpx.Client, agent_dir: Path) ->
     assert http.get("/api/agents/versioned").status_code == 404
 
 
-def test_messages_are_kept_in_messages_api_form(http: httpx.Client, agent: str) -> None:
+def test_messages_are_whole_sdk_messages(http: httpx.Client, agent: str) -> None:
     sid = new_session(http, agent)
     send(http, sid, "first")
     send(http, sid, "second")
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
-    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
-    assert [m["sequence"] for m in msgs] == [1, 2, 3, 4]
-    assert json.loads(msgs[2]["content"]) == "second"
-    after = http.get(f"/api/sessions/{sid}/messages", params={"after": 2}).json()["messages"]
-    assert [m["sequence"] for m in after] == [3, 4]
+    sdk = [json.loads(m["content"]) for m in msgs]
+    assert [m["type"] for m in sdk] == ["user", "assistant", "result"] * 2
+    assert [m["role"] for m in msgs] == ["user", "assistant", "assistant"] * 2
+    assert sdk[3]["message"] == {"role": "user", "content": "second"}
+    assert sdk[4]["message"]["content"] == [{"type": "text", "text": "echo: second"}]
+    seqs = [m["sequence"] for m in msgs]
+    assert seqs == sorted(set(seqs))
+    after = http.get(f"/api/sessions/{sid}/messages", params={"after": seqs[2]}).json()
+    assert [m["sequence"] for m in after["messages"]] == seqs[3:]

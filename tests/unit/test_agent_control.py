@@ -325,7 +325,9 @@ async def test_task_runs_a_subagent_without_the_parent_conversation(
         for e in events
         if e.type == "message" and e.data.get("parent_tool_use_id") == "task1"
     ]
-    assert nested and nested[0]["type"] == "assistant"
+    # The subagent's prompt, then its reply, both tagged with the Task call's id.
+    assert [m["type"] for m in nested[:2]] == ["user", "assistant"]
+    assert nested[0]["message"]["content"] == "find the answer"
     usage = final(events)["usage"]
     assert usage["output_tokens"] >= sum(
         e.data["message"]["usage"]["output_tokens"]

@@ -108,8 +108,10 @@ async def test_plain_text_answer(make_loop: Any, fake: FakeAnthropic) -> None:
     fake.script("Hello there!")
     conversation: list[dict[str, Any]] = []
     events = await collect(loop, conversation, "hi")
-    assert [e.type for e in events] == ["message", "message", "turn_complete"]
-    assistant = events[0].data
+    assert [e.type for e in events] == ["message", "message", "message", "turn_complete"]
+    prompt = events[0].data  # the prompt, as the SDK's user message
+    assert prompt["type"] == "user" and prompt["message"] == {"role": "user", "content": "hi"}
+    assistant = events[1].data
     assert assistant["type"] == "assistant" and assistant["session_id"] == "s1"
     assert assistant["message"]["content"] == [{"type": "text", "text": "Hello there!"}]
     assert assistant["message"]["stop_reason"] == "end_turn"
@@ -145,8 +147,13 @@ async def test_partial_deltas_and_thinking(make_loop: Any, fake: FakeAnthropic) 
     deltas = "".join(e.data["delta"] for e in events if e.type == "text_delta")
     thoughts = "".join(e.data["delta"] for e in events if e.type == "thinking_delta")
     assert deltas == "A fairly long answer, in pieces." and thoughts == "Let me think."
-    first_message = next(i for i, e in enumerate(events) if e.type == "message")
-    assert all(e.type.endswith("_delta") for e in events[:first_message])
+    first_message = next(
+        i for i, e in enumerate(events) if e.type == "message" and e.data["type"] == "assistant"
+    )
+    # Before the whole reply: its deltas, each followed by its SDK stream_event message.
+    partial = events[1:first_message]
+    assert {e.data["type"] for e in partial if e.type == "message"} == {"stream_event"}
+    assert all(e.type.endswith("_delta") or e.type == "message" for e in partial)
     assert conversation[1]["content"][0] == {
         "type": "thinking",
         "thinking": "Let me think.",
@@ -164,6 +171,7 @@ async def test_tool_call_round_trip(make_loop: Any, fake: FakeAnthropic) -> None
     events = await collect(loop, conversation, "say hi")
     kinds = [(e.type, e.data.get("type")) for e in events]
     assert kinds == [
+        ("message", "user"),
         ("message", "assistant"),
         ("tool_use", None),
         ("tool_result", None),
@@ -172,10 +180,14 @@ async def test_tool_call_round_trip(make_loop: Any, fake: FakeAnthropic) -> None
         ("message", "result"),
         ("turn_complete", None),
     ]
-    assert events[1].data == {"id": "toolu_1", "name": "Bash", "input": {"command": "echo hi"}}
-    assert events[2].data == {"tool_use_id": "toolu_1", "content": "hi", "is_error": False}
-    user = events[3].data["message"]
+    assert events[2].data == {"id": "toolu_1", "name": "Bash", "input": {"command": "echo hi"}}
+    assert events[3].data == {"tool_use_id": "toolu_1", "content": "hi", "is_error": False}
+    user = events[4].data["message"]
     assert user["role"] == "user" and user["content"][0]["type"] == "tool_result"
+    assert events[4].data["tool_use_result"] == {
+        "tool_use_id": "toolu_1", "tool_name": "Bash", "stdout": "hi", "stderr": "",
+        "is_error": False,
+    }
     assert result_of(events)["num_turns"] == 2
     assert result_of(events)["result"] == "It printed hi."
     assert_valid(conversation)
