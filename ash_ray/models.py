@@ -265,6 +265,8 @@ class AgentRecord(BaseModel):
     path: str
     created_at: datetime
     updated_at: datetime
+    env: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -272,9 +274,49 @@ class AgentRecord(BaseModel):
             "name": self.name,
             "version": self.version,
             "path": self.path,
+            # Values are secrets (API tokens): names only, in every response.
+            "env": {key: "***" for key in self.env},
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
         }
+
+
+class AgentVersionRecord(BaseModel):
+    """One of Ash's agent versions: a named system prompt with notes; one is active."""
+
+    id: str
+    agent_name: str
+    version_number: int
+    name: str
+    system_prompt: str | None = None
+    release_notes: str | None = None
+    knowledge_files: list[str] | None = None
+    is_active: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agentName": self.agent_name,
+            "versionNumber": self.version_number,
+            "name": self.name,
+            "systemPrompt": self.system_prompt,
+            "releaseNotes": self.release_notes,
+            "knowledgeFiles": self.knowledge_files,
+            "isActive": self.is_active,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+        }
+
+
+class AgentRef(BaseModel):
+    """What a session worker needs to materialize an agent: which archive, and its env."""
+
+    name: str
+    version: int
+    sha256: str
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class SessionConfig(BaseModel):
@@ -293,6 +335,9 @@ class SessionConfig(BaseModel):
     initial_agent: str | None = None
     effort: str | None = None
     thinking: dict[str, Any] | None = None
+    # The agent version the session started with; its workspace and CLAUDE.md come
+    # from that version's archive, whatever was deployed since (None: before v2).
+    agent_version: int | None = None
 
 
 class Usage(BaseModel):
