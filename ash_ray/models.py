@@ -153,6 +153,16 @@ def _check_env_names(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+class AgentFileIn(Wire):
+    """One uploaded file: a path relative to the agent folder and base64 content."""
+
+    path: PathText
+    content: str = Field(description="The file's bytes, base64.")
+
+
+AgentFiles = Annotated[list[AgentFileIn], Field(max_length=100_000)]
+
+
 class AgentCreate(Wire):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
@@ -160,11 +170,40 @@ class AgentCreate(Wire):
         pattern=AGENT_NAME_RE.pattern,
         description="Agent name: letters, digits, '.', '_' or '-' (at most 128).",
     )
-    path: PathText = Field(description="Folder holding CLAUDE.md, on the server.")
+    path: PathText | None = Field(
+        None,
+        description="Folder holding CLAUDE.md on the server (relative: under the data dir), "
+        "read once; without it the agent is managed: its files come in `files`.",
+    )
+    system_prompt: Prompt | None = Field(None, description="Written as CLAUDE.md.")
+    files: AgentFiles | None = None
+    env: ExtraEnv | None = Field(None, description="Sandbox env of its sessions (redacted).")
+
+    _env_names = field_validator("env")(_check_env_names)
 
 
 class AgentPatch(Wire):
     path: PathText | None = None
+    system_prompt: Prompt | None = None
+    env: ExtraEnv | None = None
+    config: dict[str, Any] | None = None
+
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class AgentFilesUpload(Wire):
+    files: AgentFiles = Field(min_length=1)
+
+
+class AgentVersionPatch(Wire):
+    name: Name | None = None
+    system_prompt: Prompt | None = None
+    release_notes: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    knowledge_files: Annotated[list[PathText], Field(max_length=LIST_MAX)] | None = None
+
+
+class AgentVersionCreate(AgentVersionPatch):
+    clone_from: int | Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class SessionSettings(Wire):

@@ -10,6 +10,7 @@ from ash_ray import __version__
 from ash_ray.api import (
     errors,
     openapi,
+    routes_agent_versions,
     routes_agents,
     routes_exec,
     routes_health,
@@ -78,7 +79,8 @@ def create_api(ctx: IngressContext) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.include_router(routes_health.router)
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
-    for module in (routes_agents, routes_sessions, routes_messages, routes_exec):
+    routes = (routes_agents, routes_agent_versions, routes_sessions, routes_messages, routes_exec)
+    for module in routes:
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.
     app.include_router(console_router())
