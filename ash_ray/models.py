@@ -178,6 +178,11 @@ class AgentCreate(Wire):
     system_prompt: Prompt | None = Field(None, description="Written as CLAUDE.md.")
     files: AgentFiles | None = None
     env: ExtraEnv | None = Field(None, description="Sandbox env of its sessions (redacted).")
+    replace_files: bool = Field(
+        False,
+        description="ash-ray: `files` replace the agent's files instead of being written "
+        "over them (`ash-ray deploy` mirrors a folder this way).",
+    )
 
     _env_names = field_validator("env")(_check_env_names)
 

@@ -36,7 +36,7 @@ async def deploy(body: AgentCreate, ctx: Ctx) -> dict[str, Any]:
     """Deploy (or redeploy, bumping version) from a server folder or uploaded files."""
     agent = await ctx.registry.agent_op(
         "agents.deploy", body.name, body.path, files=_files(body.files),
-        system_prompt=body.system_prompt, env=body.env,
+        system_prompt=body.system_prompt, env=body.env, replace_files=body.replace_files,
     )
     return {"agent": agent.public()}
 

@@ -57,12 +57,14 @@ class Agents:
         files: list[tuple[str, str]] | None = None,
         system_prompt: str | None = None,
         env: dict[str, str] | None = None,
+        replace_files: bool = False,
     ) -> AgentRecord:
         """Deploy or redeploy (a new version) from a server folder and/or uploaded files.
 
         Without ``path`` the agent is managed: a redeploy starts from its current files,
         ``files`` are written over them, then ``CLAUDE.md`` from ``system_prompt`` (or a
-        ``# <name>`` placeholder when there is none at all).
+        ``# <name>`` placeholder when there is none at all). ``replace_files`` starts
+        from no files instead.
         """
         uploaded = bundle.decode_upload(files or [], self.limits)
         async with self._lock:
@@ -70,6 +72,8 @@ class Agents:
                 folder = self.resolve(path)
                 content = await asyncio.to_thread(_read_agent_folder, folder, self.limits)
                 shown = str(folder)
+            elif replace_files:
+                content, shown = {}, ""
             else:
                 content, shown = await self._current_files(name)
             content.update(uploaded)
