@@ -183,8 +183,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     path = Path(args.dir).expanduser().resolve()
     name = args.name or path.name
-    if not path.is_dir():
-        raise SystemExit(f"error: {path} is not a folder")
     agent = deploy_cli.deploy(_client(args), path, name, args.env or [])
     out(f"deployed agent {agent['name']} v{agent['version']} from {path}")
     return 0

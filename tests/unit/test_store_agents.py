@@ -26,7 +26,7 @@ async def store(
 
 
 def archive(**files: str) -> bytes:
-    return bundle.pack({k.replace("__", "/"): bundle.AgentFile(v.encode()) for k, v in files.items()})
+    return bundle.pack({k: bundle.AgentFile(v.encode()) for k, v in files.items()})
 
 
 async def test_each_deploy_is_a_new_version_whose_archive_stays_readable(store) -> None:
