@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 SKIP_DIRS = frozenset({
     "node_modules", ".git", "__pycache__", ".cache", ".npm", ".pnpm-store", ".yarn",
     ".venv", "venv", ".tmp", "tmp", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-    ".tox", ".DS_Store",
+    ".tox",
 })
 SKIP_SUFFIXES = (".sock", ".pid", ".pyc")
 SKIP_FILES = frozenset({".DS_Store"})
@@ -157,7 +157,7 @@ def decode_upload(items: Iterable[tuple[str, str]], limits: Limits) -> Files:
 
 
 def pack(files: Mapping[str, AgentFile]) -> bytes:
-    """The files as a tar.gz, in path order (same files, same bytes)."""
+    """The files as a tar.gz, in path order."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
         for path in sorted(files):
