@@ -32,7 +32,7 @@ def test_paths_are_normalized() -> None:
 def test_upload_checks_base64_and_limits() -> None:
     ok = bundle.decode_upload([("a.sh", base64.b64encode(b"#!/bin/sh\n").decode())], LIMITS)
     assert ok["a.sh"].data == b"#!/bin/sh\n" and ok["a.sh"].mode == 0o755
-    with pytest.raises(InvalidInput, match="'b.txt' is not valid base64"):
+    with pytest.raises(InvalidInput, match=r"'b\.txt' is not valid base64"):
         bundle.decode_upload([("b.txt", "%%%")], LIMITS)
     with pytest.raises(PayloadTooLarge, match="'big'"):
         bundle.decode_upload([("big", base64.b64encode(b"x" * 1001).decode())], LIMITS)
@@ -96,4 +96,4 @@ def test_cli_env_files_and_flags_win_in_ash_order(tmp_path: Path) -> None:
 def test_cli_batches_split_by_size() -> None:
     items = [{"path": str(i), "content": "x" * 100} for i in range(5)]
     parts = batches(items, limit=300)
-    assert [len(p) for p in parts] == [2, 2, 1] and sum(parts, []) == items
+    assert [len(p) for p in parts] == [2, 2, 1] and [i for p in parts for i in p] == items
