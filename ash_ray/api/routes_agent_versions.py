@@ -11,6 +11,11 @@ from fastapi import APIRouter, Response
 from fastapi import Path as PathParam
 
 from ash_ray.api.deps import AgentName, Ctx, fails
+from ash_ray.api.schemas_agents import (
+    AgentVersionActivated,
+    AgentVersionList,
+    AgentVersionReply,
+)
 from ash_ray.models import AgentVersionCreate, AgentVersionPatch
 
 router = APIRouter(prefix="/api/agents/{name}/versions", tags=["agents"])
@@ -22,14 +27,16 @@ def _fields(body: AgentVersionPatch) -> dict[str, Any]:
     return body.model_dump(exclude_unset=True)
 
 
-@router.get("", responses=fails(400, 404))
+@router.get("", response_model=AgentVersionList, responses=fails(400, 404))
 async def list_versions(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     """Every version of the agent, by number."""
     versions = await ctx.registry.agent_op("versions.list", name)
     return {"versions": [v.public() for v in versions]}
 
 
-@router.post("", status_code=201, responses=fails(400, 404))
+@router.post(
+    "", status_code=201, response_model=AgentVersionReply, responses=fails(400, 404)
+)
 async def create_version(
     name: AgentName, ctx: Ctx, body: AgentVersionCreate | None = None
 ) -> dict[str, Any]:
@@ -39,13 +46,13 @@ async def create_version(
     return {"version": version.public()}
 
 
-@router.get("/{version}", responses=fails(400, 404))
+@router.get("/{version}", response_model=AgentVersionReply, responses=fails(400, 404))
 async def get_version(name: AgentName, version: VersionRef, ctx: Ctx) -> dict[str, Any]:
     """One version."""
     return {"version": (await ctx.registry.agent_op("versions.get", name, version)).public()}
 
 
-@router.patch("/{version}", responses=fails(400, 404))
+@router.patch("/{version}", response_model=AgentVersionReply, responses=fails(400, 404))
 async def patch_version(
     name: AgentName, version: VersionRef, body: AgentVersionPatch, ctx: Ctx
 ) -> dict[str, Any]:
@@ -61,7 +68,9 @@ async def delete_version(name: AgentName, version: VersionRef, ctx: Ctx) -> Resp
     return Response(status_code=204)
 
 
-@router.post("/{version}/activate", responses=fails(400, 404))
+@router.post(
+    "/{version}/activate", response_model=AgentVersionActivated, responses=fails(400, 404)
+)
 async def activate_version(name: AgentName, version: VersionRef, ctx: Ctx) -> dict[str, Any]:
     """Make this the active version: new sessions take its system prompt."""
     number = await ctx.registry.agent_op("versions.activate", name, version)

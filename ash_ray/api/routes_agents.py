@@ -16,6 +16,13 @@ from fastapi import Path as PathParam
 
 from ash_ray.api.deps import AgentName, Ctx, fails
 from ash_ray.api.schemas import AgentList, AgentReply, OkReply
+from ash_ray.api.schemas_agents import (
+    AgentConfigReply,
+    AgentFileContent,
+    AgentFileDeleted,
+    AgentFileList,
+    AgentFilesWritten,
+)
 from ash_ray.errors import InvalidInput
 from ash_ray.models import AgentCreate, AgentFilesUpload, AgentPatch
 
@@ -74,13 +81,15 @@ async def delete_agent(name: AgentName, ctx: Ctx) -> dict[str, Any]:
 # ---------------------------------------------------------------- config
 
 
-@router.get("/{name}/config", responses=fails(400, 404))
+@router.get("/{name}/config", response_model=AgentConfigReply, responses=fails(400, 404))
 async def get_config(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     """The agent's config object."""
     return {"config": (await ctx.registry.get_agent(name)).config}
 
 
-@router.patch("/{name}/config", responses=fails(400, 404))
+@router.patch(
+    "/{name}/config", response_model=AgentConfigReply, responses=fails(400, 404)
+)
 async def patch_config(
     name: AgentName, ctx: Ctx, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
@@ -91,13 +100,15 @@ async def patch_config(
 # ---------------------------------------------------------------- files
 
 
-@router.get("/{name}/files", responses=fails(400, 404))
+@router.get("/{name}/files", response_model=AgentFileList, responses=fails(400, 404))
 async def list_files(name: AgentName, ctx: Ctx) -> dict[str, Any]:
     """The files of the agent's current version: ``{path, size, modifiedAt}``."""
     return {"files": await ctx.registry.agent_op("agents.list_files", name)}
 
 
-@router.get("/{name}/files/{path:path}", responses=fails(400, 404))
+@router.get(
+    "/{name}/files/{path:path}", response_model=AgentFileContent, responses=fails(400, 404)
+)
 async def get_file(
     name: AgentName,
     path: FilePath,
@@ -137,14 +148,18 @@ def raw_file(path: str, data: bytes) -> Response:
     )
 
 
-@router.post("/{name}/files", responses=fails(400, 404, 413))
+@router.post(
+    "/{name}/files", response_model=AgentFilesWritten, responses=fails(400, 404, 413)
+)
 async def upload_files(name: AgentName, body: AgentFilesUpload, ctx: Ctx) -> dict[str, Any]:
     """Write base64 files into the agent (a new version)."""
     agent = await ctx.registry.agent_op("agents.upload_files", name, _files(body.files))
     return {"written": len(body.files), "version": agent.version}
 
 
-@router.delete("/{name}/files/{path:path}", responses=fails(400, 404))
+@router.delete(
+    "/{name}/files/{path:path}", response_model=AgentFileDeleted, responses=fails(400, 404)
+)
 async def delete_file(name: AgentName, path: FilePath, ctx: Ctx) -> dict[str, Any]:
     """Remove one file from the agent (a new version)."""
     agent = await ctx.registry.agent_op("agents.delete_file", name, path)
