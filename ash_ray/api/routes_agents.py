@@ -107,7 +107,8 @@ async def list_files(name: AgentName, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get(
-    "/{name}/files/{path:path}", response_model=AgentFileContent, responses=fails(400, 404)
+    "/{name}/files/{path:path}", response_model=AgentFileContent,
+    response_model_exclude_none=True, responses=fails(400, 404),
 )
 async def get_file(
     name: AgentName,
