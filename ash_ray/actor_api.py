@@ -16,7 +16,14 @@ from typing import Any, Protocol, TypedDict
 from ray.actor import ActorHandle
 
 from ash_ray.content import Prompt
-from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
+from ash_ray.models import (
+    AgentRecord,
+    AgentRef,
+    EventRecord,
+    MessageRecord,
+    SessionRecord,
+    WriteBatch,
+)
 
 # An event as streams carry it: (seq, type, data). Plain tuples cross the Ray boundary
 # cheaper than pydantic objects on the hot path.
@@ -62,6 +69,16 @@ class ExecOutput(TypedDict):
 # ---------------------------------------------------------------------- the actors' methods
 
 
+# What ``RegistryApi.agent_op`` may call: methods of the registry's Agents ("agents.")
+# and AgentVersions ("versions.") services, named once here for every caller.
+AGENT_OPS = frozenset({
+    "agents.deploy", "agents.patch", "agents.patch_config", "agents.ref", "agents.archive",
+    "agents.list_files", "agents.read_file", "agents.upload_files", "agents.delete_file",
+    "versions.list", "versions.get", "versions.create", "versions.update", "versions.delete",
+    "versions.activate",
+})
+
+
 class RegistryApi(Protocol):
     """The registry actor's remote methods (:class:`ash_ray.registry.actor.Registry`)."""
 
@@ -70,6 +87,7 @@ class RegistryApi(Protocol):
     async def get_agent(self, name: str) -> AgentRecord: ...
     async def list_agents(self) -> list[AgentRecord]: ...
     async def delete_agent(self, name: str) -> AgentRecord: ...
+    async def agent_op(self, op: str, *args: Any, **kwargs: Any) -> Any: ...
     async def create_session(self, body: dict[str, Any]) -> SessionRecord: ...
     async def get_session(self, session_id: str) -> SessionRecord: ...
     async def list_sessions(
@@ -106,7 +124,7 @@ class WorkerApi(Protocol):
 
     async def ready(self) -> dict[str, Any]: ...
     async def bind(
-        self, record: SessionRecord, agent_path: str, conversation: list[dict[str, Any]],
+        self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],
         snapshot: bytes | None,
     ) -> str: ...
     async def watch(self) -> None: ...

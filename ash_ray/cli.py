@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ash_ray import __version__
+from ash_ray import __version__, deploy_cli
 from ash_ray.chat import add_chat_parser, add_session_parsers
 from ash_ray.cli_jobs import add_jobs_parsers
 from ash_ray.errors import AshError
@@ -184,8 +184,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     path = Path(args.dir).expanduser().resolve()
     name = args.name or path.name
-    agent = _client(args).call("POST", "/api/agents", json={"name": name, "path": str(path)})
-    out(f"deployed agent {agent['agent']['name']} v{agent['agent']['version']} from {path}")
+    agent = deploy_cli.deploy(_client(args), path, name, args.env or [])
+    out(f"deployed agent {agent['name']} v{agent['version']} from {path}")
     return 0
 
 
@@ -288,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dp = sub.add_parser("deploy", help="deploy an agent folder (with CLAUDE.md)")
     dp.add_argument("dir")
-    dp.add_argument("--name")
+    dp.add_argument("-n", "--name")
+    dp.add_argument(
+        "-e", "--env", action="append", metavar="K=V",
+        help="agent env (wins over .env and .env.local); repeatable",
+    )
     dp.set_defaults(func=cmd_deploy)
 
     ap = sub.add_parser("agent", help="list, get or delete agents")

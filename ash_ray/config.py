@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     snapshot_url: str = Field(
         "", description="Where workspace snapshots go; empty: <data_dir>/snapshots."
     )
+    agent_max_file_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest file of a deployed agent."
+    )
+    agent_max_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024,
+        description="Largest agent (all its files); the whole archive is held in memory.",
+    )
+    agent_max_files: int = Field(
+        10_000, ge=1, le=1_000_000, description="Most files one agent may have."
+    )
     store_flush_ms: float = Field(
         0.0, ge=0, le=10_000,
         description="Extra wait before a registry write; 0 = group commit of what queued.",
@@ -292,6 +302,11 @@ class Settings(BaseSettings):
     @property
     def agents_dir(self) -> Path:
         return self.data_dir / "agents"
+
+    @property
+    def agent_cache_dir(self) -> Path:
+        """Agent versions unpacked on this node, one folder per archive."""
+        return self.data_dir / "agent-cache"
 
     @property
     def auth_enabled(self) -> bool:

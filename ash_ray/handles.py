@@ -35,7 +35,14 @@ from ash_ray.actor_api import (
 )
 from ash_ray.calls import STALE, Call, _method, _Refresh, unwrap
 from ash_ray.errors import Unavailable
-from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
+from ash_ray.models import (
+    AgentRecord,
+    AgentRef,
+    EventRecord,
+    MessageRecord,
+    SessionRecord,
+    WriteBatch,
+)
 from ash_ray.names import DEFAULT_NAMESPACE, REGISTRY_NAME
 
 __all__ = [
@@ -96,6 +103,10 @@ class RegistryClient:
 
     def list_agents(self) -> Call[list[AgentRecord]]:
         return self._call(RegistryApi.list_agents)
+
+    def agent_op(self, op: str, *args: Any, **kwargs: Any) -> Call[Any]:
+        """An agent service operation by name (``AGENT_OPS``), e.g. ``agents.list_files``."""
+        return self._call(RegistryApi.agent_op, op, *args, **kwargs)
 
     def delete_agent(self, name: str) -> Call[AgentRecord]:
         return self._call(RegistryApi.delete_agent, name)
@@ -228,10 +239,10 @@ class WorkerClient:
         return self._call(WorkerApi.ready)
 
     def bind(
-        self, record: SessionRecord, agent_path: str, conversation: list[dict[str, Any]],
+        self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],
         snapshot: bytes | None,
     ) -> Call[str]:
-        return self._call(WorkerApi.bind, record, agent_path, conversation, snapshot)
+        return self._call(WorkerApi.bind, record, agent, conversation, snapshot)
 
     def watch(self) -> Call[None]:
         return self._call(WorkerApi.watch)

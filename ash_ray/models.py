@@ -158,6 +158,16 @@ def _check_env_names(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+class AgentFileIn(Wire):
+    """One uploaded file: a path relative to the agent folder and base64 content."""
+
+    path: PathText
+    content: str = Field(description="The file's bytes, base64.")
+
+
+AgentFiles = Annotated[list[AgentFileIn], Field(max_length=100_000)]
+
+
 class AgentCreate(Wire):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
@@ -165,11 +175,45 @@ class AgentCreate(Wire):
         pattern=AGENT_NAME_RE.pattern,
         description="Agent name: letters, digits, '.', '_' or '-' (at most 128).",
     )
-    path: PathText = Field(description="Folder holding CLAUDE.md, on the server.")
+    path: PathText | None = Field(
+        None,
+        description="Folder holding CLAUDE.md on the server (relative: under the data dir), "
+        "read once; without it the agent is managed: its files come in `files`.",
+    )
+    system_prompt: Prompt | None = Field(None, description="Written as CLAUDE.md.")
+    files: AgentFiles | None = None
+    env: ExtraEnv | None = Field(None, description="Sandbox env of its sessions (redacted).")
+    replace_files: bool = Field(
+        False,
+        description="ash-ray: `files` replace the agent's files instead of being written "
+        "over them (`ash-ray deploy` mirrors a folder this way).",
+    )
+
+    _env_names = field_validator("env")(_check_env_names)
 
 
 class AgentPatch(Wire):
     path: PathText | None = None
+    system_prompt: Prompt | None = None
+    env: ExtraEnv | None = None
+    config: dict[str, Any] | None = None
+
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class AgentFilesUpload(Wire):
+    files: AgentFiles = Field(min_length=1)
+
+
+class AgentVersionPatch(Wire):
+    name: Name | None = None
+    system_prompt: Prompt | None = None
+    release_notes: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    knowledge_files: Annotated[list[PathText], Field(max_length=LIST_MAX)] | None = None
+
+
+class AgentVersionCreate(AgentVersionPatch):
+    clone_from: int | Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class SessionSettings(Wire):
@@ -284,6 +328,8 @@ class AgentRecord(BaseModel):
     path: str
     created_at: datetime
     updated_at: datetime
+    env: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -291,9 +337,49 @@ class AgentRecord(BaseModel):
             "name": self.name,
             "version": self.version,
             "path": self.path,
+            # Values are secrets (API tokens): names only, in every response.
+            "env": {key: "***" for key in self.env},
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
         }
+
+
+class AgentVersionRecord(BaseModel):
+    """One of Ash's agent versions: a named system prompt with notes; one is active."""
+
+    id: str
+    agent_name: str
+    version_number: int
+    name: str
+    system_prompt: str | None = None
+    release_notes: str | None = None
+    knowledge_files: list[str] | None = None
+    is_active: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agentName": self.agent_name,
+            "versionNumber": self.version_number,
+            "name": self.name,
+            "systemPrompt": self.system_prompt,
+            "releaseNotes": self.release_notes,
+            "knowledgeFiles": self.knowledge_files,
+            "isActive": self.is_active,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+        }
+
+
+class AgentRef(BaseModel):
+    """What a session worker needs to materialize an agent: which archive, and its env."""
+
+    name: str
+    version: int
+    sha256: str
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class SessionConfig(BaseModel):
@@ -312,6 +398,9 @@ class SessionConfig(BaseModel):
     initial_agent: str | None = None
     effort: str | None = None
     thinking: dict[str, Any] | None = None
+    # The agent version the session started with; its workspace and CLAUDE.md come
+    # from that version's archive, whatever was deployed since (None: before v2).
+    agent_version: int | None = None
 
     def public(self) -> dict[str, Any]:
         """The config in camelCase as set; secrets (env values, MCP headers) as ``***``."""

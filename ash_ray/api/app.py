@@ -10,6 +10,7 @@ from ash_ray import __version__
 from ash_ray.api import (
     errors,
     openapi,
+    routes_agent_versions,
     routes_agents,
     routes_evals,
     routes_exec,
@@ -82,8 +83,8 @@ def create_api(ctx: IngressContext) -> FastAPI:
     app.include_router(routes_health.router)
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
     for module in (
-        routes_agents, routes_sessions, routes_messages, routes_exec, routes_queue, routes_usage,
-        routes_evals,
+        routes_agents, routes_agent_versions, routes_sessions, routes_messages, routes_exec,
+        routes_queue, routes_usage, routes_evals,
     ):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.

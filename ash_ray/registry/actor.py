@@ -22,10 +22,13 @@ from typing import Any
 
 from ray.actor import ActorHandle
 
+from ash_ray.actor_api import AGENT_OPS
 from ash_ray.config import Settings
+from ash_ray.errors import InvalidInput
 from ash_ray.handles import Attached, DrainResult, Event, RegistryApi
 from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
 from ash_ray.names import REGISTRY_NAME
+from ash_ray.registry.agent_versions import AgentVersions
 from ash_ray.registry.agents import Agents
 from ash_ray.registry.capacity import Capacity
 from ash_ray.registry.lifecycle import Lifecycle
@@ -51,18 +54,19 @@ class Services:
     lifecycle: Lifecycle
     recovery: Recovery
     upkeep: Upkeep
+    versions: AgentVersions
 
     @classmethod
     def build(
         cls, settings: Settings, store: Store, ray_ops: RayOps, stats: RegistryStats
     ) -> Services:
         core = Core(settings, store, ray_ops, stats)
-        agents = Agents(store)
+        agents = Agents(store, settings)
         capacity = Capacity(core)
         recovery = Recovery(core)
         return cls(
             core, agents, capacity, Lifecycle(core, agents, capacity), recovery,
-            Upkeep(core, capacity, recovery),
+            Upkeep(core, capacity, recovery), AgentVersions(agents),
         )
 
     async def start(self) -> None:
@@ -129,6 +133,15 @@ class Registry:
 
     async def delete_agent(self, name: str) -> AgentRecord:
         return await (await self._ready()).agents.delete(name)
+
+    async def agent_op(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """One of the agent services' operations, by name (see handles.AGENT_OPS)."""
+        svc = await self._ready()
+        service, _, method = op.partition(".")
+        if op not in AGENT_OPS:
+            raise InvalidInput(f"unknown agent operation {op!r}")
+        target = svc.agents if service == "agents" else svc.versions
+        return await getattr(target, method)(*args, **kwargs)
 
     # ------------------------------------------------------------------ sessions
 

@@ -13,6 +13,7 @@ from typing import Any
 from ash_ray.errors import Conflict, SessionBusy, SessionEnded
 from ash_ray.handles import WorkerClient
 from ash_ray.models import (
+    AgentRef,
     MessageRecord,
     SessionConfig,
     SessionRecord,
@@ -39,9 +40,17 @@ class Lifecycle:
         self.core.check_accepting()
         started = time.perf_counter()
         agent = await self.agents.get(body["agent"])
+        ref = await self.agents.ref(agent.name)
         config = SessionConfig(
             **{k: v for k, v in body.items() if k in SessionConfig.model_fields and v is not None}
         )
+        # The system prompt: the request's, else the agent's active version's, else the
+        # CLAUDE.md of the archive (the loop's default when config has none).
+        prompt = config.system_prompt
+        if prompt is None:
+            active = await self.agents.store.active_agent_version(agent.name)
+            prompt = active.system_prompt if active is not None else None
+        config = config.model_copy(update={"agent_version": ref.version, "system_prompt": prompt})
         await self.agents.check_config(agent, config)
         (sid, worker), hit = await self.capacity.worker()
         now = utcnow()
@@ -49,7 +58,7 @@ class Lifecycle:
             id=sid, agent_name=agent.name, sandbox_id=sid, status="active",
             created_at=now, last_active_at=now, config=config,
         )
-        await self._bind(rec, worker, agent.path, [], None, started=hit)
+        await self._bind(rec, worker, ref, [], None, started=hit)
         stats = self.core.stats
         stats.created.labels(pool="hit" if hit else "miss").inc()
         stats.pre_warm_hits += int(hit)
@@ -60,7 +69,7 @@ class Lifecycle:
         self,
         rec: SessionRecord,
         worker: WorkerClient,
-        agent_path: str,
+        agent: AgentRef,
         conversation: list[dict[str, Any]],
         snapshot: bytes | None,
         extra: WriteBatch | None = None,
@@ -76,20 +85,18 @@ class Lifecycle:
         """
         live = Live(rec, worker)
         self.core.track(live)
-        self.core.background(
-            self._finish_bind(live, agent_path, conversation, snapshot, started)
-        )
+        self.core.background(self._finish_bind(live, agent, conversation, snapshot, started))
         await self.core.submit(rec, batch=extra)
 
     async def _finish_bind(
-        self, live: Live, agent_path: str, conversation: list[dict[str, Any]],
+        self, live: Live, agent: AgentRef, conversation: list[dict[str, Any]],
         snapshot: bytes | None, started: bool = True,
     ) -> None:
         rec = live.record
         try:
             if not started:
                 await self.capacity.pool.started(live.worker)
-            live.node_id = await live.worker.bind(rec, agent_path, conversation, snapshot)
+            live.node_id = await live.worker.bind(rec, agent, conversation, snapshot)
         except Exception:
             await self.core.ray.kill(live.worker)
             if self.core.live.get(rec.id) is not live:
@@ -126,7 +133,7 @@ class Lifecycle:
     async def _resume_cold(self, rec: SessionRecord) -> tuple[SessionRecord, str]:
         """A new worker with the stored conversation and workspace; and where it came from."""
         store = self.core.store
-        agent = await self.agents.get(rec.agent_name)
+        agent = await self.agents.ref(rec.agent_name, rec.config.agent_version)
         await self.core.flush()
         history = [m.api() for m in await store.list_messages(rec.id)]
         snapshot = await store.get_snapshot(rec.id)
@@ -134,7 +141,7 @@ class Lifecycle:
         rec = rec.model_copy(
             update={"status": "active", "sandbox_id": sid, "last_active_at": utcnow()}
         )
-        await self._bind(rec, worker, agent.path, history, snapshot, started=hit)
+        await self._bind(rec, worker, agent, history, snapshot, started=hit)
         return rec, "store" if snapshot is not None else "fresh"
 
     def _flip_active(self, live: Live) -> bool:
@@ -210,7 +217,7 @@ class Lifecycle:
                 snapshot = await store.get_snapshot(session_id)
             await self.core.flush()
             messages = await store.list_messages(session_id)
-            agent = await self.agents.get(parent.agent_name)
+            agent = await self.agents.ref(parent.agent_name, parent.config.agent_version)
             (sid, worker), hit = await self.capacity.worker()
             now = utcnow()
             child = SessionRecord(
@@ -226,7 +233,7 @@ class Lifecycle:
                 for m in messages
             ]
             await self._bind(
-                child, worker, agent.path, [m.api() for m in messages], snapshot,
+                child, worker, agent, [m.api() for m in messages], snapshot,
                 extra=WriteBatch(messages=copies), started=hit,
             )
             if snapshot is not None:

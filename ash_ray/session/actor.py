@@ -11,6 +11,7 @@ or resume before the worker has copied the agent's folder.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -28,9 +29,9 @@ from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import Conflict
 from ash_ray.handles import Event, ExecOutput, RegistryClient, TurnOutcome, WorkerApi
-from ash_ray.models import SessionRecord, utcnow
+from ash_ray.models import AgentRef, SessionRecord, utcnow
 from ash_ray.sandbox import create_sandbox
-from ash_ray.session import streams, workspace
+from ash_ray.session import agent_cache, streams, workspace
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
@@ -86,7 +87,7 @@ class SessionWorker(HasGuard):
     async def bind(
         self,
         record: SessionRecord,
-        agent_path: str,
+        agent: AgentRef,
         conversation: list[dict[str, Any]],
         snapshot: bytes | None,
     ) -> str:
@@ -98,7 +99,7 @@ class SessionWorker(HasGuard):
         if current is not None and current.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {current.record.id}")
         try:
-            session = await self._open(record, Path(agent_path), conversation, snapshot)
+            session = await self._open(record, agent, conversation, snapshot)
         except Exception as exc:
             self.guard.settle(error=f"{type(exc).__name__}: {exc}")
             raise
@@ -115,12 +116,19 @@ class SessionWorker(HasGuard):
         return _node_id()
 
     async def _open(
-        self, record: SessionRecord, agent_path: Path, conversation: list[dict[str, Any]],
+        self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],
         snapshot: bytes | None,
     ) -> Bound:
+        agent_path = await agent_cache.materialize(
+            self.settings.agent_cache_dir, agent,
+            lambda: self.registry.agent_op("agents.archive", agent.name, agent.version),
+        )
         ws = self.settings.workspaces_dir / record.id
         signature = await asyncio.to_thread(workspace.prepare, ws, agent_path, snapshot)
         spec = await asyncio.to_thread(load_agent, agent_path)
+        # The agent's env (set at deploy or PATCH) joins its settings.json env; the
+        # session's extraEnv still wins over both.
+        spec = dataclasses.replace(spec, env={**spec.env, **agent.env})
         sandbox = create_sandbox(
             self.settings, ws, extra_env={**spec.env, **record.config.extra_env},
             sandbox_id=self.sandbox_id, network=agent_network(spec),

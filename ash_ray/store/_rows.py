@@ -181,6 +181,8 @@ def agent_from(row: Row, ts: TsIn) -> AgentRecord:
         path=row["path"],
         created_at=ts(row["created_at"]),
         updated_at=ts(row["updated_at"]),
+        env=json.loads(row["env"]),
+        config=json.loads(row["config"]),
     )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ash_ray.models import (
     AgentRecord,
+    AgentVersionRecord,
     EventRecord,
     MessageRecord,
     SessionRecord,
@@ -39,6 +40,44 @@ class Store(Protocol):
     async def list_agents(self) -> list[AgentRecord]: ...
 
     async def delete_agent(self, name: str) -> bool: ...
+
+    # agent archives (tar.gz of the files, one per agent version) and Ash's versions
+    # (ash_ray/store/agent_data.py)
+    async def save_agent(
+        self, name: str, path: str, archive: bytes, env: dict[str, str] | None = None
+    ) -> AgentRecord:
+        """Insert at version 1 or bump the version, storing ``archive`` for it."""
+
+    async def update_agent(
+        self, name: str, *, env: dict[str, str] | None = None, config: dict[str, Any] | None = None
+    ) -> AgentRecord | None: ...
+
+    async def put_agent_archive(self, name: str, version: int, archive: bytes) -> str: ...
+
+    async def agent_archive_sha(self, name: str, version: int) -> str | None: ...
+
+    async def get_agent_archive(self, name: str, version: int) -> bytes | None: ...
+
+    async def delete_agent_data(self, name: str) -> None: ...
+
+    async def list_agent_versions(self, name: str) -> list[AgentVersionRecord]: ...
+
+    async def get_agent_version(self, name: str, ref: str) -> AgentVersionRecord | None: ...
+
+    async def active_agent_version(self, name: str) -> AgentVersionRecord | None: ...
+
+    async def create_agent_version(
+        self, name: str, *, title: str | None, system_prompt: str | None,
+        release_notes: str | None, knowledge_files: list[str] | None,
+    ) -> AgentVersionRecord: ...
+
+    async def update_agent_version(
+        self, version_id: str, fields: dict[str, Any]
+    ) -> AgentVersionRecord | None: ...
+
+    async def delete_agent_version(self, version_id: str) -> bool: ...
+
+    async def activate_agent_version(self, name: str, version_id: str) -> None: ...
 
     # sessions, messages, events, usage
     async def write(self, batch: WriteBatch) -> None: ...

@@ -38,6 +38,7 @@ from ash_ray.models import (
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
 from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
+from ash_ray.store.agent_dialects import PostgresAgentData
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-class PostgresStore:
+class PostgresStore(PostgresAgentData):
     """The :class:`~ash_ray.store.base.Store` on Postgres or CockroachDB via asyncpg.
 
     ``url`` is ``postgresql://`` or ``postgres://``; libpq query parameters such as

@@ -113,6 +113,41 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        2,
+        "agents as data: env, config, archives per version, Ash's agent versions",
+        (
+            "ALTER TABLE agents ADD COLUMN env {json} NOT NULL DEFAULT '{{}}'",
+            "ALTER TABLE agents ADD COLUMN config {json} NOT NULL DEFAULT '{{}}'",
+            # One archive (tar.gz of the agent's files) per agent version: Postgres keeps
+            # it in ``data``; SQLite keeps it in a file named ``location`` under the
+            # snapshot directory (content-addressed by sha256, so versions share files).
+            """CREATE TABLE agent_archives (
+                agent_name TEXT NOT NULL,
+                version {int} NOT NULL,
+                size_bytes {int} NOT NULL,
+                sha256 TEXT NOT NULL,
+                location TEXT,
+                data {bytes},
+                created_at {ts} NOT NULL,
+                PRIMARY KEY (agent_name, version)
+            )""",
+            # Ash's "agent versions": named prompts with release notes, one active.
+            """CREATE TABLE agent_versions (
+                id TEXT PRIMARY KEY,
+                agent_name TEXT NOT NULL,
+                version_number {int} NOT NULL,
+                name TEXT NOT NULL,
+                system_prompt TEXT,
+                release_notes TEXT,
+                knowledge_files {json},
+                is_active {int} NOT NULL,
+                created_at {ts} NOT NULL,
+                updated_at {ts} NOT NULL,
+                UNIQUE (agent_name, version_number)
+            )""",
+        ),
+    ),
+    Migration(
         7,
         "usage counters as columns; queue items; eval cases, runs and results",
         (

@@ -36,6 +36,7 @@ from ash_ray.models import (
 from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
+from ash_ray.store.agent_dialects import SqliteAgentData
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteAgentData):
     """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
 
     kind = "sqlite"
