@@ -38,6 +38,7 @@ from ash_ray.models import (
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
 from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
+from ash_ray.store.extras_postgres import PostgresExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-class PostgresStore:
+class PostgresStore(PostgresExtras):
     """The :class:`~ash_ray.store.base.Store` on Postgres or CockroachDB via asyncpg.
 
     ``url`` is ``postgresql://`` or ``postgres://``; libpq query parameters such as
@@ -324,6 +325,7 @@ class PostgresStore:
                 status = await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
             return bool(status.endswith(" 1"))
 
+        await self.delete_session_extras(session_id)
         return await self._run("delete_session", fn)
 
     async def list_messages(

@@ -36,6 +36,7 @@ from ash_ray.models import (
 from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
+from ash_ray.store.extras_sqlite import SqliteExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteExtras):
     """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
 
     kind = "sqlite"
@@ -319,6 +320,7 @@ class SqliteStore:
                 cur = await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
                 return cur.rowcount > 0
 
+        await self.delete_session_extras(session_id)
         deleted: bool = await self._retry("delete_session", op)
         await asyncio.to_thread(self._snapshot_path(session_id).unlink, missing_ok=True)
         return deleted
