@@ -75,7 +75,11 @@ async def list_attachments(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
 
 @router.get(
     "/api/attachments/{attachment_id}",
-    responses={**fails(400, 404, 503), 200: {"description": "The attachment's bytes."}},
+    response_class=Response,
+    responses={**fails(400, 404, 503), 200: {
+        "description": "The attachment's bytes, typed as uploaded.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }},
 )
 async def download_attachment(attachment_id: AttachmentId, ctx: Ctx) -> Response:
     """The raw bytes, typed as uploaded; ``nosniff`` so a browser never runs them."""
@@ -91,7 +95,10 @@ async def download_attachment(attachment_id: AttachmentId, ctx: Ctx) -> Response
 
 
 @router.delete(
-    "/api/attachments/{attachment_id}", status_code=204, responses=fails(400, 404, 503)
+    "/api/attachments/{attachment_id}",
+    status_code=204,
+    response_class=Response,
+    responses=fails(400, 404, 503),
 )
 async def delete_attachment(attachment_id: AttachmentId, ctx: Ctx) -> Response:
     """Forget the attachment (the copy in the workspace stays: the agent may use it)."""

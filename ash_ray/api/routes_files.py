@@ -38,8 +38,14 @@ async def list_files(
 
 @router.get(
     "/{path:path}",
-    responses={**ERRORS, 200: {"description": "The raw bytes (default) or, with "
-                               "format=json, {path, content, size, source}."}},
+    response_class=Response,
+    responses={**ERRORS, 200: {
+        "description": "The raw bytes (default) or, with format=json, the text in JSON.",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": FileContent.model_json_schema()},
+        },
+    }},
 )
 async def get_file(
     sid: SessionId, path: str, ctx: Ctx, format: Literal["raw", "json"] = "raw"

@@ -17,8 +17,11 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["workspace"])
 
 @router.get(
     "/workspace",
-    responses={**fails(404, 409, 413, 503), 200: {
-        "content": {"application/gzip": {}}, "description": "The workspace as tar.gz."}},
+    response_class=Response,
+    responses={**fails(400, 404, 409, 413, 503), 200: {
+        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The workspace as tar.gz.",
+    }},
 )
 async def download_workspace(sid: SessionId, ctx: Ctx) -> Response:
     """The workspace as tar.gz, live or from the snapshot, without ``.env`` files,

@@ -272,6 +272,10 @@ def restore(root: Path, data: bytes, max_bytes: int) -> int:
 def _check_members(root: Path, members: list[tarfile.TarInfo], max_unpacked: int) -> None:
     total = 0
     for member in members:
+        # The data filter would strip the leading "/" and unpack it inside; a bundle
+        # that names absolute paths was not made from a workspace: refuse it.
+        if member.name.startswith("/"):
+            raise PathOutsideWorkspace(f"bundle rejected: entry {member.name!r} is absolute")
         tarfile.data_filter(member, str(root))  # raises FilterError naming the entry
         total += member.size
         if total > max_unpacked:
