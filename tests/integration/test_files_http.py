@@ -244,4 +244,3 @@ def test_refused_inputs(target: Target, sid: str) -> None:
                       json={"filename": "..", "content": b64(b"x")}), 400, "file name")
     refused(http.get(f"/api/sessions/{uuid.uuid4()}/files"), 404, "does not exist")
     refused(http.get(f"/api/sessions/{sid}/files/nope.txt"), 404, "does not exist")
-    refused(http.get(f"/api/sessions/{sid}/files/.", params={"format": "json"}), 400, "")
