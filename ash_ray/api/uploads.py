@@ -27,9 +27,9 @@ LIVE, SNAPSHOT = "sandbox", "snapshot"
 _ENVELOPE_BYTES = 1024 * 1024
 
 _UPLOAD_ROUTES = (
-    (re.compile(r"^/api/sessions/[^/]+/files/?$"), "max_upload_batch_bytes"),
-    (re.compile(r"^/api/sessions/[^/]+/workspace/?$"), "max_bundle_bytes"),
-    (re.compile(r"^/api/sessions/[^/]+/attachments/?$"), "max_attachment_size"),
+    (re.compile(r"/api/sessions/[^/]+/files/?$"), "max_upload_batch_bytes"),
+    (re.compile(r"/api/sessions/[^/]+/workspace/?$"), "max_bundle_bytes"),
+    (re.compile(r"/api/sessions/[^/]+/attachments/?$"), "max_attachment_size"),
 )
 
 
@@ -45,7 +45,8 @@ def upload_limits(settings: Settings) -> Callable[[str, str], int]:
     def limit_for(method: str, path: str) -> int:
         if method == "POST":
             for pattern, field in _UPLOAD_ROUTES:
-                if pattern.match(path):
+                # search, not match: an app mounted under a route prefix (/pg) has it in path
+                if pattern.search(path):
                     payload = base64_size(int(getattr(settings, field))) + _ENVELOPE_BYTES
                     return max(settings.max_body_bytes, payload)
         return settings.max_body_bytes
