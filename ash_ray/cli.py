@@ -15,6 +15,7 @@ from ash_ray import __version__, deploy_cli
 from ash_ray.chat import add_chat_parser, add_session_parsers
 from ash_ray.cli_jobs import add_jobs_parsers
 from ash_ray.errors import AshError
+from ash_ray.transfer import add_transfer_parsers
 
 DEFAULT_URL = "http://127.0.0.1:4100"
 
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("get", "pause", "resume", "stop", "end", "fork"):
         ssub.add_parser(action).add_argument("id")
     add_session_parsers(ssub)  # files, exec, tail, logs: their own func wins
+    add_transfer_parsers(ssub)  # download, upload (the workspace as tar.gz)
     sp.set_defaults(func=cmd_session)
     add_chat_parser(sub)
     add_jobs_parsers(sub, _client)

@@ -38,6 +38,25 @@ class Settings(BaseSettings):
         10 * 1024 * 1024, ge=1024, description="Largest accepted request body."
     )
     sse_heartbeat_s: float = Field(15.0, gt=0, le=300, description="SSE comment interval.")
+    # -- session files, workspace bundles, attachments, logs (limits as in Ash)
+    max_file_read_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest workspace file served raw."
+    )
+    max_upload_file_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest decoded file of POST .../files."
+    )
+    max_upload_batch_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest decoded batch of POST .../files."
+    )
+    max_bundle_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest workspace bundle (tar.gz), both ways."
+    )
+    max_attachment_size: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest attachment (ASH_MAX_ATTACHMENT_SIZE)."
+    )
+    session_log_lines: int = Field(
+        1000, ge=10, le=1_000_000, description="Tool log lines kept per session (ring buffer)."
+    )
     serve_replicas: int = Field(1, ge=1, le=64, description="Ingress replicas per app.")
     direct_ingress: bool = Field(
         True,

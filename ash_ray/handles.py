@@ -35,6 +35,7 @@ from ash_ray.actor_api import (
 )
 from ash_ray.calls import STALE, Call, _method, _Refresh, unwrap
 from ash_ray.errors import Unavailable
+from ash_ray.files_api import RegistryFilesCalls, WorkerFilesCalls
 from ash_ray.models import (
     AgentRecord,
     AgentRef,
@@ -69,7 +70,7 @@ def registry_handle(namespace: str = DEFAULT_NAMESPACE) -> ActorHandle:
         ) from None
 
 
-class RegistryClient:
+class RegistryClient(RegistryFilesCalls):
     """The registry actor, typed. Method names are the actor's own. Picklable.
 
     The handle is resolved by name on first use: the registry is detached and restartable
@@ -208,7 +209,7 @@ class Turn:
     rest: ray.ObjectRefGenerator
 
 
-class WorkerClient:
+class WorkerClient(WorkerFilesCalls):
     """A session worker, typed, as the registry holds it (no re-attach: it owns workers)."""
 
     def __init__(self, handle: ActorHandle) -> None:

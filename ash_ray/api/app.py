@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import Depends, FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,16 +14,20 @@ from ash_ray.api import (
     openapi,
     routes_agent_versions,
     routes_agents,
+    routes_attachments,
     routes_evals,
     routes_exec,
+    routes_files,
     routes_health,
     routes_messages,
     routes_queue,
     routes_sessions,
     routes_usage,
+    routes_workspace,
 )
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
+from ash_ray.api.uploads import upload_limits
 from ash_ray.console import console_router
 from ash_ray.sandbox import describe_isolation, detect_limit_mode
 
@@ -34,17 +40,26 @@ class BodyLimit:
     the read that passes the limit raises a 413 (the route never sees that body).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, limit_for: Callable[[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Upload routes (files, bundles, attachments) take larger bodies: their own limit.
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if self.limit_for is not None:
+            limit = self.limit_for(scope["method"], scope["path"])
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, receive, send, f"request body of {int(value)} bytes")
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._refuse(
+                    scope, receive, send, f"request body of {int(value)} bytes", limit
+                )
                 return
         received = 0
 
@@ -53,19 +68,21 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # An HTTPException: FastAPI passes it on (any other error reading a
                     # body becomes its 400) and the error handler answers the 413.
-                    raise HTTPException(413, self._message("a streamed request body"))
+                    raise HTTPException(413, self._message("a streamed request body", limit))
             return message
 
         await self.app(scope, counting_receive, send)
 
-    def _message(self, what: str) -> str:
-        return f"{what} is over the {self.max_bytes}-byte limit"
+    def _message(self, what: str, limit: int) -> str:
+        return f"{what} is over the {limit}-byte limit"
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
-        response = errors.error_response(413, self._message(what))
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, what: str, limit: int
+    ) -> None:
+        response = errors.error_response(413, self._message(what, limit))
         await response(scope, receive, send)
 
 
@@ -79,12 +96,16 @@ def create_api(ctx: IngressContext) -> FastAPI:
     app.state.limit_mode = detect_limit_mode(ctx.settings)
     app.state.isolation = describe_isolation(ctx.settings)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=ctx.settings.max_body_bytes,
+        limit_for=upload_limits(ctx.settings),
+    )
     app.include_router(routes_health.router)
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
     for module in (
         routes_agents, routes_agent_versions, routes_sessions, routes_messages, routes_exec,
-        routes_queue, routes_usage, routes_evals,
+        routes_files, routes_workspace, routes_attachments, routes_queue, routes_usage,
+        routes_evals,
     ):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.

@@ -31,6 +31,7 @@ from ash_ray.names import REGISTRY_NAME
 from ash_ray.registry.agent_versions import AgentVersions
 from ash_ray.registry.agents import Agents
 from ash_ray.registry.capacity import Capacity
+from ash_ray.registry.files import RegistryFiles
 from ash_ray.registry.lifecycle import Lifecycle
 from ash_ray.registry.rayops import RayOps
 from ash_ray.registry.recovery import Recovery
@@ -81,7 +82,7 @@ class Services:
         await self.core.store.close()
 
 
-class Registry:
+class Registry(RegistryFiles):
     """See the module docstring. Methods are called with ``.remote()``; all are async."""
 
     def __init__(

@@ -197,7 +197,6 @@ class Lifecycle:
             live = self.core.live.get(session_id)
             if live is not None:
                 return await self.core.release(live, "ended")
-            await self.core.store.delete_snapshot(session_id)
             return await self.core.set_cold_status(rec, "ended")
 
     async def fork(self, session_id: str) -> SessionRecord:

@@ -157,8 +157,6 @@ class Core:
         if self.live.get(live.record.id) is live:
             self.live.pop(live.record.id)
         await self.ray.kill(live.worker)
-        if status == "ended":
-            await self.store.delete_snapshot(live.record.id)
         return rec
 
     async def usable(self, live: Live) -> bool:

@@ -35,11 +35,12 @@ from ash_ray.session import agent_cache, streams, workspace
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
-from ash_ray.session.state import BindGuard, Bound, HasGuard, bound, bound_stream
+from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
 from ash_ray.session.turns import TurnRunner, repair_conversation
+from ash_ray.session.worker_files import WorkerFiles
 
 
-class SessionWorker(HasGuard):
+class SessionWorker(WorkerFiles):
     """One session's process. Created only by the registry (see DESIGN section 2)."""
 
     def __init__(self, settings: Settings, sandbox_id: str) -> None:
@@ -129,10 +130,10 @@ class SessionWorker(HasGuard):
         # The agent's env (set at deploy or PATCH) joins its settings.json env; the
         # session's extraEnv still wins over both.
         spec = dataclasses.replace(spec, env={**spec.env, **agent.env})
-        sandbox = create_sandbox(
+        sandbox = self.logged(create_sandbox(
             self.settings, ws, extra_env={**spec.env, **record.config.extra_env},
             sandbox_id=self.sandbox_id, network=agent_network(spec),
-        )
+        ), record.id)
         loop = AgentLoop(self.client, spec, sandbox, self.settings, session_id=record.id)
         return Bound(
             record=record, log=EventLog(record.id, last_seq=record.last_seq), spec=spec,
@@ -162,10 +163,10 @@ class SessionWorker(HasGuard):
         s.record = s.record.model_copy(update={"config": new_config})
         if "extra_env" in config:
             old = s.sandbox
-            s.sandbox = s.loop.sandbox = create_sandbox(
+            s.sandbox = s.loop.sandbox = self.logged(create_sandbox(
                 self.settings, old.workspace, extra_env={**s.spec.env, **new_config.extra_env},
                 sandbox_id=self.sandbox_id, network=agent_network(s.spec),
-            )
+            ), s.record.id)
             await old.close()
         assert self.persist is not None
         await self.persist.flush(wait=True)
@@ -208,9 +209,10 @@ class SessionWorker(HasGuard):
         assert self.turns is not None and self.persist is not None
         await self.turns.stop(self.settings.drain_timeout_s)
         s.record = s.record.model_copy(update={"status": status})
-        if status != "ended":
-            await self._snapshot_to_store(s, force=True)
+        # Ended sessions keep their last snapshot too: their files stay readable.
+        await self._snapshot_to_store(s, force=True)
         await self.persist.flush(wait=True)
+        await self.flush_logs()
         # The store holds the snapshot now; a later cold resume may land on another node.
         await s.loop.aclose()
         await s.sandbox.close()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import tarfile
 from pathlib import Path
 
 from ash_ray.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
 
 # Never copied from an agent folder into a session: VCS metadata and caches.
 _SKIP = shutil.ignore_patterns(".git", "__pycache__", "node_modules", ".venv")
@@ -66,9 +69,21 @@ def restore(workspace: Path, data: bytes) -> None:
 
 
 def extract(workspace: Path, data: bytes) -> None:
-    """Unpack a tar.gz into ``workspace`` with the 'data' filter (no escapes, no devices)."""
+    """Unpack a tar.gz into ``workspace`` with the 'data' filter (no escapes, no devices).
+
+    A symlink that points outside (a tool may make one: ``ln -s /etc/passwd x``) is left
+    out rather than failing the whole restore: the session would never resume otherwise.
+    """
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            tar.extractall(workspace, filter="data")
+            tar.extractall(workspace, filter=_without_escaping_links)
     except (tarfile.TarError, OSError) as exc:
         raise InvalidInput(f"workspace archive rejected: {exc}") from None
+
+
+def _without_escaping_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    try:
+        return tarfile.data_filter(member, dest)
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        logger.warning("snapshot: leaving out symlink %s -> %s", member.name, member.linkname)
+        return None

@@ -13,6 +13,7 @@ from ash_ray.models import (
     UsageRecord,
     WriteBatch,
 )
+from ash_ray.records import AttachmentRecord, LogLine
 
 
 @runtime_checkable
@@ -115,3 +116,24 @@ class Store(Protocol):
     async def get_snapshot(self, session_id: str) -> bytes | None: ...
 
     async def delete_snapshot(self, session_id: str) -> None: ...
+
+    # attachments (bytes next to snapshots: in the database, or files under the data dir)
+    async def put_attachment(self, record: AttachmentRecord, data: bytes) -> None: ...
+
+    async def get_attachment(self, attachment_id: str) -> AttachmentRecord | None: ...
+
+    async def read_attachment(self, attachment_id: str) -> bytes | None: ...
+
+    async def list_attachments(self, session_id: str) -> list[AttachmentRecord]: ...
+
+    async def delete_attachment(self, attachment_id: str) -> bool: ...
+
+    # session logs (tool output), bounded per session
+    async def append_logs(self, session_id: str, lines: list[LogLine], keep: int) -> None: ...
+
+    async def list_logs(
+        self, session_id: str, after: int = -1, limit: int = 10_000
+    ) -> list[LogLine]: ...
+
+    async def last_log_index(self, session_id: str) -> int:
+        """The highest stored line index of the session, -1 when it has none."""

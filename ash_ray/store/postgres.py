@@ -39,6 +39,7 @@ from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
 from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
 from ash_ray.store.agent_dialects import PostgresAgentData
+from ash_ray.store.extras_postgres import PostgresExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-class PostgresStore(PostgresAgentData):
+class PostgresStore(PostgresAgentData, PostgresExtras):
     """The :class:`~ash_ray.store.base.Store` on Postgres or CockroachDB via asyncpg.
 
     ``url`` is ``postgresql://`` or ``postgres://``; libpq query parameters such as
@@ -325,6 +326,7 @@ class PostgresStore(PostgresAgentData):
                 status = await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
             return bool(status.endswith(" 1"))
 
+        await self.delete_session_extras(session_id)
         return await self._run("delete_session", fn)
 
     async def list_messages(

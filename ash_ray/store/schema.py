@@ -148,6 +148,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        3,
+        "attachments, session logs",
+        (
+            # Postgres keeps an attachment's bytes in ``data``; SQLite keeps a file name in
+            # ``location`` (under the snapshot directory's ``attachments/``), as snapshots do.
+            """CREATE TABLE attachments (
+                id TEXT PRIMARY KEY,
+                session_id TEXT NOT NULL,
+                message_id TEXT,
+                filename TEXT NOT NULL,
+                mime_type TEXT NOT NULL,
+                size_bytes {int} NOT NULL,
+                sha256 TEXT NOT NULL,
+                location TEXT,
+                data {bytes},
+                created_at {ts} NOT NULL
+            )""",
+            "CREATE INDEX attachments_session ON attachments (session_id, created_at)",
+            # ``ts`` is display text (ISO 8601): lines are ordered by ``idx``, never by time.
+            """CREATE TABLE session_logs (
+                session_id TEXT NOT NULL,
+                idx {int} NOT NULL,
+                level TEXT NOT NULL,
+                text TEXT NOT NULL,
+                ts TEXT NOT NULL,
+                PRIMARY KEY (session_id, idx)
+            )""",
+        ),
+    ),
+    Migration(
         7,
         "usage counters as columns; queue items; eval cases, runs and results",
         (

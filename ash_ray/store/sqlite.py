@@ -37,6 +37,7 @@ from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
 from ash_ray.store.agent_dialects import SqliteAgentData
+from ash_ray.store.extras_sqlite import SqliteExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore(SqliteAgentData):
+class SqliteStore(SqliteAgentData, SqliteExtras):
     """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
 
     kind = "sqlite"
@@ -320,6 +321,7 @@ class SqliteStore(SqliteAgentData):
                 cur = await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
                 return cur.rowcount > 0
 
+        await self.delete_session_extras(session_id)
         deleted: bool = await self._retry("delete_session", op)
         await asyncio.to_thread(self._snapshot_path(session_id).unlink, missing_ok=True)
         return deleted

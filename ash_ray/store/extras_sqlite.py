@@ -1,0 +1,181 @@
+"""Attachments and session logs on SQLite (a mixin of
+:class:`~ash_ray.store.sqlite.SqliteStore`).
+
+An attachment's bytes are a file under ``<snapshot dir>/attachments/`` written atomically,
+as snapshots are; its row holds the name and digest. Log lines are rows, trimmed to the
+newest ``keep`` per session on every append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ash_ray.errors import StoreError
+from ash_ray.records import AttachmentRecord, LogLine
+from ash_ray.store import _files as files
+from ash_ray.store import _rows as rows
+
+ATTACHMENT_COLS = (
+    "id", "session_id", "message_id", "filename", "mime_type", "size_bytes", "sha256",
+    "location", "created_at",
+)
+
+
+def _ts_out(ts: datetime) -> str:
+    return rows.utc(ts).isoformat(timespec="microseconds")
+
+
+def attachment_from(row: Any, created_at: datetime) -> AttachmentRecord:
+    return AttachmentRecord(
+        id=row["id"], session_id=row["session_id"], message_id=row["message_id"],
+        filename=row["filename"], mime_type=row["mime_type"], size=row["size_bytes"],
+        sha256=row["sha256"], created_at=created_at,
+    )
+
+
+def log_from(row: Any) -> LogLine:
+    return {"index": row["idx"], "level": row["level"], "text": row["text"], "ts": row["ts"]}
+
+
+class SqliteExtras:
+    """Attachments and logs; the host store provides the connection plumbing."""
+
+    snapshot_dir: Path
+
+    if TYPE_CHECKING:
+        def _tx(self) -> AbstractAsyncContextManager[Any]: ...
+        async def _retry(self, what: str, op: Any) -> Any: ...
+        async def _fetch(
+            self, what: str, sql: str, args: Iterable[Any] = ()
+        ) -> list[sqlite3.Row]: ...
+
+    @property
+    def attachment_dir(self) -> Path:
+        return self.snapshot_dir / "attachments"
+
+    def _attachment_path(self, attachment_id: str) -> Path:
+        # snapshot_name keeps the file inside its directory whatever the id is.
+        return self.attachment_dir / files.snapshot_name(attachment_id).replace(".tar.gz", ".bin")
+
+    async def put_attachment(self, record: AttachmentRecord, data: bytes) -> None:
+        """Write the bytes atomically, then record the attachment."""
+        target = self._attachment_path(record.id)
+        await asyncio.to_thread(files.write_atomically, target, data)
+        values = (
+            record.id, record.session_id, record.message_id, record.filename,
+            record.mime_type, record.size, record.sha256, target.name,
+            _ts_out(record.created_at),
+        )
+
+        async def op() -> None:
+            async with self._tx() as tx:
+                await tx.execute(
+                    f"INSERT INTO attachments ({', '.join(ATTACHMENT_COLS)}) "
+                    f"VALUES ({', '.join('?' for _ in ATTACHMENT_COLS)})",
+                    values,
+                )
+
+        await self._retry("put_attachment", op)
+
+    async def get_attachment(self, attachment_id: str) -> AttachmentRecord | None:
+        found = await self._fetch(
+            "get_attachment", "SELECT * FROM attachments WHERE id = ?", (attachment_id,)
+        )
+        return _attachment(found[0]) if found else None
+
+    async def read_attachment(self, attachment_id: str) -> bytes | None:
+        """The attachment's bytes; None when unknown. A file that does not match its
+        digest is a StoreError (a torn or tampered file is never served)."""
+        record = await self.get_attachment(attachment_id)
+        if record is None:
+            return None
+        path = self._attachment_path(attachment_id)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise StoreError(
+                f"attachment {attachment_id} is recorded but {path} is missing"
+            ) from None
+        if files.sha256(data) != record.sha256:
+            raise StoreError(f"attachment file {path} does not match its recorded sha256")
+        return data
+
+    async def list_attachments(self, session_id: str) -> list[AttachmentRecord]:
+        found = await self._fetch(
+            "list_attachments",
+            "SELECT * FROM attachments WHERE session_id = ? ORDER BY created_at, id",
+            (session_id,),
+        )
+        return [_attachment(row) for row in found]
+
+    async def delete_attachment(self, attachment_id: str) -> bool:
+        async def op() -> bool:
+            async with self._tx() as tx:
+                cur = await tx.execute("DELETE FROM attachments WHERE id = ?", (attachment_id,))
+                return bool(cur.rowcount > 0)
+
+        deleted: bool = await self._retry("delete_attachment", op)
+        await asyncio.to_thread(self._attachment_path(attachment_id).unlink, missing_ok=True)
+        return deleted
+
+    async def delete_session_extras(self, session_id: str) -> None:
+        """Remove a deleted session's attachments (rows and files) and log lines."""
+        for record in await self.list_attachments(session_id):
+            await self.delete_attachment(record.id)
+
+        async def op() -> None:
+            async with self._tx() as tx:
+                await tx.execute("DELETE FROM session_logs WHERE session_id = ?", (session_id,))
+
+        await self._retry("delete_session_logs", op)
+
+    async def append_logs(self, session_id: str, lines: list[LogLine], keep: int) -> None:
+        """Add lines (a retried batch is a no-op) and keep only the newest ``keep``."""
+        if not lines:
+            return
+        newest = max(line["index"] for line in lines)
+
+        async def op() -> None:
+            async with self._tx() as tx:
+                await tx.executemany(
+                    "INSERT INTO session_logs (session_id, idx, level, text, ts) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(session_id, ln["index"], ln["level"], ln["text"], ln["ts"]) for ln in lines],
+                )
+                await tx.execute(
+                    "DELETE FROM session_logs WHERE session_id = ? AND idx <= ?",
+                    (session_id, newest - keep),
+                )
+
+        await self._retry("append_logs", op)
+
+    async def list_logs(
+        self, session_id: str, after: int = -1, limit: int = 10_000
+    ) -> list[LogLine]:
+        """Lines with ``index > after``, oldest first."""
+        found = await self._fetch(
+            "list_logs",
+            "SELECT idx, level, text, ts FROM session_logs WHERE session_id = ? AND idx > ? "
+            "ORDER BY idx LIMIT ?",
+            (session_id, after, limit),
+        )
+        return [log_from(row) for row in found]
+
+    async def last_log_index(self, session_id: str) -> int:
+        found = await self._fetch(
+            "last_log_index",
+            "SELECT MAX(idx) AS idx FROM session_logs WHERE session_id = ?",
+            (session_id,),
+        )
+        value = found[0]["idx"] if found else None
+        return -1 if value is None else int(value)
+
+
+def _attachment(row: Any) -> AttachmentRecord:
+    return attachment_from(row, rows.utc(datetime.fromisoformat(row["created_at"])))
