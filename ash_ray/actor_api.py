@@ -15,7 +15,14 @@ from typing import Any, Protocol, TypedDict
 
 from ray.actor import ActorHandle
 
-from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
+from ash_ray.models import (
+    AgentRecord,
+    EventRecord,
+    MessageRecord,
+    QueuedTurn,
+    SessionRecord,
+    WriteBatch,
+)
 
 # An event as streams carry it: (seq, type, data). Plain tuples cross the Ray boundary
 # cheaper than pydantic objects on the hot path.
@@ -84,6 +91,9 @@ class RegistryApi(Protocol):
     async def patch_config(self, session_id: str, patch: dict[str, Any]) -> SessionRecord: ...
     async def record(self, batch: WriteBatch, stats: dict[str, Any]) -> None: ...
     async def put_snapshot(self, session_id: str, data: bytes) -> None: ...
+    async def put_turn(self, item: QueuedTurn) -> None: ...
+    async def delete_turn(self, session_id: str, message_id: str) -> None: ...
+    async def list_turns(self, session_id: str) -> list[QueuedTurn]: ...
     async def worker_failed(self, session_id: str, seen_seq: int) -> list[Event]: ...
     async def list_messages(
         self, session_id: str, after: int, limit: int

@@ -220,6 +220,12 @@ class MessageCreate(Wire):
     effort: Effort | None = None
     thinking: ThinkingConfig | None = None
     output_format: dict[str, Any] | None = None
+    if_busy: Literal["queue", "reject", "interrupt"] = Field(
+        "reject",
+        description="While a turn runs: `reject` (409), `queue` (runs as its own turn after "
+        "the ones before it; the stream starts when its turn starts) or `interrupt` (stop "
+        "the running turn, then run this one).",
+    )
 
     def options(self) -> dict[str, Any]:
         """The turn options the worker takes (snake_case; ``thinking`` as the API takes it)."""
@@ -374,6 +380,21 @@ class UsageRecord(BaseModel):
     model: str
     usage: Usage
     created_at: datetime
+
+
+class QueuedTurn(BaseModel):
+    """A message waiting for its turn (``queued``) or being answered (``running``).
+
+    Written to the store before a queued message is acknowledged, and while a turn runs,
+    so that a new worker re-runs the queue and continues the turn after a crash.
+    """
+
+    session_id: str
+    message_id: str
+    position: int
+    prompt: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    state: Literal["queued", "running"] = "queued"
 
 
 class WriteBatch(BaseModel):

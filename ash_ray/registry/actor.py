@@ -24,7 +24,14 @@ from ray.actor import ActorHandle
 
 from ash_ray.config import Settings
 from ash_ray.handles import Attached, DrainResult, Event, RegistryApi
-from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
+from ash_ray.models import (
+    AgentRecord,
+    EventRecord,
+    MessageRecord,
+    QueuedTurn,
+    SessionRecord,
+    WriteBatch,
+)
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.registry.agents import Agents
 from ash_ray.registry.capacity import Capacity
@@ -201,6 +208,16 @@ class Registry:
 
     async def put_snapshot(self, session_id: str, data: bytes) -> None:
         await (await self._ready()).core.store.put_snapshot(session_id, data)
+
+    async def put_turn(self, item: QueuedTurn) -> None:
+        """Queue (or mark running) a session's message; returns once committed."""
+        await (await self._ready()).core.store.put_turn(item)
+
+    async def delete_turn(self, session_id: str, message_id: str) -> None:
+        await (await self._ready()).core.store.delete_turn(session_id, message_id)
+
+    async def list_turns(self, session_id: str) -> list[QueuedTurn]:
+        return await (await self._ready()).core.store.list_turns(session_id)
 
     async def worker_failed(self, session_id: str, seen_seq: int) -> list[Event]:
         """An ingress saw the worker die: pause the session, close the turn in the log."""

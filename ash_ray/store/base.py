@@ -8,6 +8,7 @@ from ash_ray.models import (
     AgentRecord,
     EventRecord,
     MessageRecord,
+    QueuedTurn,
     SessionRecord,
     UsageRecord,
     WriteBatch,
@@ -76,3 +77,12 @@ class Store(Protocol):
     async def get_snapshot(self, session_id: str) -> bytes | None: ...
 
     async def delete_snapshot(self, session_id: str) -> None: ...
+
+    # the turn queue (migration 5)
+    async def put_turn(self, item: QueuedTurn) -> None:
+        """Insert or update a queued (or running) message; committed on return."""
+
+    async def delete_turn(self, session_id: str, message_id: str) -> None: ...
+
+    async def list_turns(self, session_id: str) -> list[QueuedTurn]:
+        """The session's queued and running messages, in order."""

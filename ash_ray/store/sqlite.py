@@ -37,6 +37,7 @@ from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+from ash_ray.store.turn_queue import SqliteTurnQueue
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteTurnQueue):
     """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
 
     kind = "sqlite"
@@ -314,7 +315,7 @@ class SqliteStore:
 
         async def op() -> bool:
             async with self._tx() as tx:
-                for table in ("messages", "events", "usage", "snapshots"):
+                for table in ("messages", "events", "usage", "snapshots", "turn_queue"):
                     await tx.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
                 cur = await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
                 return cur.rowcount > 0
