@@ -67,10 +67,9 @@ class Services:
         agents = Agents(store)
         capacity = Capacity(core)
         recovery = Recovery(core)
-        return cls(
-            core, agents, capacity, Lifecycle(core, agents, capacity), recovery,
-            Upkeep(core, capacity, recovery),
-        )
+        lifecycle = Lifecycle(core, agents, capacity)
+        recovery.resume = lifecycle.resume
+        return cls(core, agents, capacity, lifecycle, recovery, Upkeep(core, capacity, recovery))
 
     async def start(self) -> None:
         self.core.start()

@@ -24,14 +24,15 @@ _UPSERT = (
 
 
 def _args(item: QueuedTurn) -> tuple[Any, ...]:
-    return (item.session_id, item.message_id, item.position, item.prompt,
+    # The prompt as JSON: json.dumps escapes NUL, which Postgres text refuses.
+    return (item.session_id, item.message_id, item.position, json.dumps(item.prompt),
             json.dumps(item.options), item.state)
 
 
 def _item(row: Any) -> QueuedTurn:
     return QueuedTurn(
         session_id=row["session_id"], message_id=row["message_id"],
-        position=int(row["position"]), prompt=row["prompt"],
+        position=int(row["position"]), prompt=json.loads(row["prompt"]),
         options=json.loads(row["options"]), state=row["state"],
     )
 
