@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -250,6 +251,7 @@ class Registry:
             "accepting": svc.core.accepting,
             "registryUptime": round(time.time() - self.started_at, 3),
             "sessionSlots": svc.capacity.placement.slots_total,
+            "sessionsPerNode": dict(Counter(lv.node_id or "binding" for lv in live.values())),
         }
 
     async def metrics_text(self) -> bytes:
