@@ -18,7 +18,7 @@ from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
 from ash_ray.session.recovery import LOST_TOOL
 from ash_ray.session.state import Bound
-from ash_ray.session.streams import events
+from ash_ray.session.streams import events, follow
 from ash_ray.session.turns import TurnRunner
 
 
@@ -192,3 +192,16 @@ async def test_with_recovery_interrupt_the_turn_is_closed_and_a_resend_is_refuse
     with pytest.raises(WorkerLost):
         await runner.start("build it", {"message_id": "m1"})
     await _until(lambda: not registry.queue)
+
+
+async def test_a_stream_ends_at_its_done_when_the_next_turn_starts_at_once() -> None:
+    runner, loop, _ = _runner()
+    first = await runner.start("one", {})
+    waiting = asyncio.create_task(runner.start("two", {"if_busy": "queue"}))
+    await _until(lambda: runner.line)
+    loop.latch("one").set()
+    second = await waiting  # begun before the first stream read its done
+    batches = [b async for b in follow(runner.session.log, first - 1, 5)]
+    seqs = [e[0] for b in batches for e in b]
+    assert batches[-1][-1][1] == "done" and second not in seqs
+    loop.latch("two").set()
