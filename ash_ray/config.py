@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     )
     default_model: str = Field("claude-sonnet-4-6", description="Model when none is given.")
     max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")
+    turn_recovery: Literal["continue", "interrupt"] = Field(
+        "continue",
+        description="A turn whose worker or node is lost: `continue` on a new worker from "
+        "its last persisted step, or `interrupt` (end it with an error event).",
+    )
     max_tokens: int = Field(8192, ge=1, description="max_tokens of each model request.")
     context_window_tokens: int = Field(
         200_000, ge=1000, description="The model's context window, for automatic compaction."

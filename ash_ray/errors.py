@@ -20,6 +20,7 @@
     ├── StoreError                   500  the database failed after retries
     ├── SandboxError                 500  a sandbox could not be set up
     └── TurnFailed                   500  a turn ended in error (model API, tool crash)
+        └── WorkerLost               500  the turn's worker died and the turn was not continued
 
 Errors cross Ray actor boundaries by pickling, so every class keeps the signature
 ``__init__(self, message, **fields)`` and ``__reduce__`` rebuilds it with its fields.
@@ -120,3 +121,8 @@ class SandboxError(AshError):
 
 class TurnFailed(AshError):
     """A turn ended with an ``error`` event (raised by pipeline helpers that ask to raise)."""
+
+
+class WorkerLost(TurnFailed):
+    """The worker running a turn died and the turn was not continued
+    (``ASH_TURN_RECOVERY=interrupt``, or a cluster restart): send the prompt again."""

@@ -41,6 +41,7 @@ from ash_ray.models import (
     AgentRef,
     EventRecord,
     MessageRecord,
+    QueuedTurn,
     SessionRecord,
     WriteBatch,
 )
@@ -154,6 +155,15 @@ class RegistryClient(RegistryFilesCalls):
 
     def put_snapshot(self, session_id: str, data: bytes) -> Call[None]:
         return self._call(RegistryApi.put_snapshot, session_id, data)
+
+    def put_turn(self, item: QueuedTurn) -> Call[None]:
+        return self._call(RegistryApi.put_turn, item)
+
+    def delete_turn(self, session_id: str, message_id: str) -> Call[None]:
+        return self._call(RegistryApi.delete_turn, session_id, message_id)
+
+    def list_turns(self, session_id: str) -> Call[list[QueuedTurn]]:
+        return self._call(RegistryApi.list_turns, session_id)
 
     def worker_failed(self, session_id: str, seen_seq: int) -> Call[list[Event]]:
         return self._call(RegistryApi.worker_failed, session_id, seen_seq)

@@ -278,6 +278,12 @@ class MessageCreate(Wire):
     effort: Effort | None = None
     thinking: ThinkingConfig | None = None
     output_format: dict[str, Any] | None = None
+    if_busy: Literal["queue", "reject", "interrupt"] = Field(
+        "reject",
+        description="While a turn runs: `reject` (409), `queue` (runs as its own turn after "
+        "the ones before it; the stream starts when its turn starts) or `interrupt` (stop "
+        "the running turn, then run this one).",
+    )
 
     @field_validator("content")
     @classmethod
@@ -502,6 +508,21 @@ class UsageRecord(BaseModel):
     messages: int = 0
     compute_ms: int = 0
     """Wall time of the turn (the model's calls and the tools), in milliseconds."""
+
+
+class QueuedTurn(BaseModel):
+    """A message waiting for its turn (``queued``) or being answered (``running``).
+
+    Written to the store before a queued message is acknowledged, and while a turn runs,
+    so that a new worker re-runs the queue and continues the turn after a crash.
+    """
+
+    session_id: str
+    message_id: str
+    position: int
+    prompt: str | list[dict[str, Any]]  # text, or Messages-API content blocks
+    options: dict[str, Any] = Field(default_factory=dict)
+    state: Literal["queued", "running"] = "queued"
 
 
 class WriteBatch(BaseModel):

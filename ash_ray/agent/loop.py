@@ -184,14 +184,16 @@ class AgentLoop:
     async def run_turn(
         self,
         conversation: list[dict[str, Any]],
-        prompt: Prompt,
+        prompt: Prompt | None,
         options: TurnOptions,
         interrupt: asyncio.Event,
     ) -> AsyncIterator[AgentEvent]:
         """Run one prompt to the end of the turn, yielding events (see module doc).
 
         ``conversation`` is the full history; a compaction appends a boundary message
-        to it (:mod:`.compact`), it never removes any.
+        to it (:mod:`.compact`), it never removes any. ``prompt=None`` continues a turn
+        whose worker was lost: the conversation already ends with the user's side (the
+        prompt or tool results), and the model is called again from there.
         """
         started = time.monotonic()
         self.tools.restore(conversation)  # a cold resume: the todo list of the history
@@ -199,11 +201,13 @@ class AgentLoop:
         # agenttools: mcp_status events of the start; UserPromptSubmit hooks
         for event in turn.calls.drain():
             yield event
-        yield AgentEvent("message", self._tag(user_message(prompt)))
-        blocked, context = await turn.calls.prompt_hooks(prompt_text(prompt))
-        if context:
-            prompt = with_text(prompt, "\n".join(context))
-        conversation.append({"role": "user", "content": prompt})
+        blocked: str | None = None
+        if prompt is not None:
+            yield AgentEvent("message", self._tag(user_message(prompt)))
+            blocked, context = await turn.calls.prompt_hooks(prompt_text(prompt))
+            if context:
+                prompt = with_text(prompt, "\n".join(context))
+            conversation.append({"role": "user", "content": prompt})
         p = _Progress()
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         while blocked is None and not p.finished:

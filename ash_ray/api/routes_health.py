@@ -35,6 +35,8 @@ async def health(ctx: Ctx, request: Request) -> Any:
         "sandboxIsolation": request.app.state.isolation,
         "auth": ctx.settings.auth_enabled,
         "accepting": reg["accepting"],
+        # Live sessions by the Ray node their worker runs on.
+        "sessionsPerNode": reg.get("sessionsPerNode", {}),
     }
     return JSONResponse(body, status_code=200 if reg["accepting"] else 503)
 

@@ -20,6 +20,8 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 HEARTBEAT = b": ping\n\n"
+# Workers a stream follows its turn across before it gives up (each one lost mid-turn).
+MAX_RECOVERIES = 3
 
 def frame(seq: int, type_: str, data: Any) -> bytes:
     payload = json.dumps(data, separators=(",", ":"))
@@ -56,29 +58,39 @@ async def pump(
     """
     client, reg = worker, registry
     seen = after
-    try:
-        if turn is not None:
-            yield _frames(turn.first)
-            seen = turn.first[-1][0]
-            batches = _batches(turn.rest)
-        else:
-            if replay:
-                oldest = await client.oldest_seq()
-                if oldest > seen + 1:
-                    for e in await reg.list_events(session_id, seen, oldest - seen - 1):
-                        yield frame(e.seq, e.type, e.data)
-                        seen = e.seq
-            batches = client.stream_events(seen, heartbeat_s)
-        async for batch in batches:
-            if not batch:
-                yield HEARTBEAT
-                continue
-            yield _frames(batch)
-            seen = batch[-1][0]
-    except (ray.exceptions.RayError, AshError):
-        logger.warning("session %s worker died mid-stream", session_id)
-        for seq, type_, data in await reg.worker_failed(session_id, seen):
-            yield frame(seq, type_, data)
+    for _attempt in range(MAX_RECOVERIES + 1):
+        try:
+            if turn is not None:
+                yield _frames(turn.first)
+                seen = turn.first[-1][0]
+                batches = _batches(turn.rest)
+            else:
+                if replay:
+                    oldest = await client.oldest_seq()
+                    if oldest > seen + 1:
+                        for e in await reg.list_events(session_id, seen, oldest - seen - 1):
+                            yield frame(e.seq, e.type, e.data)
+                            seen = e.seq
+                batches = client.stream_events(seen, heartbeat_s)
+            async for batch in batches:
+                if not batch:
+                    yield HEARTBEAT
+                    continue
+                yield _frames(batch)
+                seen = batch[-1][0]
+            return
+        except (ray.exceptions.RayError, AshError):
+            logger.warning("session %s worker died mid-stream", session_id)
+            ending = await reg.worker_failed(session_id, seen)
+            for seq, type_, data in ending:
+                yield frame(seq, type_, data)
+            if ending:
+                return
+        # The turn continues on a new worker (ASH_TURN_RECOVERY=continue): follow it
+        # there, in the same numbering, from the store for what it has already done.
+        client, turn, replay = await reg.session(session_id), None, True
+    for seq, type_, data in await reg.worker_failed(session_id, seen):
+        yield frame(seq, type_, data)
 
 
 async def _batches(refs: ray.ObjectRefGenerator) -> AsyncIterator[list[Event]]:

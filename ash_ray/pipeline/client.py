@@ -19,7 +19,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from ash_ray import cluster_file
 from ash_ray.errors import AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
 from ash_ray.handles import Call, Event, RegistryClient, SessionClient, TurnOutcome, unwrap
-from ash_ray.models import MessageCreate, SessionCreate, parse_uuid
+from ash_ray.models import MessageCreate, SessionCreate, new_id, parse_uuid
 from ash_ray.names import DEFAULT_NAMESPACE
 
 __all__ = [
@@ -65,15 +65,27 @@ def _check_keys(model: type[BaseModel], given: dict[str, Any], what: str) -> Non
 
 
 def turn_options(prompt: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Turn options as the worker takes them (snake_case), from snake or camelCase names."""
+    """Turn options as the worker takes them (snake_case), from snake or camelCase names.
+
+    A message sent while the session runs a turn waits for its turn (``if_busy="queue"``)
+    unless told otherwise.
+    """
     if not isinstance(prompt, str):
         raise InvalidInput(f"a prompt must be a string, got {type(prompt).__name__}")
     _check_keys(MessageCreate, options, "turn option")
+    if "ifBusy" not in options:
+        options = {"if_busy": "queue", **options}
     try:
         body = MessageCreate.model_validate({"content": prompt, **options})
     except ValidationError as exc:
         raise InvalidInput(f"invalid turn options: {exc.errors()[0]['msg']}") from None
     return body.model_dump(exclude={"content"}, exclude_none=True)
+
+
+def _one_call(prompt: str, options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`turn_options` with a ``message_id`` of its own: a call re-sent after its
+    worker was lost finds its turn (continued or queued) instead of starting another."""
+    return {**turn_options(prompt, options), "message_id": new_id()}
 
 
 def session_body(agent: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +110,7 @@ class _Method:
     def remote(self, prompt: str, **options: Any) -> Any:
         """An ObjectRef of the turn outcome (``ask``) or an ObjectRefGenerator of events."""
         worker = self._session.worker
-        opts = turn_options(prompt, options)
+        opts = _one_call(prompt, options)
         if self._streaming:
             return worker.ask_stream(prompt, opts)
         return worker.ask(prompt, opts).ref()
@@ -151,11 +163,11 @@ class AgentSession:
         The retry covers a worker lost *between* turns (evicted, swept); a worker that dies
         during the turn fails the same way, and its session is then ``paused``.
         """
-        return self.worker.ask(prompt, turn_options(prompt, options)).get(timeout_s)
+        return self.worker.ask(prompt, _one_call(prompt, options)).get(timeout_s)
 
     def stream(self, prompt: str, **options: Any) -> Iterator[Event]:
         """The turn's events, ``(seq, type, data)``, as they happen; ends after ``done``."""
-        return self.worker.ask_events(prompt, turn_options(prompt, options))
+        return self.worker.ask_events(prompt, _one_call(prompt, options))
 
     def describe(self) -> dict[str, Any]:
         """The worker's own view: status, turn running, idle seconds, usage, node."""

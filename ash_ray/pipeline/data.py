@@ -19,7 +19,8 @@ import ray
 import ray.data
 from ray.data.dataset import MaterializedDataset
 
-from ash_ray.errors import InvalidInput, TurnFailed
+from ash_ray.calls import STALE
+from ash_ray.errors import InvalidInput, TurnFailed, WorkerLost
 from ash_ray.handles import RegistryClient, TurnOutcome
 from ash_ray.models import new_id
 from ash_ray.pipeline.client import (
@@ -31,6 +32,7 @@ from ash_ray.pipeline.client import (
     turn_options,
 )
 from ash_ray.pipeline.ledger import start_ledger
+from ash_ray.registry.recovery import WORKER_LOST
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,20 @@ class PromptRunner:
         get(self.ledger.end.remote(session.id))
 
     def _ask(self, prompt: str) -> TurnOutcome:
+        """One row's turn; a turn lost with its worker is asked once more, on a fresh
+        session (the first attempt produced no answer, so the row is answered once)."""
+        try:
+            outcome = self._ask_once(prompt)
+            if outcome.get("error") != WORKER_LOST:
+                return outcome
+        except (WorkerLost, *STALE) as exc:
+            logger.warning("a row's worker was lost (%s); retrying on a fresh session", exc)
+        if self.session is not None:
+            self._close(self.session)
+            self.session = self._open()
+        return self._ask_once(prompt)
+
+    def _ask_once(self, prompt: str) -> TurnOutcome:
         if self.session is not None:
             return self.session.run(prompt, **self.options)
         session = self._open()

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,14 @@ from ash_ray.actor_api import AGENT_OPS
 from ash_ray.config import Settings
 from ash_ray.errors import InvalidInput
 from ash_ray.handles import Attached, DrainResult, Event, RegistryApi
-from ash_ray.models import AgentRecord, EventRecord, MessageRecord, SessionRecord, WriteBatch
+from ash_ray.models import (
+    AgentRecord,
+    EventRecord,
+    MessageRecord,
+    QueuedTurn,
+    SessionRecord,
+    WriteBatch,
+)
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.registry.agent_versions import AgentVersions
 from ash_ray.registry.agents import Agents
@@ -65,8 +73,10 @@ class Services:
         agents = Agents(store, settings)
         capacity = Capacity(core)
         recovery = Recovery(core)
+        lifecycle = Lifecycle(core, agents, capacity)
+        recovery.resume = lifecycle.resume
         return cls(
-            core, agents, capacity, Lifecycle(core, agents, capacity), recovery,
+            core, agents, capacity, lifecycle, recovery,
             Upkeep(core, capacity, recovery), AgentVersions(agents),
         )
 
@@ -217,6 +227,16 @@ class Registry(RegistryFiles):
     async def put_snapshot(self, session_id: str, data: bytes) -> None:
         await (await self._ready()).core.store.put_snapshot(session_id, data)
 
+    async def put_turn(self, item: QueuedTurn) -> None:
+        """Queue (or mark running) a session's message; returns once committed."""
+        await (await self._ready()).core.store.put_turn(item)
+
+    async def delete_turn(self, session_id: str, message_id: str) -> None:
+        await (await self._ready()).core.store.delete_turn(session_id, message_id)
+
+    async def list_turns(self, session_id: str) -> list[QueuedTurn]:
+        return await (await self._ready()).core.store.list_turns(session_id)
+
     async def worker_failed(self, session_id: str, seen_seq: int) -> list[Event]:
         """An ingress saw the worker die: pause the session, close the turn in the log."""
         return await (await self._ready()).recovery.worker_failed(session_id, seen_seq)
@@ -249,6 +269,7 @@ class Registry(RegistryFiles):
             "accepting": svc.core.accepting,
             "registryUptime": round(time.time() - self.started_at, 3),
             "sessionSlots": svc.capacity.placement.slots_total,
+            "sessionsPerNode": dict(Counter(lv.node_id or "binding" for lv in live.values())),
         }
 
     async def metrics_text(self) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
 from ash_ray.registry.state import LIVE_STATUSES, Core, Live
@@ -24,6 +25,31 @@ ADOPT_TIMEOUT_S = 10.0
 class Recovery:
     def __init__(self, core: Core) -> None:
         self.core = core
+        # Lifecycle.resume, wired by the registry (lifecycle is built on top of this).
+        self.resume: Callable[[str, bool], Awaitable[SessionRecord]] | None = None
+        core.on_lost = self.worker_lost
+
+    async def worker_lost(self, live: Live) -> None:
+        """A worker died (process or node): continue its turn and queue on a new worker
+        (``ASH_TURN_RECOVERY=continue``), else the session goes cold, ``paused``."""
+        sid = live.record.id
+        try:
+            if await self._carry_on(sid):
+                return
+        except Exception:
+            logger.exception("session %s: continuing on a new worker failed", sid)
+        if self.core.live.get(sid) is live:
+            await self.as_cold(live)
+
+    async def _carry_on(self, session_id: str) -> bool:
+        """Resume a session cold when it has a turn to continue or messages queued."""
+        if self.core.settings.turn_recovery != "continue" or self.resume is None:
+            return False
+        if not await self.core.store.list_turns(session_id):
+            return False
+        await self.resume(session_id, True)
+        logger.info("session %s: its lost worker's turn continues on a new worker", session_id)
+        return True
 
     async def recover(self) -> None:
         """Adopt workers that outlived a registry restart; the rest become cold."""
@@ -94,11 +120,14 @@ class Recovery:
         """An ingress saw the worker die mid-stream: close the turn, pause the session.
 
         Returns the events that end the client's stream (also when another caller, such
-        as the sweep, closed the turn first).
+        as the sweep, closed the turn first); none when the turn continues on a new
+        worker (``ASH_TURN_RECOVERY=continue``), which the caller then follows.
         """
         live = self.core.live.get(session_id)
         if live is not None and await self.core.usable(live):
             return []
+        if await self._carry_on(session_id):
+            return []  # the caller follows the turn on the new worker
         await self.core.flush()
         rec = await self.core.store.get_session(session_id)
         if rec is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,8 @@ class Core:
         self.locks = Locks()
         self.accepting = True
         self._background: set[asyncio.Task[None]] = set()
+        # Called when a tracked worker dies (set by the recovery service).
+        self.on_lost: Callable[[Live], Awaitable[None]] | None = None
 
     def start(self) -> None:
         self.writer.start()
@@ -137,6 +139,8 @@ class Core:
             with contextlib.suppress(Exception):
                 await live.worker.watch()
             live.dead = True
+            if self.on_lost is not None and self.live.get(live.record.id) is live:
+                await self.on_lost(live)  # not when the registry released it itself
 
         self.background(watch())
 

@@ -29,14 +29,14 @@ from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import Conflict
 from ash_ray.handles import Event, ExecOutput, RegistryClient, TurnOutcome, WorkerApi
-from ash_ray.models import AgentRef, SessionRecord, utcnow
+from ash_ray.models import AgentRef, QueuedTurn, SessionRecord, utcnow
 from ash_ray.sandbox import create_sandbox
 from ash_ray.session import agent_cache, streams, workspace
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
 from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
-from ash_ray.session.turns import TurnRunner, repair_conversation
+from ash_ray.session.turns import TurnRunner
 from ash_ray.session.worker_files import WorkerFiles
 
 
@@ -107,14 +107,32 @@ class SessionWorker(WorkerFiles):
         self.persist = Persister(self.registry, session, lambda: self._turn_open())
         self.turns = TurnRunner(
             self.settings, session, self.persist, self.metrics,
-            lambda: self._snapshot_to_store(session),
+            lambda: self._snapshot_to_store(session), self.registry,
         )
-        # A turn cut off by a crash left the stored conversation open; close it the way
-        # an interrupted turn is closed (the repair is saved with the next flush).
-        repair_conversation(session.conversation)
+        try:
+            stored, turn_open = await self._left_over(record, conversation)
+        except Exception as exc:
+            self.guard.settle(error=f"{type(exc).__name__}: {exc}")
+            raise
         self.persist.start()
+        # A turn cut off by a lost worker continues here, or is closed the way an
+        # interrupted turn is (saved with the next flush); then the queue runs.
+        self.turns.recover(stored, turn_open)
         self.guard.settle(session)
         return _node_id()
+
+    async def _left_over(
+        self, record: SessionRecord, conversation: list[dict[str, Any]]
+    ) -> tuple[list[QueuedTurn], bool]:
+        """What an earlier worker of the session left: its queued and running messages,
+        and whether the stored timeline leaves a turn open (no ``done`` after it)."""
+        if not conversation and not record.num_turns:
+            return [], False  # a new session: nothing can be queued yet
+        stored = await self.registry.list_turns(record.id)
+        if not any(item.state == "running" for item in stored):
+            return stored, False
+        tail = await self.registry.list_events(record.id, max(0, record.last_seq - 1), None)
+        return stored, bool(tail) and tail[-1].type != "done"
 
     async def _open(
         self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],
@@ -244,9 +262,12 @@ class SessionWorker(WorkerFiles):
     async def ask(
         self, s: Bound, prompt: Prompt, options: dict[str, Any] | None = None
     ) -> TurnOutcome:
-        """Run a turn and return its outcome (for ``ray.get`` from pipelines)."""
+        """Run a turn and return its outcome (for ``ray.get`` from pipelines).
+
+        A message sent while a turn runs waits for its turn (``if_busy="queue"``).
+        """
         outcome: TurnOutcome = {"sessionId": s.record.id, "error": None}
-        async for _seq, type_, data in self._turn_events(s, prompt, options or {}):
+        async for _seq, type_, data in self._turn_events(s, prompt, _queued(options)):
             if type_ == "message" and data.get("type") == "result":
                 outcome.update({
                     "result": data.get("result"),
@@ -264,8 +285,11 @@ class SessionWorker(WorkerFiles):
     async def ask_stream(
         self, s: Bound, prompt: Prompt, options: dict[str, Any] | None = None
     ) -> AsyncIterator[Event]:
-        """The same events as the SSE stream, as a Ray streaming generator of (seq, type, data)."""
-        async for event in self._turn_events(s, prompt, options or {}):
+        """The same events as the SSE stream, as a Ray streaming generator of (seq, type, data).
+
+        Like ``ask``, a message sent while a turn runs waits for its turn by default.
+        """
+        async for event in self._turn_events(s, prompt, _queued(options)):
             yield event
 
     async def _turn_events(
@@ -321,6 +345,11 @@ async def _snapshot(s: Bound, force: bool) -> bytes | None:
     data = await asyncio.to_thread(workspace.archive, ws)
     s.last_signature = sig
     return data
+
+
+def _queued(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The Ray-native calls queue a message sent while a turn runs (HTTP rejects it)."""
+    return {"if_busy": "queue", **(options or {})}
 
 
 def agent_network(spec: AgentSpec) -> bool | None:

@@ -19,11 +19,14 @@ async def follow(log: EventLog, after: int, heartbeat_s: float) -> AsyncIterator
     seen = after
     while True:
         batch = await log.wait(seen, heartbeat_s)
+        # Cut at ``done``: a queued turn may have started right after it.
+        end = next((i for i, event in enumerate(batch) if event[1] == "done"), None)
+        if end is not None:
+            yield batch[: end + 1]
+            return
         yield batch
         if batch:
             seen = batch[-1][0]
-            if any(event[1] == "done" for event in batch):
-                return
 
 
 async def events(log: EventLog, after: int) -> AsyncIterator[Event]:

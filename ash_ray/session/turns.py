@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anthropic
 
@@ -18,15 +20,17 @@ from ash_ray import __version__
 from ash_ray.agent import TurnOptions
 from ash_ray.config import Settings
 from ash_ray.content import Prompt
-from ash_ray.errors import AshError, SessionBusy, SessionEnded
-from ash_ray.models import SessionConfig, Usage, UsageRecord, utcnow
+from ash_ray.errors import AshError, InvalidInput, SessionBusy, SessionEnded, WorkerLost
+from ash_ray.models import QueuedTurn, SessionConfig, Usage, UsageRecord, new_id, utcnow
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
+from ash_ray.session.recovery import close_lost_tools, continuable
 from ash_ray.session.state import Bound
 
 logger = logging.getLogger(__name__)
 
 _TURN_FIELDS = {f.name for f in dataclasses.fields(TurnOptions)}
+IF_BUSY = ("queue", "reject", "interrupt")
 
 
 def turn_options(options: dict[str, Any], config: SessionConfig, settings: Settings) -> TurnOptions:
@@ -55,6 +59,12 @@ def turn_options(options: dict[str, Any], config: SessionConfig, settings: Setti
     return TurnOptions(**known, **extra)
 
 
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as JSON keeps them (what the store holds for a queued message)."""
+    result: dict[str, Any] = json.loads(json.dumps(options, default=str))
+    return result
+
+
 def _first_set(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -81,8 +91,21 @@ def repair_conversation(conversation: list[dict[str, Any]]) -> None:
         )
 
 
+class Inbox(Protocol):
+    """Where queued and running messages are kept (the registry; a fake in unit tests)."""
+
+    def put_turn(self, item: QueuedTurn) -> Awaitable[None]: ...
+    def delete_turn(self, session_id: str, message_id: str) -> Awaitable[None]: ...
+
+
 class TurnRunner:
-    """Starts turns, feeds their events to the log, and closes them (``done``) saved."""
+    """Starts turns, feeds their events to the log, and closes them (``done``) saved.
+
+    A message that arrives while a turn runs follows its ``if_busy`` option: ``reject``
+    (409), ``queue`` (FIFO: each runs as its own turn, and its call returns when its turn
+    starts) or ``interrupt`` (the running turn is stopped, then this one runs). Queued
+    messages are in the store before the call goes on, so a new worker runs them.
+    """
 
     def __init__(
         self,
@@ -91,37 +114,144 @@ class TurnRunner:
         persist: Persister,
         metrics: SessionMetrics,
         after_turn: Callable[[], Awaitable[None]],
+        inbox: Inbox,
     ) -> None:
         self.settings = settings
         self.session = session
         self.persist = persist
         self.metrics = metrics
         self.after_turn = after_turn
+        self.inbox = inbox
         self.task: asyncio.Task[None] | None = None
         self.open = False  # True from session_start until done
         self.interrupt_flag = asyncio.Event()
+        self.current: QueuedTurn | None = None
+        self.current_start = 0  # the first seq of the current turn
+        self.line: deque[tuple[QueuedTurn, asyncio.Future[int]]] = deque()
+        self.closing = False
+        # Messages whose turn a lost worker ran and that were not continued: a caller
+        # re-sending one (its call is retried once) hears so instead of a second answer.
+        self.lost: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _busy(self) -> bool:
+        return self.open or bool(self.line)
 
     async def start(self, prompt: Prompt, options: dict[str, Any]) -> int:
-        """Start a turn; returns the sequence number of its ``session_start`` event."""
+        """Start a turn (or wait in line for it); returns the seq of its ``session_start``."""
         s = self.session
-        if s.record.status == "ended":
+        if s.record.status == "ended" or self.closing:
             raise SessionEnded(f"session {s.record.id} has ended", session_id=s.record.id)
-        if self.task is not None and not self.task.done():
-            if self.open:
-                raise SessionBusy(
-                    f"session {s.record.id} is running a turn; wait for it or interrupt it",
-                    session_id=s.record.id,
-                )
-            await self.task  # only the end-of-turn snapshot is left
+        if_busy = options.get("if_busy") or "reject"
+        if if_busy not in IF_BUSY:
+            raise InvalidInput(f"ifBusy must be one of {', '.join(IF_BUSY)}, got {if_busy!r}")
+        message_id = str(options.get("message_id") or new_id())
+        if message_id in self.lost:
+            raise WorkerLost(
+                f"the worker running this message's turn in session {s.record.id} was lost "
+                "and the turn was ended; send it again", session_id=s.record.id,
+            )
+        known = self._known(message_id)
+        if known is not None:  # the same call again (its first worker was lost)
+            return await known
+        item = QueuedTurn(
+            session_id=s.record.id, message_id=message_id, position=time.time_ns(),
+            prompt=prompt, options=_plain(options),
+        )
+        while not self._busy():
+            if self.task is None or self.task.done():
+                return self._begin(item)
+            await asyncio.wait({self.task})  # only the end-of-turn snapshot is left
+        if if_busy == "reject":
+            raise SessionBusy(
+                f"session {s.record.id} is running a turn; wait for it, interrupt it, "
+                "or send with ifBusy=queue",
+                session_id=s.record.id,
+            )
+        if if_busy == "interrupt":
+            self.interrupt_flag.set()
+        await self.inbox.put_turn(item)  # durable before the caller hears of it
+        if not self._busy() and (self.task is None or self.task.done()):
+            return self._begin(item)
+        turn: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.line.append((item, turn))
+        # The caller may go away; its turn still runs when its time comes.
+        return await asyncio.shield(turn)
+
+    def _known(self, message_id: str) -> Awaitable[int] | None:
+        if self.open and self.current is not None and self.current.message_id == message_id:
+            turn: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            turn.set_result(self.current_start)
+            return turn
+        for item, waiting in self.line:
+            if item.message_id == message_id:
+                return asyncio.shield(waiting)
+        return None
+
+    def _begin(self, item: QueuedTurn, continued: bool = False) -> int:
+        s = self.session
         self.interrupt_flag = asyncio.Event()
         self.open = True
+        self.current = item.model_copy(update={"state": "running"})
         s.record = s.record.model_copy(update={"status": "active", "last_active_at": utcnow()})
-        start, _, _ = s.log.emit(
-            "session_start", {"sessionId": s.record.id, "version": __version__}
-        )
-        self.task = asyncio.create_task(self._run(prompt, options))
+        if continued:
+            self.current_start = s.log.last_seq + 1
+            close_lost_tools(s.conversation, s.log)
+            prompt: str | None = None
+        else:
+            self.current_start, _, _ = s.log.emit(
+                "session_start", {"sessionId": s.record.id, "version": __version__}
+            )
+            prompt = item.prompt
+        # Kept while it runs: a new worker continues it if this one is lost.
+        self._spawn(self.inbox.put_turn(self.current))
+        self.task = asyncio.create_task(self._run(prompt, item.options))
         self.persist.soon()  # the prompt and "running" reach the store before the model answers
-        return start
+        return self.current_start
+
+    def _next(self) -> None:
+        """Start the first queued message, if any (called when a turn has ended)."""
+        while self.line and not self.open:
+            item, turn = self.line.popleft()
+            if self.closing or self.session.record.status == "ended":
+                turn.set_exception(SessionEnded(
+                    f"session {item.session_id} has ended", session_id=item.session_id
+                ))  # fmt: skip
+                turn.exception()  # retrieved: nobody may be waiting for it
+                self._spawn(self.inbox.delete_turn(item.session_id, item.message_id))
+                continue
+            turn.set_result(self._begin(item))
+
+    def recover(self, stored: list[QueuedTurn], turn_open: bool) -> None:
+        """After a bind: continue the turn a lost worker was running (when the timeline
+        shows it open and ``ASH_TURN_RECOVERY=continue``), then run the stored queue."""
+        loop = asyncio.get_running_loop()
+        s = self.session
+        for item in stored:
+            if item.state == "queued":
+                self.line.append((item, loop.create_future()))
+        running = [item for item in stored if item.state == "running"]
+        go_on = turn_open and self.settings.turn_recovery == "continue"
+        if running and go_on and continuable(s.conversation):
+            self._begin(running[0], continued=True)
+            running = running[1:]
+        else:
+            repair_conversation(s.conversation)  # closed the way an interrupted turn is
+        for item in running:
+            self.lost.add(item.message_id)
+            self._spawn(self.inbox.delete_turn(item.session_id, item.message_id))
+        self._next()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                logger.warning("turn queue write failed", exc_info=True)
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def interrupt(self) -> bool:
         self.interrupt_flag.set()
@@ -155,12 +285,19 @@ class TurnRunner:
         return result.event()
 
     async def stop(self, timeout_s: float) -> None:
-        """Interrupt the running turn and wait (up to ``timeout_s``) for it to end."""
+        """Interrupt the running turn and wait (up to ``timeout_s``) for it to end.
+
+        Queued messages stay in the store: the session's next worker runs them.
+        """
+        self.closing = True
+        for _item, turn in self.line:
+            turn.cancel()
+        self.line.clear()
         if self.task is not None and not self.task.done():
             self.interrupt_flag.set()
             await asyncio.wait({self.task}, timeout=timeout_s)
 
-    async def _run(self, prompt: Prompt, options: dict[str, Any]) -> None:
+    async def _run(self, prompt: Prompt | None, options: dict[str, Any]) -> None:
         s = self.session
         opts = turn_options(options, s.record.config, self.settings)
         started = time.perf_counter()
@@ -184,7 +321,10 @@ class TurnRunner:
             s.log.emit("error", {"error": f"{type(exc).__name__}: {exc}"})
         finally:
             await self._close(outcome, (time.perf_counter() - started) * 1000)
-        await self.after_turn()
+        try:
+            await self.after_turn()
+        finally:
+            self._next()
 
     async def _close(self, outcome: _Outcome, latency_ms: float) -> None:
         """Count the turn, then save it with ``done`` before any stream sees ``done``."""
@@ -208,6 +348,8 @@ class TurnRunner:
         # reaches the streams once they are.
         done = s.log.emit("done", {"sessionId": rec.id}, publish=False)
         self.open = False
+        if self.current is not None:
+            self._spawn(self.inbox.delete_turn(rec.id, self.current.message_id))
         try:
             await self.persist.flush(wait=True)
         except Exception:

@@ -9,6 +9,7 @@ from ash_ray.models import (
     AgentVersionRecord,
     EventRecord,
     MessageRecord,
+    QueuedTurn,
     SessionRecord,
     UsageRecord,
     WriteBatch,
@@ -137,3 +138,12 @@ class Store(Protocol):
 
     async def last_log_index(self, session_id: str) -> int:
         """The highest stored line index of the session, -1 when it has none."""
+
+    # the turn queue (migration 5)
+    async def put_turn(self, item: QueuedTurn) -> None:
+        """Insert or update a queued (or running) message; committed on return."""
+
+    async def delete_turn(self, session_id: str, message_id: str) -> None: ...
+
+    async def list_turns(self, session_id: str) -> list[QueuedTurn]:
+        """The session's queued and running messages, in order."""

@@ -41,6 +41,7 @@ from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
 from ash_ray.store.agent_dialects import PostgresAgentData
 from ash_ray.store.extras_postgres import PostgresExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+from ash_ray.store.turn_queue import PostgresTurnQueue
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-class PostgresStore(PostgresAgentData, PostgresExtras):
+class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue):
     """The :class:`~ash_ray.store.base.Store` on Postgres or CockroachDB via asyncpg.
 
     ``url`` is ``postgresql://`` or ``postgres://``; libpq query parameters such as
@@ -321,7 +322,7 @@ class PostgresStore(PostgresAgentData, PostgresExtras):
 
         async def fn(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
-                for table in ("messages", "events", "usage", "snapshots"):
+                for table in ("messages", "events", "usage", "snapshots", "turn_queue"):
                     await conn.execute(f"DELETE FROM {table} WHERE session_id = $1", session_id)
                 status = await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
             return bool(status.endswith(" 1"))

@@ -178,6 +178,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        5,
+        "turn queue: messages waiting for their turn, and the turn running",
+        (
+            """CREATE TABLE turn_queue (
+                session_id TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                position {int} NOT NULL,
+                prompt TEXT NOT NULL,
+                options {json} NOT NULL,
+                state TEXT NOT NULL,
+                PRIMARY KEY (session_id, message_id)
+            )""",
+        ),
+    ),
+    Migration(
         7,
         "usage counters as columns; queue items; eval cases, runs and results",
         (

@@ -39,6 +39,7 @@ from ash_ray.store import _valid as valid
 from ash_ray.store.agent_dialects import SqliteAgentData
 from ash_ray.store.extras_sqlite import SqliteExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+from ash_ray.store.turn_queue import SqliteTurnQueue
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore(SqliteAgentData, SqliteExtras):
+class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue):
     """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
 
     kind = "sqlite"
@@ -316,7 +317,7 @@ class SqliteStore(SqliteAgentData, SqliteExtras):
 
         async def op() -> bool:
             async with self._tx() as tx:
-                for table in ("messages", "events", "usage", "snapshots"):
+                for table in ("messages", "events", "usage", "snapshots", "turn_queue"):
                     await tx.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
                 cur = await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
                 return cur.rowcount > 0

@@ -1,0 +1,207 @@
+"""The session's turns without Ray: the busy policy (queue, reject, interrupt), the stored
+queue, and a turn continued after its worker was lost. Turns are ordered by latches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from ash_ray.agent.messages import AgentEvent
+from ash_ray.config import load_settings
+from ash_ray.errors import SessionBusy, WorkerLost
+from ash_ray.models import QueuedTurn, SessionRecord, WriteBatch, utcnow
+from ash_ray.session.events import EventLog
+from ash_ray.session.metrics import SessionMetrics
+from ash_ray.session.persist import Persister
+from ash_ray.session.recovery import LOST_TOOL
+from ash_ray.session.state import Bound
+from ash_ray.session.streams import events, follow
+from ash_ray.session.turns import TurnRunner
+
+
+class Loop:
+    """A loop whose turns wait on a latch per prompt; replies echo the prompt."""
+
+    model = "fake"
+
+    def __init__(self) -> None:
+        self.latches: dict[str | None, asyncio.Event] = {}
+        self.started: list[str | None] = []
+        self.seen: list[list[dict[str, Any]]] = []
+
+    def latch(self, prompt: str | None) -> asyncio.Event:
+        return self.latches.setdefault(prompt, asyncio.Event())
+
+    async def run_turn(
+        self, conversation: list[dict[str, Any]], prompt: str | None, options: Any,
+        interrupt: asyncio.Event,
+    ) -> AsyncIterator[AgentEvent]:
+        self.started.append(prompt)
+        if prompt is not None:
+            conversation.append({"role": "user", "content": prompt})
+        self.seen.append(list(conversation))
+        stop = asyncio.create_task(interrupt.wait())
+        go = asyncio.create_task(self.latch(prompt).wait())
+        await asyncio.wait({stop, go}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        go.cancel()
+        subtype = "interrupted" if interrupt.is_set() else "success"
+        answer = f"answer to {prompt}"
+        conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        yield AgentEvent("message", {"type": "result", "subtype": subtype, "result": answer,
+                                     "usage": {}, "num_turns": 1})
+
+
+class Registry:
+    """The registry's part the runner uses: flushes and the stored turn queue."""
+
+    def __init__(self) -> None:
+        self.queue: dict[str, QueuedTurn] = {}
+        self.batches: list[WriteBatch] = []
+
+    def record(self, batch: WriteBatch, stats: dict[str, Any]) -> Any:
+        async def call() -> None:
+            self.batches.append(batch)
+
+        return call()
+
+    async def put_turn(self, item: QueuedTurn) -> None:
+        self.queue[item.message_id] = item
+
+    async def delete_turn(self, session_id: str, message_id: str) -> None:
+        self.queue.pop(message_id, None)
+
+
+def _runner(
+    conversation: list[dict[str, Any]] | None = None, recovery: str = "continue"
+) -> tuple[TurnRunner, Loop, Registry]:
+    now = utcnow()
+    record = SessionRecord(id="s1", agent_name="a", sandbox_id="s1", status="active",
+                           created_at=now, last_active_at=now, last_seq=7)
+    loop, registry = Loop(), Registry()
+    session = Bound(record=record, log=EventLog("s1", last_seq=7), spec=None,  # type: ignore[arg-type]
+                    sandbox=None, loop=loop, conversation=list(conversation or []))  # type: ignore[arg-type]
+    persist = Persister(registry, session, running=lambda: False)
+
+    async def after_turn() -> None:
+        return None
+
+    settings = load_settings(turn_recovery=recovery)
+    runner = TurnRunner(settings, session, persist, SessionMetrics(), after_turn, registry)
+    return runner, loop, registry
+
+
+async def _result(runner: TurnRunner, start: int) -> str:
+    async for _seq, type_, data in events(runner.session.log, start - 1):
+        if type_ == "message" and data.get("type") == "result":
+            return str(data["result"])
+    raise AssertionError("no result")
+
+
+async def _until(check: Any) -> None:
+    """Let the event loop run until ``check()`` holds (a bounded number of steps)."""
+    for _ in range(10_000):
+        if check():
+            return
+        await asyncio.sleep(0)  # one loop step, not a delay
+    raise AssertionError("the condition never held")
+
+
+async def test_queued_messages_run_in_order_each_as_its_own_turn() -> None:
+    runner, loop, registry = _runner()
+    first = await runner.start("one", {})
+    waiting = [asyncio.create_task(runner.start(p, {"if_busy": "queue"})) for p in ("two", "three")]
+    await _until(lambda: len(runner.line) == 2)
+    # Acknowledged only once stored, and in order.
+    assert [i.prompt for i in sorted(registry.queue.values(), key=lambda i: i.position)] == [
+        "one", "two", "three"]
+    assert not any(t.done() for t in waiting)  # their streams start when their turns start
+    loop.latch("one").set()
+    second = await waiting[0]
+    assert second > first and not waiting[1].done()
+    loop.latch("two").set()
+    loop.latch("three").set()
+    third = await waiting[1]
+    assert await _result(runner, second) == "answer to two"
+    assert await _result(runner, third) == "answer to three"
+    assert loop.started == ["one", "two", "three"]
+    await runner.task  # type: ignore[misc]
+    await _until(lambda: not registry.queue)
+
+
+async def test_reject_is_a_409_and_interrupt_stops_the_running_turn_first() -> None:
+    runner, loop, _ = _runner()
+    first = await runner.start("one", {})
+    with pytest.raises(SessionBusy):
+        await runner.start("two", {})  # the HTTP default
+    start = await runner.start("two", {"if_busy": "interrupt"})
+    out = [e async for e in events(runner.session.log, first - 1)]
+    result = next(d for _, t, d in out if t == "message")
+    assert result["subtype"] == "interrupted"
+    loop.latch("two").set()
+    assert await _result(runner, start) == "answer to two"
+
+
+async def test_a_caller_that_goes_away_leaves_its_queued_turn_to_run() -> None:
+    runner, loop, _ = _runner()
+    await runner.start("one", {})
+    waiting = asyncio.create_task(runner.start("two", {"if_busy": "queue"}))
+    await _until(lambda: runner.line)
+    waiting.cancel()
+    loop.latch("one").set()
+    loop.latch("two").set()
+    await _until(lambda: loop.started == ["one", "two"])
+
+
+async def test_a_lost_workers_turn_continues_after_its_finished_steps() -> None:
+    tool_use = {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "make"}}
+    stored = [{"role": "user", "content": "build it"},
+              {"role": "assistant", "content": [tool_use]}]
+    runner, loop, _ = _runner(stored)
+    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="build it",
+                         state="running")
+    queued = QueuedTurn(session_id="s1", message_id="m2", position=2, prompt="then test")
+    runner.recover([running, queued], turn_open=True)
+    await _until(lambda: loop.started)
+    assert runner.open and loop.started == [None]  # the model is called again, no new prompt
+    sent = loop.seen[0]
+    assert sent[:2] == stored  # the finished reply is kept
+    (lost,) = sent[2]["content"]  # the running tool gets an error result; it is not re-run
+    assert lost["tool_use_id"] == "t1" and lost["is_error"] and lost["content"] == LOST_TOOL
+    assert runner.session.log.since(7)[0][0] == 8  # the same numbering, after the stored events
+    # The caller whose call is re-sent (same message id) follows the continued turn.
+    again = await runner.start("build it", {"message_id": "m1"})
+    loop.latch(None).set()
+    assert await _result(runner, again) == "answer to None"
+    loop.latch("then test").set()
+    await _until(lambda: loop.started == [None, "then test"])
+
+
+async def test_with_recovery_interrupt_the_turn_is_closed_and_a_resend_is_refused() -> None:
+    stored = [{"role": "user", "content": "build it"}]
+    runner, loop, registry = _runner(stored, recovery="interrupt")
+    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="build it",
+                         state="running")
+    registry.queue["m1"] = running
+    runner.recover([running], turn_open=True)
+    assert not runner.open and loop.started == []
+    assert runner.session.conversation[-1]["role"] == "assistant"  # closed, valid for the API
+    with pytest.raises(WorkerLost):
+        await runner.start("build it", {"message_id": "m1"})
+    await _until(lambda: not registry.queue)
+
+
+async def test_a_stream_ends_at_its_done_when_the_next_turn_starts_at_once() -> None:
+    runner, loop, _ = _runner()
+    first = await runner.start("one", {})
+    waiting = asyncio.create_task(runner.start("two", {"if_busy": "queue"}))
+    await _until(lambda: runner.line)
+    loop.latch("one").set()
+    second = await waiting  # begun before the first stream read its done
+    batches = [b async for b in follow(runner.session.log, first - 1, 5)]
+    seqs = [e[0] for b in batches for e in b]
+    assert batches[-1][-1][1] == "done" and second not in seqs
+    loop.latch("two").set()
