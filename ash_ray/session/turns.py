@@ -197,7 +197,7 @@ class TurnRunner:
         if continued:
             self.current_start = s.log.last_seq + 1
             close_lost_tools(s.conversation, s.log)
-            prompt: str | None = None
+            prompt: Prompt | None = None
         else:
             self.current_start, _, _ = s.log.emit(
                 "session_start", {"sessionId": s.record.id, "version": __version__}
