@@ -216,13 +216,14 @@ class Lifecycle:
                 snapshot = await store.get_snapshot(session_id)
             await self.core.flush()
             messages = await store.list_messages(session_id)
+            events = await store.list_events(session_id)
             agent = await self.agents.ref(parent.agent_name, parent.config.agent_version)
             (sid, worker), hit = await self.capacity.worker()
             now = utcnow()
             child = SessionRecord(
                 id=sid, agent_name=parent.agent_name, sandbox_id=sid, status="active",
                 created_at=now, last_active_at=now, parent_session_id=parent.id,
-                config=parent.config,
+                config=parent.config, last_seq=events[-1].seq if events else 0,
             )
             copies = [
                 MessageRecord(
@@ -233,7 +234,11 @@ class Lifecycle:
             ]
             await self._bind(
                 child, worker, agent, [m.api() for m in messages], snapshot,
-                extra=WriteBatch(messages=copies), started=hit,
+                extra=WriteBatch(
+                    messages=copies,
+                    events=[e.model_copy(update={"session_id": sid}) for e in events],
+                ),
+                started=hit,
             )
             if snapshot is not None:
                 await store.put_snapshot(sid, snapshot)
