@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ash_ray.api.deps import Ctx, fails
 from ash_ray.models import AGENT_NAME_RE, iso
@@ -54,8 +54,20 @@ class Analytics(BaseModel):
     evals: dict[str, Any]
 
 
-After = Annotated[datetime | None, Query(description="ISO time; events at or after it.")]
-Before = Annotated[datetime | None, Query(description="ISO time; events at or before it.")]
+def _iso_only(value: object) -> object:
+    """ISO 8601 text only: pydantic would also read ``1e7`` as a Unix time."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 date-time, not a number")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+After = Annotated[IsoTime | None, Query(description="ISO time; events at or after it.")]
+Before = Annotated[IsoTime | None, Query(description="ISO time; events at or before it.")]
 
 
 def _filter(
