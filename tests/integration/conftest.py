@@ -201,6 +201,10 @@ def page(browser, server: str) -> Iterator[object]:  # type: ignore[no-untyped-d
         base_url=server, viewport={"width": 1280, "height": 860}, accept_downloads=True
     )
     context.set_default_timeout(20_000)
+    # expect() has its own 5 s default: too short on a loaded 2-core CI machine.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
     p = context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
