@@ -41,7 +41,11 @@ def new_session(http: httpx.Client, agent: str, **body: Any) -> str:
     return str(r.json()["session"]["id"])
 
 
-def message_kinds(http: httpx.Client, session_id: str) -> list[str]:
-    """The Agent SDK message types of ``GET .../messages``, in order."""
-    msgs = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
+def kinds(msgs: list[dict[str, Any]]) -> list[str]:
+    """The Agent SDK message types of ``GET .../messages`` items, in order."""
     return [json.loads(m["content"])["type"] for m in msgs]
+
+
+def message_kinds(http: httpx.Client, session_id: str) -> list[str]:
+    """The Agent SDK message types of a session's ``GET .../messages``, in order."""
+    return kinds(http.get(f"/api/sessions/{session_id}/messages").json()["messages"])

@@ -22,15 +22,10 @@ from ash_ray.names import REGISTRY_NAME
 from ash_ray.pipeline import connect
 from ash_ray.session.recovery import LOST_TOOL
 from tests.helpers import wait_for
-from tests.integration.sse import Frame, frames, new_session, send
+from tests.integration.sse import Frame, frames, kinds, new_session, send
 
 pytestmark = pytest.mark.ray
 
-
-
-def _kinds(msgs: list[dict[str, Any]]) -> list[str]:
-    """The Agent SDK message types of GET .../messages, in order."""
-    return [json.loads(m["content"])["type"] for m in msgs]
 
 def _worker_pid(sid: str, namespace: str) -> int:
     registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
@@ -73,7 +68,7 @@ def test_if_busy_queue_waits_for_the_running_turn_and_reject_is_409(
     assert got2[0][1] == "session_start" and got2[0][0] > got1[-1][0]  # its own turn, after
     assert any("echo: second-of-two" in json.dumps(f[2]) for f in got2)
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
-    assert _kinds(msgs) == ["user", "assistant", "result"] * 2
+    assert kinds(msgs) == ["user", "assistant", "result"] * 2
     assert _queued(settings, sid) == []
 
 
@@ -127,7 +122,7 @@ def test_worker_killed_while_its_tool_runs_the_turn_continues_in_the_same_stream
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
     # prompt, reply; prompt, tool call (kept), lost tool's result, the model's new answer
     # (Agent SDK shapes: each turn ends with its result message)
-    assert _kinds(msgs) == [
+    assert kinds(msgs) == [
         "user", "assistant", "result", "user", "assistant", "user", "assistant", "result"
     ]
     assert "before the crash" in msgs[0]["content"]
