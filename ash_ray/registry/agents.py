@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ash_ray.agent import load_agent
 from ash_ray.errors import AgentInvalid, AgentNotFound
-from ash_ray.models import AgentRecord
+from ash_ray.models import DEFAULT_TENANT, AgentRecord
 from ash_ray.store.base import Store
 
 # Agents change only through a registry; another cluster's registry on the same database
@@ -17,35 +17,37 @@ AGENT_CACHE_S = 5.0
 
 
 class Agents:
+    """Agents by (tenant, name): two tenants' agents of one name never meet."""
+
     def __init__(self, store: Store, cache_s: float = AGENT_CACHE_S) -> None:
         self.store = store
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, AgentRecord]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, AgentRecord]] = {}
 
-    async def deploy(self, name: str, path: str) -> AgentRecord:
+    async def deploy(self, name: str, path: str, tenant: str = DEFAULT_TENANT) -> AgentRecord:
         folder = await asyncio.to_thread(check_agent_folder, path)
-        agent = await self.store.upsert_agent(name, folder)
-        self._cache[name] = (time.monotonic(), agent)
+        agent = await self.store.upsert_agent(name, folder, tenant)
+        self._cache[tenant, name] = (time.monotonic(), agent)
         return agent
 
-    async def get(self, name: str) -> AgentRecord:
-        cached = self._cache.get(name)
+    async def get(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord:
+        cached = self._cache.get((tenant, name))
         if cached is not None and time.monotonic() - cached[0] < self.cache_s:
             return cached[1]
-        agent = await self.store.get_agent(name)
+        agent = await self.store.get_agent(name, tenant)
         if agent is None:
-            self._cache.pop(name, None)
+            self._cache.pop((tenant, name), None)
             raise AgentNotFound(f"agent {name!r} is not deployed", agent=name)
-        self._cache[name] = (time.monotonic(), agent)
+        self._cache[tenant, name] = (time.monotonic(), agent)
         return agent
 
-    async def list(self) -> list[AgentRecord]:
-        return await self.store.list_agents()
+    async def list(self, tenant: str = DEFAULT_TENANT) -> list[AgentRecord]:
+        return await self.store.list_agents(tenant)
 
-    async def delete(self, name: str) -> AgentRecord:
-        agent = await self.get(name)
-        self._cache.pop(name, None)
-        await self.store.delete_agent(name)
+    async def delete(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord:
+        agent = await self.get(name, tenant)
+        self._cache.pop((tenant, name), None)
+        await self.store.delete_agent(name, tenant)
         return agent
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRecord,
     EventRecord,
     MessageRecord,
@@ -12,6 +13,7 @@ from ash_ray.models import (
     UsageRecord,
     WriteBatch,
 )
+from ash_ray.tenants import ApiKeyRecord, CredentialRecord
 
 
 @runtime_checkable
@@ -30,15 +32,17 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections; safe to call twice."""
 
-    # agents
-    async def upsert_agent(self, name: str, path: str) -> AgentRecord:
+    # agents: a name is unique per tenant
+    async def upsert_agent(
+        self, name: str, path: str, tenant: str = DEFAULT_TENANT
+    ) -> AgentRecord:
         """Insert, or bump ``version`` and ``path``/``updated_at`` of an existing agent."""
 
-    async def get_agent(self, name: str) -> AgentRecord | None: ...
+    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord | None: ...
 
-    async def list_agents(self) -> list[AgentRecord]: ...
+    async def list_agents(self, tenant: str = DEFAULT_TENANT) -> list[AgentRecord]: ...
 
-    async def delete_agent(self, name: str) -> bool: ...
+    async def delete_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> bool: ...
 
     # sessions, messages, events, usage
     async def write(self, batch: WriteBatch) -> None: ...
@@ -52,8 +56,9 @@ class Store(Protocol):
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        tenant: str | None = None,
     ) -> list[SessionRecord]:
-        """Newest first."""
+        """Newest first; ``tenant=None``: every tenant's (the registry's own scans)."""
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove the session with its messages, events, usage and snapshot."""
@@ -69,6 +74,24 @@ class Store(Protocol):
         """Events with ``seq > after`` in order."""
 
     async def list_usage(self, session_id: str | None = None) -> list[UsageRecord]: ...
+
+    # api keys (hashes only) and credentials (sealed), always filtered by tenant
+    async def add_api_key(self, rec: ApiKeyRecord) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    async def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]: ...
+
+    async def delete_api_key(self, key_id: str, tenant: str) -> bool: ...
+
+    async def add_credential(self, rec: CredentialRecord) -> None: ...
+
+    async def list_credentials(self, tenant: str) -> list[CredentialRecord]: ...
+
+    async def use_credential(self, credential_id: str, tenant: str) -> CredentialRecord | None:
+        """The credential with ``last_used_at`` bumped; None if the tenant has no such."""
+
+    async def delete_credential(self, credential_id: str, tenant: str) -> bool: ...
 
     # workspace snapshots (tar.gz bytes)
     async def put_snapshot(self, session_id: str, data: bytes) -> None: ...
