@@ -11,11 +11,14 @@ from ash_ray.api import (
     errors,
     openapi,
     routes_agents,
+    routes_credentials,
     routes_exec,
     routes_health,
+    routes_keys,
     routes_messages,
     routes_sessions,
 )
+from ash_ray.api.auth import Gatekeeper
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
 from ash_ray.console import console_router
@@ -72,13 +75,17 @@ def create_api(ctx: IngressContext) -> FastAPI:
         description="Claude agents as HTTP APIs on Ray (wire-compatible with Ash).",
     )
     app.state.ctx = ctx
+    app.state.gate = Gatekeeper(ctx.settings, ctx.registry)
     app.state.limit_mode = detect_limit_mode(ctx.settings)
     app.state.isolation = describe_isolation(ctx.settings)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=ctx.settings.max_body_bytes)
     app.include_router(routes_health.router)
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
-    for module in (routes_agents, routes_sessions, routes_messages, routes_exec):
+    for module in (
+        routes_agents, routes_sessions, routes_messages, routes_exec, routes_keys,
+        routes_credentials,
+    ):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.
     app.include_router(console_router())
