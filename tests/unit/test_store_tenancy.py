@@ -11,8 +11,7 @@ import pytest
 
 from ash_ray.crypto import KeyHasher, new_api_key, seal
 from ash_ray.models import SessionRecord, WriteBatch
-from ash_ray.store import PostgresStore, SqliteStore
-from ash_ray.store import schema
+from ash_ray.store import PostgresStore, SqliteStore, schema
 from ash_ray.tenants import ApiKeyRecord, CredentialRecord
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -140,7 +139,7 @@ async def test_credentials_are_sealed_scoped_and_touched(
     assert used is not None and used.last_used_at is not None and used.last_used_at > T0
     if isinstance(store, SqliteStore):  # the database file never holds the key
         await store.close()
-        for path in tmp_path.glob("ash.db*"):
+        for path in tmp_path.glob("ash.db*"):  # noqa: ASYNC240 (a test, on tmp files)
             assert PLAIN.encode() not in path.read_bytes(), path
         await store.open()
     assert not await store.delete_credential(cid, "globex")
