@@ -13,6 +13,7 @@ import httpx
 
 from ash_ray import __version__
 from ash_ray.chat import add_chat_parser, add_session_parsers
+from ash_ray.cli_tenants import add_tenant_parsers
 from ash_ray.errors import AshError
 
 DEFAULT_URL = "http://127.0.0.1:4100"
@@ -311,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_parsers(ssub)  # files, exec, tail, logs: their own func wins
     sp.set_defaults(func=cmd_session)
     add_chat_parser(sub)
+    add_tenant_parsers(sub)
 
     pp = sub.add_parser("ps", help="live session workers from Ray's state API")
     pp.add_argument("--json", action="store_true")
