@@ -21,7 +21,8 @@ from ash_ray.testing.fake_anthropic import FakeAnthropic
 from tests.helpers import PYTHON_DIRS, free_port, wait_for
 from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 
-__all__ = ["API_KEY", "CREDENTIAL_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]  # test modules import these
+# test modules import these
+__all__ = ["API_KEY", "CREDENTIAL_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]
 
 API_KEY = "test-ash-key"
 MODEL_KEY = "sk-ant-test-model-key"
