@@ -2,7 +2,7 @@
 
 A credential's key is sealed at rest (neither the SQLite file nor the Postgres rows hold
 it), never answered back, used for the session's model calls (the fake model sees it in
-``x-api-key``; a ``custom`` one also moves the endpoint), and never visible in the
+its key header; a ``custom`` one also moves the endpoint), and never visible in the
 session's sandbox.
 """
 
@@ -56,6 +56,15 @@ def _add(sdk: AuthenticatedClient, type_: str, key: str, **extra: Any) -> dict[s
     return out
 
 
+def _keys_sent(fake: FakeAnthropic) -> list[str | None]:
+    """The model key of each Messages call (the SDK sends x-api-key or a Bearer token)."""
+    return [
+        r.headers.get("x-api-key") or r.headers.get("authorization", "").removeprefix("Bearer ")
+        for r in fake.requests
+        if r.path == "/v1/messages"
+    ]
+
+
 def _listed(sdk: AuthenticatedClient) -> dict[str, dict[str, Any]]:
     found = get_api_credentials.sync(client=sdk)
     assert found is not None
@@ -92,7 +101,7 @@ def test_credential_key_drives_the_model_and_nothing_else_sees_it(
     assert _listed(sdk)[cred["id"]]["lastUsedAt"] is not None
     frames = send(target.http, sid, "hello with my own key")
     assert frames[-1][1] == "done" and "echo: hello with my own key" in str(frames)
-    seen = [r.headers.get("x-api-key") for r in fake.requests if r.path == "/v1/messages"]
+    seen = _keys_sent(fake)
     assert seen and set(seen) == {key}
     # the sandbox has neither the credential nor the server's keys, in its env or any
     # process environment it can read
@@ -118,7 +127,7 @@ def test_anthropic_credential_key_is_sent_to_the_server_endpoint(
     # The run's fake accepts only the server's key: the stored one is refused there,
     # which shows it (not ANTHROPIC_API_KEY) is what the session sent.
     assert frames[-1][1] == "done" and any(f[1] == "error" for f in frames)
-    seen = [r.headers.get("x-api-key") for r in fake_model.requests if r.path == "/v1/messages"]
+    seen = _keys_sent(fake_model)
     assert seen and set(seen) == {key}
 
 
