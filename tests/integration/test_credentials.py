@@ -28,6 +28,8 @@ from ash_ray.testing.fake_anthropic import FakeAnthropic
 from tests.integration.conftest import API_KEY, MODEL_KEY, Target
 from tests.integration.sse import new_session, send
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture()
 def sdk(target: Target) -> Iterator[AuthenticatedClient]:

@@ -7,6 +7,9 @@ the other's ids: all 404 (or absent from lists), and each session runs its own a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import Target
+from tests.integration.conftest import API_KEY, Target
 from tests.integration.sse import new_session, send
+
+pytestmark = pytest.mark.ray
 
 
 @dataclass
@@ -152,3 +157,32 @@ def test_every_route_answers_404_for_another_tenants_ids(
     assert acme.http.get(s).json()["session"]["status"] == "active"
     assert [c["id"] for c in acme.http.get("/api/credentials").json()["credentials"]] == [cid]
     assert acme.http.get("/api/agents/solo").status_code == 200
+
+
+def test_cli_keys_and_credentials(server: str) -> None:
+    def cli(key: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ash_ray", "--url", server, "--api-key", key, *args],
+            capture_output=True, text=True, timeout=120, input=stdin,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    made = cli(API_KEY, "keys", "create", "--tenant", tenant, "--label", "from-cli")
+    assert made.returncode == 0 and "not shown again" in made.stdout, made.stderr
+    key = next(line for line in made.stdout.splitlines() if line.startswith("ash_"))
+    listed = cli(key, "keys", "list")
+    assert listed.returncode == 0 and "from-cli" in listed.stdout and key not in listed.stdout
+    added = cli(key, "credentials", "add", "anthropic", "--label", "cli", stdin="sk-from-stdin\n")
+    assert added.returncode == 0, added.stderr
+    cid = added.stdout.strip().splitlines()[-1]
+    shown = cli(key, "credentials", "list")
+    assert cid[:8] in shown.stdout and "sk-from-stdin" not in shown.stdout
+    assert cli(key, "credentials", "delete", cid).returncode == 0
+    key_id = next(
+        k["id"] for k in httpx.get(
+            server + "/api/api-keys", headers={"Authorization": f"Bearer {key}"}
+        ).json() if k["label"] == "from-cli"
+    )  # fmt: skip
+    assert cli(key, "keys", "revoke", key_id).returncode == 0
+    assert cli(key, "keys", "list").returncode != 0  # revoked: 401
