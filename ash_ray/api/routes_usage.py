@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ash_ray.api.deps import Ctx, fails
 from ash_ray.models import AGENT_NAME_RE, iso
@@ -54,8 +54,20 @@ class Analytics(BaseModel):
     evals: dict[str, Any]
 
 
-After = Annotated[datetime | None, Query(description="ISO time; events at or after it.")]
-Before = Annotated[datetime | None, Query(description="ISO time; events at or before it.")]
+def _iso_only(value: object) -> object:
+    """ISO 8601 text only: pydantic would also read ``1e7`` as a Unix time."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 date-time, not a number")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+After = Annotated[IsoTime | None, Query(description="ISO time; events at or after it.")]
+Before = Annotated[IsoTime | None, Query(description="ISO time; events at or before it.")]
 
 
 def _filter(
@@ -75,33 +87,19 @@ def _filter(
 @router.get("/api/usage", response_model=UsageEvents, responses=fails(400))
 async def events(
     ctx: Ctx,
-    session_id: Annotated[UUID | None, Query(alias="sessionId")] = None,
-    agent_name: Annotated[
-        str | None, Query(alias="agentName", pattern=AGENT_NAME_RE.pattern, max_length=128)
-    ] = None,
-    after: After = None,
-    before: Before = None,
+    flt: Annotated[UsageFilter, Depends(_filter)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """One event per counter of each turn (tokens, tool calls, messages, compute), newest
     first."""
-    flt = _filter(session_id, agent_name, after, before)
     found = await ctx.jobs.usage_events(flt, limit)
     return {"events": [{**e, "createdAt": iso(e["createdAt"])} for e in found]}
 
 
 @router.get("/api/usage/stats", response_model=UsageStatsReply, responses=fails(400))
-async def stats(
-    ctx: Ctx,
-    session_id: Annotated[UUID | None, Query(alias="sessionId")] = None,
-    agent_name: Annotated[
-        str | None, Query(alias="agentName", pattern=AGENT_NAME_RE.pattern, max_length=128)
-    ] = None,
-    after: After = None,
-    before: Before = None,
-) -> dict[str, Any]:
+async def stats(ctx: Ctx, flt: Annotated[UsageFilter, Depends(_filter)]) -> dict[str, Any]:
     """Sums of the same events: exact totals of every counter."""
-    return {"stats": await ctx.jobs.usage_stats(_filter(session_id, agent_name, after, before))}
+    return {"stats": await ctx.jobs.usage_stats(flt)}
 
 
 @router.get("/api/analytics", response_model=Analytics, responses=fails(400))

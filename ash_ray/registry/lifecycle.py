@@ -253,6 +253,7 @@ class Lifecycle:
                 snapshot = await store.get_snapshot(session_id)
             await self.core.flush()
             messages = await store.list_messages(session_id)
+            events = await store.list_events(session_id)
             agent = await self.agents.ref(
                 parent.agent_name, parent.config.agent_version, parent.tenant_id
             )
@@ -262,7 +263,7 @@ class Lifecycle:
             child = SessionRecord(
                 id=sid, agent_name=parent.agent_name, tenant_id=parent.tenant_id, sandbox_id=sid,
                 status="active", created_at=now, last_active_at=now, parent_session_id=parent.id,
-                config=parent.config,
+                config=parent.config, last_seq=events[-1].seq if events else 0,
             )
             copies = [
                 MessageRecord(
@@ -273,7 +274,11 @@ class Lifecycle:
             ]
             await self._bind(
                 child, worker, agent, [m.api() for m in messages], snapshot,
-                extra=WriteBatch(messages=copies), started=hit, credential=credential,
+                extra=WriteBatch(
+                    messages=copies,
+                    events=[e.model_copy(update={"session_id": sid}) for e in events],
+                ),
+                started=hit, credential=credential,
             )
             if snapshot is not None:
                 await store.put_snapshot(sid, snapshot)

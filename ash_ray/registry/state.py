@@ -164,11 +164,22 @@ class Core:
         return rec
 
     async def usable(self, live: Live) -> bool:
-        """Whether the worker answers; a dead one leaves the live index."""
+        """Whether the worker is alive; a dead one leaves the live index.
+
+        A worker still starting or binding (no node yet), or slow to answer on a loaded
+        node, is not dead: its death watch reports a real death. Dropping it on a probe
+        timeout would orphan a session whose worker is about to serve it.
+        """
+        if not live.dead and not live.node_id:
+            return True
         try:
-            await asyncio.wait_for(live.worker.ready(), 10)
+            if not live.dead:
+                await asyncio.wait_for(live.worker.ready(), 10)
+                return True
+        except TimeoutError:
             return True
         except Exception:
-            if self.live.get(live.record.id) is live:
-                self.live.pop(live.record.id)
-            return False
+            pass
+        if self.live.get(live.record.id) is live:
+            self.live.pop(live.record.id)
+        return False

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from typing import Any
 
 _READ_CHUNK = 64 * 1024
 
@@ -55,3 +56,20 @@ def killpg(proc: asyncio.subprocess.Process) -> None:
     # start_new_session made the child a group leader: its pid is the group id.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def start(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec`` that a cancellation cannot hang.
+
+    Cancelled while it connects the pipes, asyncio kills only the direct child and then
+    waits for every pipe to close, which a grandchild holding stdout (the sandboxed
+    command under bwrap) delays forever. So the start runs to its end (milliseconds),
+    and a cancellation that came meanwhile kills the whole group before it propagates.
+    """
+    starting = asyncio.ensure_future(asyncio.create_subprocess_exec(*argv, **kwargs))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            killpg(await starting)
+        raise

@@ -34,6 +34,7 @@ from ash_ray.sandbox.cgroups import SandboxCgroup, discover
 from ash_ray.sandbox.children import Capture as _Capture
 from ash_ray.sandbox.children import exited_within as _exited_within
 from ash_ray.sandbox.children import killpg as _killpg
+from ash_ray.sandbox.children import start as _start
 from ash_ray.sandbox.limits import build_rlimits, child_setup
 from ash_ray.sandbox.netns import (
     EgressHandshake,
@@ -161,7 +162,7 @@ class ProcessSandbox:
             rlimits = build_rlimits(self._settings, self._limit_mode)
             setup = functools.partial(child_setup, rlimits, cgroup.join_files if cgroup else ())
             try:
-                proc = await asyncio.create_subprocess_exec(
+                proc = await _start(
                     *argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -202,7 +203,7 @@ class ProcessSandbox:
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
             setup = functools.partial(child_setup, rlimits, cgroup.join_files if cgroup else ())
-            proc = await asyncio.create_subprocess_exec(
+            proc = await _start(
                 *argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

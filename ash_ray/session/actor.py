@@ -320,7 +320,8 @@ class SessionWorker(WorkerFiles):
 
         Called with ``num_returns="streaming"``: batches are pushed as they happen.
         """
-        async for batch in streams.follow(s.log, after, heartbeat_s):
+        turn_start = self.turns.current_start if self.turns else 0
+        async for batch in streams.follow(s.log, after, heartbeat_s, turn_start):
             yield batch
 
     @bound

@@ -11,8 +11,12 @@ from ash_ray.session.events import EventLog
 QUIET_WAIT_S = 30.0
 
 
-async def follow(log: EventLog, after: int, heartbeat_s: float) -> AsyncIterator[list[Event]]:
-    """Batches of events with seq > after, ending with the batch that holds ``done``.
+async def follow(
+    log: EventLog, after: int, heartbeat_s: float, turn_start: int = 0
+) -> AsyncIterator[list[Event]]:
+    """Batches of events with seq > after, ending with the batch that holds the ``done``
+    of the turn that starts at ``turn_start`` (earlier turns' ``done`` pass: a replay
+    from an older event runs through them).
 
     An empty batch means ``heartbeat_s`` passed without an event (SSE sends a ping).
     """
@@ -20,7 +24,10 @@ async def follow(log: EventLog, after: int, heartbeat_s: float) -> AsyncIterator
     while True:
         batch = await log.wait(seen, heartbeat_s)
         # Cut at ``done``: a queued turn may have started right after it.
-        end = next((i for i, event in enumerate(batch) if event[1] == "done"), None)
+        end = next(
+            (i for i, event in enumerate(batch) if event[1] == "done" and event[0] >= turn_start),
+            None,
+        )
         if end is not None:
             yield batch[: end + 1]
             return

@@ -39,3 +39,9 @@ def new_session(http: httpx.Client, agent: str, **body: Any) -> str:
     r = http.post("/api/sessions", json={"agent": agent, **body})
     assert r.status_code == 201, r.text
     return str(r.json()["session"]["id"])
+
+
+def message_kinds(http: httpx.Client, session_id: str) -> list[str]:
+    """The Agent SDK message types of ``GET .../messages``, in order."""
+    msgs = http.get(f"/api/sessions/{session_id}/messages").json()["messages"]
+    return [json.loads(m["content"])["type"] for m in msgs]

@@ -66,6 +66,12 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
         print(line)
 
 
+def _prompt(content: str) -> Any:
+    """The prompt of a stored user message (an Agent SDK user message, as Ash stores it)."""
+    message = json.loads(content)
+    return message.get("message", {}).get("content") if isinstance(message, dict) else message
+
+
 @dataclass
 class Ledger:
     """Acknowledged user messages per session: the turn started, so the message is stored."""
@@ -89,7 +95,7 @@ class Ledger:
         for sid, contents in self.sent.items():
             r = http.get(f"/api/sessions/{sid}/messages")
             assert r.status_code == 200, r.text
-            stored = [json.loads(m["content"]) for m in r.json()["messages"] if m["role"] == "user"]
+            stored = [_prompt(m["content"]) for m in r.json()["messages"] if m["role"] == "user"]
             lost += [(sid, c) for c in contents if c not in stored]
         self.tally.lost += len(lost)
         assert not lost, f"after {after}: acknowledged messages lost: {lost}"

@@ -84,7 +84,10 @@ def test_registry_restart_loses_nothing(target: Target) -> None:
     assert session["status"] == "active"  # its worker lived on and was adopted
     assert send(http, sid, "after the registry restart")[-1][1] == "done"
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
-    assert len(msgs) == 4
+    # Agent SDK shapes: each turn is its prompt, the assistant reply and a result.
+    kinds = [json.loads(m["content"])["type"] for m in msgs]
+    assert kinds == ["user", "assistant", "result"] * 2, kinds
+    assert "after the registry restart" in msgs[3]["content"]
     assert http.get("/health").json()["status"] == "ok"
 
 

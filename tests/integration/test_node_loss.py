@@ -1,5 +1,8 @@
 """A second Ray node that dies: its sessions come back paused and resume on the head.
 
+The agent is deployed from a folder that is deleted before any session starts: the
+workers on the extra node get the agent from the Store (agents are data, issue 11).
+
 A registry of its own (namespace ash-nodeloss, its own store) places sessions on nodes
 that declare ``ash_nodeloss_slot``, which only the extra node does; once that node is
 lost (kill -9 of its raylet), the slot is gone from the cluster and the sessions resume
@@ -9,6 +12,7 @@ on the head with their conversation and the files of their last snapshot.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +46,14 @@ def test_sessions_of_a_lost_node_come_back_paused_and_resume_on_the_head(
         ash = AshRay(registry)
         sessions = []
         try:
-            registry.deploy_agent("nodeloss", str(agent_dir)).get()
+            folder = tmp_path_factory.mktemp("nodeloss-agent") / "nodeloss"
+            shutil.copytree(agent_dir, folder)
+            registry.deploy_agent("nodeloss", str(folder)).get()
+            shutil.rmtree(folder)  # no node can read the original folder any more
             sessions = [ash.session("nodeloss") for _ in range(2)]
             for i, s in enumerate(sessions):
+                seeded = s.worker.exec("cat notes.txt", 30).get(60)
+                assert seeded["stdout"].strip() == "seed file"  # the agent's file, from the Store
                 cmd = json.dumps({"command": f"echo kept-{i} > kept.txt"})
                 assert s.run(f"remember the number {i}\nTOOL Bash {cmd}")["error"] is None
                 assert s.describe()["nodeId"] == node.node_id

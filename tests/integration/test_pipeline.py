@@ -6,8 +6,11 @@ sessions over HTTP), the registry, session workers and the fake model.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +292,33 @@ def test_run_prompts_with_structured_output(
     ds = ray.data.from_items([{"prompt": f"n please {i}"} for i in range(3)])
     out = run_prompts(ds, name, concurrency=1, output_format=SCHEMA).take_all()
     assert sorted(r["structured_output"]["n"] for r in out) == [0, 1, 2]
+
+
+def test_run_prompts_row_whose_worker_is_killed_is_answered_once(
+    ash: AshRay, http: httpx.Client, agent_dir: Path, fake_model
+) -> None:  # type: ignore[no-untyped-def]
+    name = deploy(http, "pipe-lost", agent_dir)
+    rows = [{"prompt": f"row {i}"} for i in range(3)] + [{"prompt": "doomed row"}]
+    ds = ray.data.from_items(rows, override_num_blocks=1)
+    result: dict[str, list[dict[str, Any]]] = {}
+
+    def run() -> None:
+        result["out"] = run_prompts(ds, name, concurrency=1, session_per="row").take_all()
+
+    # The doomed row's reply parks before message_stop; its worker is killed there.
+    with fake_model.hold("doomed row", at="message_stop") as hold:
+        thread = threading.Thread(target=run)
+        thread.start()
+        hold.wait_held(120)
+        doomed = [w for w in live_of(ash, name) if w.get("bound")]
+        assert len(doomed) == 1, doomed  # one session per row, one row at a time
+        os.kill(int(doomed[0]["pid"]), signal.SIGKILL)
+        hold.release()
+        thread.join(300)
+    assert not thread.is_alive(), "run_prompts did not finish after the worker was lost"
+    out = result["out"]
+    assert sorted(r["prompt"] for r in out) == sorted(r["prompt"] for r in rows)
+    for row in out:
+        assert row["error"] is None, row
+        assert row["answer"].startswith(f"echo: {row['prompt']}"), row
+    assert live_of(ash, name) == []

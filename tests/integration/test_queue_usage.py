@@ -27,7 +27,7 @@ from ash_ray.jobs.actor import JOBS_NAME
 from ash_ray.testing.fake_replies import ErrorReply
 from tests.helpers import wait_for
 from tests.integration.conftest import API_KEY, Target
-from tests.integration.sse import Frame, new_session, send
+from tests.integration.sse import Frame, message_kinds, new_session, send
 
 pytestmark = pytest.mark.ray
 
@@ -104,7 +104,8 @@ def test_queue_item_runs_as_a_saved_turn(target: Target) -> None:
     assert item["result"] == "echo: queued hello" and item["retryCount"] == 0
     sid = item["sessionId"]
     msgs = target.http.get(f"/api/sessions/{sid}/messages").json()["messages"]
-    assert [m["role"] for m in msgs] == ["user", "assistant"]  # persisted, unlike Ash
+    # persisted, unlike Ash (Agent SDK shapes: prompt, reply, result)
+    assert [json.loads(m["content"])["type"] for m in msgs] == ["user", "assistant", "result"]
     assert "queued hello" in str(msgs[0]["content"])
     usage = target.http.get("/api/usage/stats", params={"sessionId": sid}).json()["stats"]
     assert usage["totalMessages"] == 1 and usage["totalInputTokens"] > 0
@@ -122,7 +123,7 @@ def test_queue_item_runs_as_a_saved_turn(target: Target) -> None:
     again = wait_for(lambda: finished(target, r.json()["item"]["id"]), timeout_s=60,
                      what="second item")
     assert again["status"] == "completed" and again["sessionId"] == sid
-    assert len(target.http.get(f"/api/sessions/{sid}/messages").json()["messages"]) == 4
+    assert message_kinds(target.http, sid) == ["user", "assistant", "result"] * 2
 
 
 def test_queue_priority_cancel_and_refusals(target: Target, fake_model) -> None:  # type: ignore[no-untyped-def]
@@ -199,7 +200,8 @@ def test_queue_item_finishes_once_when_the_worker_is_killed_mid_item(
     item = wait_for(lambda: finished(target, item_id), timeout_s=60, what="item done")
     assert item["status"] == "completed" and item["sessionId"] == running["sessionId"]
     msgs = http.get(f"/api/sessions/{item['sessionId']}/messages").json()["messages"]
-    assert [m["role"] for m in msgs] == ["user", "assistant"]  # the prompt ran once
+    # the prompt ran once (Agent SDK shapes: prompt, reply, result)
+    assert [json.loads(m["content"])["type"] for m in msgs] == ["user", "assistant", "result"]
     sent = [b for b in fake_model.message_requests if "survive the kill" in str(b["messages"])]
     assert len(sent) == 1
     usage = http.get("/api/usage/stats", params={"sessionId": item["sessionId"]}).json()

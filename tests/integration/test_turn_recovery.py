@@ -27,6 +27,11 @@ from tests.integration.sse import Frame, frames, new_session, send
 pytestmark = pytest.mark.ray
 
 
+
+def _kinds(msgs: list[dict[str, Any]]) -> list[str]:
+    """The Agent SDK message types of GET .../messages, in order."""
+    return [json.loads(m["content"])["type"] for m in msgs]
+
 def _worker_pid(sid: str, namespace: str) -> int:
     registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
     handle = ray.get(registry.live_handle.remote(sid))
@@ -68,7 +73,7 @@ def test_if_busy_queue_waits_for_the_running_turn_and_reject_is_409(
     assert got2[0][1] == "session_start" and got2[0][0] > got1[-1][0]  # its own turn, after
     assert any("echo: second-of-two" in json.dumps(f[2]) for f in got2)
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
-    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
+    assert _kinds(msgs) == ["user", "assistant", "result"] * 2
     assert _queued(settings, sid) == []
 
 
@@ -121,11 +126,16 @@ def test_worker_killed_while_its_tool_runs_the_turn_continues_in_the_same_stream
     assert session["status"] == "active"
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
     # prompt, reply; prompt, tool call (kept), lost tool's result, the model's new answer
-    assert [m["role"] for m in msgs] == ["user", "assistant"] * 3
+    # (Agent SDK shapes: each turn ends with its result message)
+    assert _kinds(msgs) == [
+        "user", "assistant", "result", "user", "assistant", "user", "assistant", "result"
+    ]
     assert "before the crash" in msgs[0]["content"]
     assert "tool said: the session's worker" in msgs[-1]["content"]
-    stored = http.get(f"/api/sessions/{sid}/events").json()["events"]
-    assert [e["sequence"] for e in stored][-len(got):] == seqs
+    # The stored log has the continuation in the stream's numbering.
+    with http.stream("GET", f"/api/sessions/{sid}/stream",
+                     headers={"Last-Event-ID": str(seqs[0] - 1)}) as r:
+        assert [f[0] for f in frames(r.iter_lines())] == seqs
     # Re-attaching with Last-Event-ID replays the rest from the store, same numbering.
     with http.stream("GET", f"/api/sessions/{sid}/stream",
                      headers={"Last-Event-ID": str(seqs[2])}) as r:

@@ -133,6 +133,25 @@ async def test_events_yields_one_by_one_up_to_done() -> None:
     assert [e[1] async for e in events(log, 0)] == ["session_start", "message", "done"]
 
 
+async def test_a_replay_from_an_old_event_runs_through_earlier_turns_to_the_current_done() -> None:
+    log = EventLog("s")
+    for type_ in ("session_start", "message", "done"):
+        log.emit(type_, {})
+    start, _, _ = log.emit("session_start", {})
+    log.emit("message", {})
+    got: list[str] = []
+
+    async def reader() -> None:
+        async for batch in follow(log, 0, heartbeat_s=0.01, turn_start=start):
+            got.extend(e[1] for e in batch)
+            if not batch:
+                log.emit("done", {})
+                log.emit("session_start", {})  # a queued turn, not this stream's
+
+    await asyncio.wait_for(reader(), 5)
+    assert got == ["session_start", "message", "done", "session_start", "message", "done"]
+
+
 # ---------------------------------------------------------------- turns
 
 
