@@ -264,7 +264,8 @@ def test_ash_ray_deploy_uploads_the_folder(server: str, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert f"deployed agent {name} v1" in run.stdout
     shutil.rmtree(folder)
-    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {API_KEY}"},
+                      timeout=60) as http:
         files = [f["path"] for f in http.get(f"/api/agents/{name}/files").json()["files"]]
         assert files == ["CLAUDE.md", "tool.py"]
         assert http.get(f"/api/agents/{name}").json()["agent"]["env"] == {
