@@ -67,6 +67,10 @@ class Api:
             raise SystemExit(self.unreachable(exc)) from None
 
 
+# Download chunk size: large enough that the progress bar costs nothing.
+_CHUNK = 256 * 1024
+
+
 def _error_text(resp: httpx.Response) -> str:
     try:
         return str(resp.json().get("error", resp.text))
@@ -200,6 +204,11 @@ def list_files(api: Api, session_id: str, console: Console) -> None:
 def download_file(api: Api, session_id: str, path: str, dest: Path, console: Console) -> Path:
     """Raw bytes of a workspace file into ``dest``, with a progress bar."""
     url = f"/api/sessions/{session_id}/files/{path.lstrip('/')}"
+    return download(api, url, path, dest, console)
+
+
+def download(api: Api, url: str, label: str, dest: Path, console: Console) -> Path:
+    """Stream ``GET url`` into ``dest`` with a progress bar named ``label``."""
     with _progress(console) as progress:
         try:
             with api.http.stream("GET", url, timeout=httpx.Timeout(60, read=None)) as resp:
@@ -207,9 +216,9 @@ def download_file(api: Api, session_id: str, path: str, dest: Path, console: Con
                     resp.read()
                     raise SystemExit(advice(resp.status_code, _error_text(resp), url))
                 total = int(resp.headers.get("content-length", 0)) or None
-                task = progress.add_task(path, total=total)
+                task = progress.add_task(label, total=total)
                 with open(dest, "wb") as out:
-                    for chunk in resp.iter_bytes():
+                    for chunk in resp.iter_bytes(_CHUNK):
                         out.write(chunk)
                         progress.advance(task, len(chunk))
         except httpx.HTTPError as exc:

@@ -14,6 +14,7 @@ import httpx
 from ash_ray import __version__, deploy_cli
 from ash_ray.chat import add_chat_parser, add_session_parsers
 from ash_ray.cli_jobs import add_jobs_parsers
+from ash_ray.cli_tenants import add_tenant_parsers
 from ash_ray.errors import AshError
 from ash_ray.transfer import add_transfer_parsers
 
@@ -319,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_session)
     add_chat_parser(sub)
     add_jobs_parsers(sub, _client)
+    add_tenant_parsers(sub)
 
     pp = sub.add_parser("ps", help="live session workers from Ray's state API")
     pp.add_argument("--json", action="store_true")

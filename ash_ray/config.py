@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="Bearer key required on /api/*. Empty: no auth (local dev only)."
     )
+    credential_key: SecretStr | None = Field(
+        None,
+        description="Secret that encrypts stored credentials (AES-256-GCM) and keys the "
+        "HMAC of stored API keys. Empty: credentials are refused, API keys are plain "
+        "SHA-256 (warned).",
+    )
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest accepted request body."
     )
@@ -257,7 +263,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
     )
 
-    @field_validator("api_key", "anthropic_api_key", mode="before")
+    @field_validator("api_key", "credential_key", "anthropic_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -6,11 +6,14 @@
     ├── ConfigError                  500  a setting is wrong (raised at start, names the variable)
     ├── InvalidInput                 400  the request or argument is malformed
     │   ├── AgentInvalid             400  an agent folder is unusable (no CLAUDE.md, bad settings)
-    │   └── PathOutsideWorkspace     400  a path escapes the session workspace
+    │   ├── PathOutsideWorkspace     400  a path escapes the session workspace
+    │   └── CredentialInvalid        400  a session names a missing or unusable credential
     ├── Unauthorized                 401  missing or wrong API key
+    ├── Forbidden                    403  the key is valid but may not do this (admin routes)
     ├── NotFound                     404
     │   ├── AgentNotFound            404
-    │   └── SessionNotFound          404
+    │   ├── SessionNotFound          404
+    │   └── CredentialNotFound       404  (a 400 where a request names it: CredentialInvalid)
     ├── Conflict                     409  the session is in a state that forbids the call
     │   └── SessionBusy              409  a turn is already running
     ├── SessionEnded                 410  the session ended; it cannot be resumed
@@ -71,8 +74,16 @@ class PathOutsideWorkspace(InvalidInput):
     """A file path points outside the session workspace (traversal or symlink)."""
 
 
+class CredentialInvalid(InvalidInput):
+    """A session names a credential that is gone, another tenant's, or does not open."""
+
+
 class Unauthorized(AshError):
     http_status = 401
+
+
+class Forbidden(AshError):
+    http_status = 403
 
 
 class NotFound(AshError):
@@ -84,6 +95,10 @@ class AgentNotFound(NotFound):
 
 
 class SessionNotFound(NotFound):
+    pass
+
+
+class CredentialNotFound(NotFound):
     pass
 
 

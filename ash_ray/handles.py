@@ -37,6 +37,7 @@ from ash_ray.calls import STALE, Call, _method, _Refresh, unwrap
 from ash_ray.errors import Unavailable
 from ash_ray.files_api import RegistryFilesCalls, WorkerFilesCalls
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRecord,
     AgentRef,
     EventRecord,
@@ -46,6 +47,7 @@ from ash_ray.models import (
     WriteBatch,
 )
 from ash_ray.names import DEFAULT_NAMESPACE, REGISTRY_NAME
+from ash_ray.tenants import ApiKeyRecord, CredentialRecord
 
 __all__ = [
     "Attached", "Call", "DrainResult", "Event", "ExecOutput", "RegistryApi", "RegistryClient",
@@ -97,33 +99,61 @@ class RegistryClient(RegistryFilesCalls):
         return Call(lambda: _method(self.handle, fn).remote(*args, **kwargs))
 
     # agents
-    def deploy_agent(self, name: str, path: str) -> Call[AgentRecord]:
-        return self._call(RegistryApi.deploy_agent, name, path)
+    # agents: each call names the tenant (agent names are unique per tenant)
+    def deploy_agent(
+        self, name: str, path: str, tenant: str = DEFAULT_TENANT
+    ) -> Call[AgentRecord]:
+        return self._call(RegistryApi.deploy_agent, name, path, tenant)
 
-    def get_agent(self, name: str) -> Call[AgentRecord]:
-        return self._call(RegistryApi.get_agent, name)
+    def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> Call[AgentRecord]:
+        return self._call(RegistryApi.get_agent, name, tenant)
 
-    def list_agents(self) -> Call[list[AgentRecord]]:
-        return self._call(RegistryApi.list_agents)
+    def list_agents(self, tenant: str = DEFAULT_TENANT) -> Call[list[AgentRecord]]:
+        return self._call(RegistryApi.list_agents, tenant)
 
     def agent_op(self, op: str, *args: Any, **kwargs: Any) -> Call[Any]:
         """An agent service operation by name (``AGENT_OPS``), e.g. ``agents.list_files``."""
         return self._call(RegistryApi.agent_op, op, *args, **kwargs)
 
-    def delete_agent(self, name: str) -> Call[AgentRecord]:
-        return self._call(RegistryApi.delete_agent, name)
+    def delete_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> Call[AgentRecord]:
+        return self._call(RegistryApi.delete_agent, name, tenant)
 
     # sessions
-    def create_session(self, body: dict[str, Any]) -> Call[SessionRecord]:
-        return self._call(RegistryApi.create_session, body)
+    def create_session(
+        self, body: dict[str, Any], tenant: str = DEFAULT_TENANT
+    ) -> Call[SessionRecord]:
+        return self._call(RegistryApi.create_session, body, tenant)
 
     def get_session(self, session_id: str) -> Call[SessionRecord]:
         return self._call(RegistryApi.get_session, session_id)
 
     def list_sessions(
-        self, agent: str | None, status: str | None, limit: int, offset: int
+        self, agent: str | None, status: str | None, limit: int, offset: int,
+        tenant: str | None = DEFAULT_TENANT,
     ) -> Call[list[SessionRecord]]:
-        return self._call(RegistryApi.list_sessions, agent, status, limit, offset)
+        return self._call(RegistryApi.list_sessions, agent, status, limit, offset, tenant)
+
+    # api keys (hashes) and credentials (sealed), always of one tenant
+    def add_api_key(self, rec: ApiKeyRecord) -> Call[None]:
+        return self._call(RegistryApi.add_api_key, rec)
+
+    def find_api_key(self, key_hash: str) -> Call[ApiKeyRecord | None]:
+        return self._call(RegistryApi.find_api_key, key_hash)
+
+    def list_api_keys(self, tenant: str) -> Call[list[ApiKeyRecord]]:
+        return self._call(RegistryApi.list_api_keys, tenant)
+
+    def delete_api_key(self, key_id: str, tenant: str) -> Call[bool]:
+        return self._call(RegistryApi.delete_api_key, key_id, tenant)
+
+    def add_credential(self, rec: CredentialRecord) -> Call[None]:
+        return self._call(RegistryApi.add_credential, rec)
+
+    def list_credentials(self, tenant: str) -> Call[list[CredentialRecord]]:
+        return self._call(RegistryApi.list_credentials, tenant)
+
+    def delete_credential(self, credential_id: str, tenant: str) -> Call[bool]:
+        return self._call(RegistryApi.delete_credential, credential_id, tenant)
 
     def attach(self, session_id: str) -> Call[Attached]:
         return self._call(RegistryApi.attach, session_id)
@@ -251,9 +281,9 @@ class WorkerClient(WorkerFilesCalls):
 
     def bind(
         self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],
-        snapshot: bytes | None,
+        snapshot: bytes | None, credential: CredentialRecord | None = None,
     ) -> Call[str]:
-        return self._call(WorkerApi.bind, record, agent, conversation, snapshot)
+        return self._call(WorkerApi.bind, record, agent, conversation, snapshot, credential)
 
     def watch(self) -> Call[None]:
         return self._call(WorkerApi.watch)

@@ -26,6 +26,10 @@ SessionStatus = Literal["starting", "active", "paused", "stopped", "ended", "err
 SESSION_STATUSES: tuple[str, ...] = ("starting", "active", "paused", "stopped", "ended", "error")
 AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Tenants are named like agents; `default` owns ASH_API_KEY and everything made without a key.
+TENANT_RE = AGENT_NAME_RE
+DEFAULT_TENANT = "default"
+CredentialType = Literal["anthropic", "openai", "bedrock", "custom"]
 
 
 def utcnow() -> datetime:
@@ -73,7 +77,7 @@ EXEC_COMMAND_MAX_BYTES = 100 * 1024
 
 # Accepted on the wire, refused with a 400 naming them until their feature lands.
 # Flip a field by deleting it here (its value then flows into the session config).
-REFUSED_UNTIL_IMPLEMENTED: tuple[str, ...] = ("credential_id",)
+REFUSED_UNTIL_IMPLEMENTED: tuple[str, ...] = ()
 
 
 def _refuse_unimplemented(model: Any) -> Any:
@@ -243,7 +247,9 @@ class SessionSettings(Wire):
 
 class SessionCreate(SessionSettings):
     agent: Name
-    credential_id: Name | None = Field(None, description="Not supported yet: refused (400).")
+    credential_id: Name | None = Field(
+        None, description="A stored credential (POST /api/credentials) for the model calls."
+    )
     mcp_servers: McpServers | None = None
 
     def as_config(self) -> dict[str, Any]:
@@ -330,6 +336,7 @@ class ExecRequest(Wire):
 class AgentRecord(BaseModel):
     id: str
     name: str
+    tenant_id: str = DEFAULT_TENANT
     version: int = 1
     path: str
     created_at: datetime
@@ -341,6 +348,7 @@ class AgentRecord(BaseModel):
         return {
             "id": self.id,
             "name": self.name,
+            "tenantId": self.tenant_id,
             "version": self.version,
             "path": self.path,
             # Values are secrets (API tokens): names only, in every response.
@@ -386,6 +394,7 @@ class AgentRef(BaseModel):
     version: int
     sha256: str
     env: dict[str, str] = Field(default_factory=dict)
+    tenant: str = DEFAULT_TENANT
 
 
 class SessionConfig(BaseModel):
@@ -423,6 +432,8 @@ class SessionConfig(BaseModel):
                 for name, server in self.mcp_servers.items()
             }
         return out
+    # A stored credential of the session's tenant; its key is decrypted only in the worker.
+    credential_id: str | None = None
 
 
 class Usage(BaseModel):
@@ -438,6 +449,7 @@ class Usage(BaseModel):
 class SessionRecord(BaseModel):
     id: str
     agent_name: str
+    tenant_id: str = DEFAULT_TENANT
     sandbox_id: str
     status: SessionStatus
     created_at: datetime
@@ -451,6 +463,7 @@ class SessionRecord(BaseModel):
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
+            "tenantId": self.tenant_id,
             "agentName": self.agent_name,
             "sandboxId": self.sandbox_id,
             "status": self.status,

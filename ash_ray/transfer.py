@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from ash_ray.chat import Api, _api, _error_text, _progress, advice
+from ash_ray.chat import Api, _api, _error_text, _progress, advice, download
 from ash_ray.session.files import ALWAYS_SKIP, ENV_FILES
 
 CHUNK = 256 * 1024
@@ -27,21 +27,7 @@ CHUNK = 256 * 1024
 def download_workspace(api: Api, session_id: str, dest: Path, console: Console) -> Path:
     """Stream the workspace bundle into ``dest`` with a progress bar; returns ``dest``."""
     url = f"/api/sessions/{session_id}/workspace"
-    with _progress(console) as progress:
-        try:
-            with api.http.stream("GET", url, timeout=httpx.Timeout(60, read=None)) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise SystemExit(advice(resp.status_code, _error_text(resp), url))
-                total = int(resp.headers.get("content-length", 0)) or None
-                task = progress.add_task(f"{session_id[:8]}.tar.gz", total=total)
-                with open(dest, "wb") as out:
-                    for chunk in resp.iter_bytes(CHUNK):
-                        out.write(chunk)
-                        progress.advance(task, len(chunk))
-        except httpx.HTTPError as exc:
-            raise SystemExit(api.unreachable(exc)) from None
-    return dest
+    return download(api, url, f"{session_id[:8]}.tar.gz", dest, console)
 
 
 def pack_folder(folder: Path) -> bytes:

@@ -15,16 +15,19 @@ from ash_ray.api import (
     routes_agent_versions,
     routes_agents,
     routes_attachments,
+    routes_credentials,
     routes_evals,
     routes_exec,
     routes_files,
     routes_health,
+    routes_keys,
     routes_messages,
     routes_queue,
     routes_sessions,
     routes_usage,
     routes_workspace,
 )
+from ash_ray.api.auth import Gatekeeper
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
 from ash_ray.api.uploads import upload_limits
@@ -93,6 +96,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
         description="Claude agents as HTTP APIs on Ray (wire-compatible with Ash).",
     )
     app.state.ctx = ctx
+    app.state.gate = Gatekeeper(ctx.settings, ctx.registry)
     app.state.limit_mode = detect_limit_mode(ctx.settings)
     app.state.isolation = describe_isolation(ctx.settings)
     errors.install(app)
@@ -105,7 +109,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
     for module in (
         routes_agents, routes_agent_versions, routes_sessions, routes_messages, routes_exec,
         routes_files, routes_workspace, routes_attachments, routes_queue, routes_usage,
-        routes_evals,
+        routes_evals, routes_keys, routes_credentials,
     ):
         app.include_router(module.router, **auth)  # type: ignore[arg-type]
     # The console's pages are public; the data behind them needs the key.

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, Query, Response
 from fastapi import Path as PathParam
 
-from ash_ray.api.deps import AgentName, Ctx, fails
+from ash_ray.api.deps import AgentName, Caller, Ctx, fails
 from ash_ray.api.schemas import AgentList, AgentReply, OkReply
 from ash_ray.api.schemas_agents import (
     AgentConfigReply,
@@ -39,42 +39,45 @@ def _files(items: list[Any] | None) -> list[tuple[str, str]] | None:
 
 
 @router.post("", status_code=201, response_model=AgentReply, responses=fails(400, 413))
-async def deploy(body: AgentCreate, ctx: Ctx) -> dict[str, Any]:
+async def deploy(body: AgentCreate, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """Deploy (or redeploy, bumping version) from a server folder or uploaded files."""
     agent = await ctx.registry.agent_op(
         "agents.deploy", body.name, body.path, files=_files(body.files),
         system_prompt=body.system_prompt, env=body.env, replace_files=body.replace_files,
+        tenant=caller.tenant,
     )
     return {"agent": agent.public()}
 
 
 @router.get("", response_model=AgentList)
-async def list_agents(ctx: Ctx) -> dict[str, Any]:
-    """Every deployed agent, by name."""
-    return {"agents": [a.public() for a in await ctx.registry.list_agents()]}
+async def list_agents(ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    """The caller's tenant's agents, by name."""
+    return {"agents": [a.public() for a in await ctx.registry.list_agents(caller.tenant)]}
 
 
 @router.get("/{name}", response_model=AgentReply, responses=fails(400, 404))
-async def get_agent(name: AgentName, ctx: Ctx) -> dict[str, Any]:
+async def get_agent(name: AgentName, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """One agent: its current version and env names (values redacted)."""
-    return {"agent": (await ctx.registry.get_agent(name)).public()}
+    return {"agent": (await ctx.registry.get_agent(name, caller.tenant)).public()}
 
 
 @router.patch("/{name}", response_model=AgentReply, responses=fails(400, 404, 413))
-async def patch_agent(name: AgentName, body: AgentPatch, ctx: Ctx) -> dict[str, Any]:
+async def patch_agent(
+    name: AgentName, body: AgentPatch, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     """Set env (replaced) or config (shallow merge); a new ``path`` or ``systemPrompt``
     makes a new version."""
     agent = await ctx.registry.agent_op(
         "agents.patch", name, env=body.env, config=body.config, path=body.path,
-        system_prompt=body.system_prompt,
+        system_prompt=body.system_prompt, tenant=caller.tenant,
     )
     return {"agent": agent.public()}
 
 
 @router.delete("/{name}", response_model=OkReply, responses=fails(400, 404))
-async def delete_agent(name: AgentName, ctx: Ctx) -> dict[str, Any]:
+async def delete_agent(name: AgentName, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """Forget an agent and its stored versions; its live sessions keep running."""
-    await ctx.registry.delete_agent(name)
+    await ctx.registry.delete_agent(name, caller.tenant)
     return {"ok": True}
 
 
@@ -82,28 +85,34 @@ async def delete_agent(name: AgentName, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/{name}/config", response_model=AgentConfigReply, responses=fails(400, 404))
-async def get_config(name: AgentName, ctx: Ctx) -> dict[str, Any]:
+async def get_config(name: AgentName, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """The agent's config object."""
-    return {"config": (await ctx.registry.get_agent(name)).config}
+    return {"config": (await ctx.registry.get_agent(name, caller.tenant)).config}
 
 
 @router.patch(
     "/{name}/config", response_model=AgentConfigReply, responses=fails(400, 404)
 )
 async def patch_config(
-    name: AgentName, ctx: Ctx, body: Annotated[dict[str, Any], Body()]
+    name: AgentName, ctx: Ctx, caller: Caller, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     """Shallow-merge the body into the agent's config."""
-    return {"config": await ctx.registry.agent_op("agents.patch_config", name, body)}
+    return {
+        "config": await ctx.registry.agent_op(
+            "agents.patch_config", name, body, tenant=caller.tenant
+        )
+    }
 
 
 # ---------------------------------------------------------------- files
 
 
 @router.get("/{name}/files", response_model=AgentFileList, responses=fails(400, 404))
-async def list_files(name: AgentName, ctx: Ctx) -> dict[str, Any]:
+async def list_files(name: AgentName, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """The files of the agent's current version: ``{path, size, modifiedAt}``."""
-    return {"files": await ctx.registry.agent_op("agents.list_files", name)}
+    return {
+        "files": await ctx.registry.agent_op("agents.list_files", name, tenant=caller.tenant)
+    }
 
 
 @router.get(
@@ -114,10 +123,13 @@ async def get_file(
     name: AgentName,
     path: FilePath,
     ctx: Ctx,
+    caller: Caller,
     format: Annotated[str, Query(pattern="^(json|raw)$")] = "json",
 ) -> Any:
     """One file: JSON ``{path, content, size}`` (up to 1 MiB) or the raw bytes."""
-    data: bytes = await ctx.registry.agent_op("agents.read_file", name, path)
+    data: bytes = await ctx.registry.agent_op(
+        "agents.read_file", name, path, tenant=caller.tenant
+    )
     if format == "raw":
         return raw_file(path, data)
     if len(data) > JSON_FILE_MAX:
@@ -152,16 +164,24 @@ def raw_file(path: str, data: bytes) -> Response:
 @router.post(
     "/{name}/files", response_model=AgentFilesWritten, responses=fails(400, 404, 413)
 )
-async def upload_files(name: AgentName, body: AgentFilesUpload, ctx: Ctx) -> dict[str, Any]:
+async def upload_files(
+    name: AgentName, body: AgentFilesUpload, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     """Write base64 files into the agent (a new version)."""
-    agent = await ctx.registry.agent_op("agents.upload_files", name, _files(body.files))
+    agent = await ctx.registry.agent_op(
+        "agents.upload_files", name, _files(body.files), tenant=caller.tenant
+    )
     return {"written": len(body.files), "version": agent.version}
 
 
 @router.delete(
     "/{name}/files/{path:path}", response_model=AgentFileDeleted, responses=fails(400, 404)
 )
-async def delete_file(name: AgentName, path: FilePath, ctx: Ctx) -> dict[str, Any]:
+async def delete_file(
+    name: AgentName, path: FilePath, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     """Remove one file from the agent (a new version)."""
-    agent = await ctx.registry.agent_op("agents.delete_file", name, path)
+    agent = await ctx.registry.agent_op(
+        "agents.delete_file", name, path, tenant=caller.tenant
+    )
     return {"deleted": True, "version": agent.version}

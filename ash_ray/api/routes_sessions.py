@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import ray
 from fastapi import APIRouter, Query
 
-from ash_ray.api.deps import Ctx, SessionId, fails
+from ash_ray.api.deps import Caller, Ctx, Gate, SessionId, fails
 from ash_ray.api.schemas import CompactReply, InterruptReply, SessionList, SessionReply
 from ash_ray.models import MAX_INT64, NAME_MAX, SessionConfigPatch, SessionCreate, SessionStatus
 
@@ -17,9 +17,15 @@ ONE: dict[str, Any] = {"response_model": SessionReply, "response_model_exclude_u
 
 
 @router.post("", status_code=201, **ONE, responses=fails(400, 404, 413, 503))
-async def create(body: SessionCreate, ctx: Ctx) -> dict[str, Any]:
-    """Open a session on a deployed agent (503 when every slot runs a turn)."""
-    return {"session": (await ctx.registry.create_session(body.as_config())).public()}
+async def create(body: SessionCreate, ctx: Ctx, caller: Caller, gate: Gate) -> dict[str, Any]:
+    """Open a session on a deployed agent (503 when every slot runs a turn).
+
+    With ``credentialId`` the session's model calls use that stored credential (400 when
+    the caller's tenant has no such credential).
+    """
+    session = await ctx.registry.create_session(body.as_config(), caller.tenant)
+    gate.remember_owner(session.id, session.tenant_id)
+    return {"session": session.public()}
 
 
 @router.get(
@@ -27,17 +33,15 @@ async def create(body: SessionCreate, ctx: Ctx) -> dict[str, Any]:
 )
 async def list_sessions(
     ctx: Ctx,
+    caller: Caller,
     agent: Annotated[str | None, Query(max_length=NAME_MAX)] = None,
     status: SessionStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> dict[str, Any]:
-    """Sessions, newest first, filtered by agent name and status."""
-    return {
-        "sessions": [
-            s.public() for s in await ctx.registry.list_sessions(agent, status, limit, offset)
-        ]
-    }
+    """The caller's tenant's sessions, newest first, filtered by agent name and status."""
+    found = await ctx.registry.list_sessions(agent, status, limit, offset, caller.tenant)
+    return {"sessions": [s.public() for s in found]}
 
 
 @router.get("/{session_id}", **ONE, responses=fails(400, 404))

@@ -233,3 +233,36 @@ SseEventUnion = Annotated[
     | Done | OtherEvent,
     Field(description="A turn's events, in order; comment lines (': ping') are heartbeats."),
 ]
+
+
+# ---------------------------------------------------------------- api keys, credentials
+
+
+class ApiKeyOut(Out):
+    id: str
+    label: str | None
+    key_prefix: str = Field(alias="keyPrefix", description="Enough to tell keys apart.")
+    created_at: str | None = Field(None, alias="createdAt")
+
+
+class ApiKeyCreated(Out):
+    id: str
+    key: str = Field(description="The key itself, shown this once (only its hash is kept).")
+    tenant_id: str = Field(alias="tenantId")
+
+
+class CredentialOut(Out):
+    id: str
+    type: str
+    label: str | None
+    active: bool
+    created_at: str = Field(alias="createdAt")
+    last_used_at: str | None = Field(alias="lastUsedAt")
+
+
+class CredentialReply(BaseModel):
+    credential: CredentialOut
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialOut]

@@ -17,9 +17,23 @@ from pydantic import BaseModel, ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ash_ray import cluster_file
-from ash_ray.errors import AtCapacity, InvalidInput, NotFound, SessionEnded, Unavailable
+from ash_ray.errors import (
+    AtCapacity,
+    InvalidInput,
+    NotFound,
+    SessionEnded,
+    SessionNotFound,
+    Unavailable,
+)
 from ash_ray.handles import Call, Event, RegistryClient, SessionClient, TurnOutcome, unwrap
-from ash_ray.models import MessageCreate, SessionCreate, new_id, parse_uuid
+from ash_ray.models import (
+    DEFAULT_TENANT,
+    MessageCreate,
+    SessionCreate,
+    SessionRecord,
+    new_id,
+    parse_uuid,
+)
 from ash_ray.names import DEFAULT_NAMESPACE
 
 __all__ = [
@@ -191,10 +205,17 @@ class AgentSession:
 
 
 class AshRay:
-    """The ash-ray cluster seen from a Ray driver: sessions by agent name or session id."""
+    """The ash-ray cluster seen from a Ray driver: sessions by agent name or session id.
 
-    def __init__(self, registry: RegistryClient) -> None:
+    Everything is of one tenant (``default`` unless given), as over HTTP with that
+    tenant's key: its agents, its sessions; another tenant's session id is not found.
+    A Ray driver is inside the cluster's trust boundary: the tenant is a scope, not a
+    credential.
+    """
+
+    def __init__(self, registry: RegistryClient, tenant: str = DEFAULT_TENANT) -> None:
         self.registry = registry
+        self.tenant = tenant
 
     @property
     def namespace(self) -> str:
@@ -210,27 +231,38 @@ class AshRay:
         """
         body = session_body(agent, config)
         created = capacity_retry(wait_s)(
-            lambda: self.registry.create_session(body).get(REGISTRY_TIMEOUT_S)
+            lambda: self.registry.create_session(body, self.tenant).get(REGISTRY_TIMEOUT_S)
         )
         return self.attach(created.id)
 
+    def _own(self, session_id: str) -> SessionRecord:
+        """The session if it is this tenant's; SessionNotFound otherwise."""
+        rec = self.registry.get_session(parse_uuid(session_id)).get(REGISTRY_TIMEOUT_S)
+        if rec.tenant_id != self.tenant:
+            raise SessionNotFound(f"session {session_id} not found", session_id=session_id)
+        return rec
+
     def attach(self, session_id: str) -> AgentSession:
         """A handle on an existing session (resumed first when paused or cold)."""
-        return AgentSession(self.registry.session_sync(parse_uuid(session_id), REGISTRY_TIMEOUT_S))
+        rec = self._own(session_id)
+        return AgentSession(self.registry.session_sync(rec.id, REGISTRY_TIMEOUT_S))
 
     def get_session(self, session_id: str) -> dict[str, Any]:
         """The session as ``GET /api/sessions/{id}`` shows it."""
-        return self.registry.get_session(parse_uuid(session_id)).get(REGISTRY_TIMEOUT_S).public()
+        return self._own(session_id).public()
 
     def end(self, session_id: str) -> dict[str, Any]:
         """End a session by id."""
-        return self.registry.end(parse_uuid(session_id)).get(REGISTRY_TIMEOUT_S).public()
+        rec = self._own(session_id)
+        return self.registry.end(rec.id).get(REGISTRY_TIMEOUT_S).public()
 
     def list_sessions(
         self, agent: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Sessions as ``GET /api/sessions`` lists them."""
-        rows = self.registry.list_sessions(agent, status, limit, 0).get(REGISTRY_TIMEOUT_S)
+        rows = self.registry.list_sessions(agent, status, limit, 0, self.tenant).get(
+            REGISTRY_TIMEOUT_S
+        )
         return [r.public() for r in rows]
 
     def live(self) -> list[dict[str, Any]]:
@@ -238,8 +270,12 @@ class AshRay:
         return self.registry.describe_all().get(REGISTRY_TIMEOUT_S)
 
 
-def connect(namespace: str = DEFAULT_NAMESPACE, address: str | None = None) -> AshRay:
+def connect(
+    namespace: str = DEFAULT_NAMESPACE, address: str | None = None, tenant: str = DEFAULT_TENANT
+) -> AshRay:
     """Find ash-ray on the Ray cluster, joining it at ``address`` if Ray is not initialised.
+
+    ``tenant`` scopes every call (its agents and sessions; ``default`` owns ASH_API_KEY's).
 
     Without ``address``: ``ASH_RAY_ADDRESS``, ``RAY_ADDRESS``, a local ``ash-ray start``
     (its ``ray-cluster.json``, token included), else ``"auto"`` (see ``cluster_file``).
@@ -252,12 +288,13 @@ def connect(namespace: str = DEFAULT_NAMESPACE, address: str | None = None) -> A
             raise Unavailable(f"no Ray cluster at {address!r}: {exc}") from None
     registry = RegistryClient(namespace)
     _ = registry.handle  # Unavailable now, not at the first call
-    return AshRay(registry)
+    return AshRay(registry, tenant)
 
 
 def ask(
-    agent: str, prompt: str, *, namespace: str = DEFAULT_NAMESPACE, **options: Any
+    agent: str, prompt: str, *, namespace: str = DEFAULT_NAMESPACE,
+    tenant: str = DEFAULT_TENANT, **options: Any,
 ) -> TurnOutcome:
     """One prompt in a fresh session that is ended afterwards; returns the turn outcome."""
-    with connect(namespace).session(agent) as session:
+    with connect(namespace, tenant=tenant).session(agent) as session:
         return session.run(prompt, **options)

@@ -28,6 +28,7 @@ from ash_ray.config import Settings
 from ash_ray.errors import InvalidInput
 from ash_ray.handles import Attached, DrainResult, Event, RegistryApi
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRecord,
     EventRecord,
     MessageRecord,
@@ -47,6 +48,7 @@ from ash_ray.registry.state import Core
 from ash_ray.registry.stats import RegistryStats
 from ash_ray.registry.upkeep import Upkeep
 from ash_ray.store.base import Store
+from ash_ray.tenants import ApiKeyRecord, CredentialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -133,17 +135,19 @@ class Registry(RegistryFiles):
 
     # ------------------------------------------------------------------ agents
 
-    async def deploy_agent(self, name: str, path: str) -> AgentRecord:
-        return await (await self._ready()).agents.deploy(name, path)
+    async def deploy_agent(
+        self, name: str, path: str, tenant: str = DEFAULT_TENANT
+    ) -> AgentRecord:
+        return await (await self._ready()).agents.deploy(name, path, tenant=tenant)
 
-    async def get_agent(self, name: str) -> AgentRecord:
-        return await (await self._ready()).agents.get(name)
+    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord:
+        return await (await self._ready()).agents.get(name, tenant)
 
-    async def list_agents(self) -> list[AgentRecord]:
-        return await (await self._ready()).agents.list()
+    async def list_agents(self, tenant: str = DEFAULT_TENANT) -> list[AgentRecord]:
+        return await (await self._ready()).agents.list(tenant)
 
-    async def delete_agent(self, name: str) -> AgentRecord:
-        return await (await self._ready()).agents.delete(name)
+    async def delete_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord:
+        return await (await self._ready()).agents.delete(name, tenant)
 
     async def agent_op(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """One of the agent services' operations, by name (see handles.AGENT_OPS)."""
@@ -156,20 +160,49 @@ class Registry(RegistryFiles):
 
     # ------------------------------------------------------------------ sessions
 
-    async def create_session(self, body: dict[str, Any]) -> SessionRecord:
-        return await (await self._ready()).lifecycle.create(body)
+    async def create_session(
+        self, body: dict[str, Any], tenant: str = DEFAULT_TENANT
+    ) -> SessionRecord:
+        return await (await self._ready()).lifecycle.create(body, tenant)
 
     async def get_session(self, session_id: str) -> SessionRecord:
         return await (await self._ready()).core.record_of(session_id)
 
     async def list_sessions(
-        self, agent: str | None, status: str | None, limit: int, offset: int
+        self, agent: str | None, status: str | None, limit: int, offset: int,
+        tenant: str | None = DEFAULT_TENANT,
     ) -> list[SessionRecord]:
         core = (await self._ready()).core
         await core.flush()
-        rows = await core.store.list_sessions(agent=agent, status=status, limit=limit,
-                                              offset=offset)
+        rows = await core.store.list_sessions(
+            agent=agent, status=status, limit=limit, offset=offset, tenant=tenant
+        )
         return [core.live[r.id].record if r.id in core.live else r for r in rows]
+
+    # ------------------------------------------------------------------ keys, credentials
+    # Thin: the ingress hashes keys and seals credentials (it holds the settings), and
+    # only the session worker opens a credential; the registry stores what it is given.
+
+    async def add_api_key(self, rec: ApiKeyRecord) -> None:
+        await (await self._ready()).core.store.add_api_key(rec)
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        return await (await self._ready()).core.store.find_api_key(key_hash)
+
+    async def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]:
+        return await (await self._ready()).core.store.list_api_keys(tenant)
+
+    async def delete_api_key(self, key_id: str, tenant: str) -> bool:
+        return await (await self._ready()).core.store.delete_api_key(key_id, tenant)
+
+    async def add_credential(self, rec: CredentialRecord) -> None:
+        await (await self._ready()).core.store.add_credential(rec)
+
+    async def list_credentials(self, tenant: str) -> list[CredentialRecord]:
+        return await (await self._ready()).core.store.list_credentials(tenant)
+
+    async def delete_credential(self, credential_id: str, tenant: str) -> bool:
+        return await (await self._ready()).core.store.delete_credential(credential_id, tenant)
 
     async def attach(self, session_id: str) -> Attached:
         live = await (await self._ready()).lifecycle.attach(session_id)

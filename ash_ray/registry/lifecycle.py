@@ -10,9 +10,10 @@ import logging
 import time
 from typing import Any
 
-from ash_ray.errors import Conflict, SessionBusy, SessionEnded
+from ash_ray.errors import Conflict, CredentialInvalid, SessionBusy, SessionEnded
 from ash_ray.handles import WorkerClient
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRef,
     MessageRecord,
     SessionConfig,
@@ -24,6 +25,8 @@ from ash_ray.models import (
 from ash_ray.registry.agents import Agents
 from ash_ray.registry.capacity import Capacity
 from ash_ray.registry.state import Core, Live
+from ash_ray.store._rows import tenant_name
+from ash_ray.tenants import CredentialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +39,11 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ create and bind
 
-    async def create(self, body: dict[str, Any]) -> SessionRecord:
+    async def create(self, body: dict[str, Any], tenant: str = DEFAULT_TENANT) -> SessionRecord:
         self.core.check_accepting()
         started = time.perf_counter()
-        agent = await self.agents.get(body["agent"])
-        ref = await self.agents.ref(agent.name)
+        agent = await self.agents.get(body["agent"], tenant)
+        ref = await self.agents.ref(agent.name, tenant=tenant)
         config = SessionConfig(
             **{k: v for k, v in body.items() if k in SessionConfig.model_fields and v is not None}
         )
@@ -48,17 +51,21 @@ class Lifecycle:
         # CLAUDE.md of the archive (the loop's default when config has none).
         prompt = config.system_prompt
         if prompt is None:
-            active = await self.agents.store.active_agent_version(agent.name)
+            active = await self.agents.store.active_agent_version(
+                tenant_name(tenant, agent.name)
+            )
             prompt = active.system_prompt if active is not None else None
         config = config.model_copy(update={"agent_version": ref.version, "system_prompt": prompt})
         await self.agents.check_config(agent, config)
-        (sid, worker), hit = await self.capacity.worker()
         now = utcnow()
         rec = SessionRecord(
-            id=sid, agent_name=agent.name, sandbox_id=sid, status="active",
+            id="", agent_name=agent.name, tenant_id=tenant, sandbox_id="", status="active",
             created_at=now, last_active_at=now, config=config,
         )
-        await self._bind(rec, worker, ref, [], None, started=hit)
+        credential = await self._credential(rec)
+        (sid, worker), hit = await self.capacity.worker()
+        rec = rec.model_copy(update={"id": sid, "sandbox_id": sid})
+        await self._bind(rec, worker, ref, [], None, started=hit, credential=credential)
         stats = self.core.stats
         stats.created.labels(pool="hit" if hit else "miss").inc()
         stats.pre_warm_hits += int(hit)
@@ -74,6 +81,7 @@ class Lifecycle:
         snapshot: bytes | None,
         extra: WriteBatch | None = None,
         started: bool = True,
+        credential: CredentialRecord | None = None,
     ) -> None:
         """Commit the session row; the worker starts (unless ``started``) and binds
         meanwhile, unwaited.
@@ -85,18 +93,21 @@ class Lifecycle:
         """
         live = Live(rec, worker)
         self.core.track(live)
-        self.core.background(self._finish_bind(live, agent, conversation, snapshot, started))
+        self.core.background(
+            self._finish_bind(live, agent, conversation, snapshot, started, credential)
+        )
         await self.core.submit(rec, batch=extra)
 
     async def _finish_bind(
         self, live: Live, agent: AgentRef, conversation: list[dict[str, Any]],
         snapshot: bytes | None, started: bool = True,
+        credential: CredentialRecord | None = None,
     ) -> None:
         rec = live.record
         try:
             if not started:
                 await self.capacity.pool.started(live.worker)
-            live.node_id = await live.worker.bind(rec, agent, conversation, snapshot)
+            live.node_id = await live.worker.bind(rec, agent, conversation, snapshot, credential)
         except Exception:
             await self.core.ray.kill(live.worker)
             if self.core.live.get(rec.id) is not live:
@@ -104,6 +115,29 @@ class Lifecycle:
             logger.exception("binding session %s to its worker failed", rec.id)
             self.core.live.pop(rec.id)
             await self.core.submit(live.record.model_copy(update={"status": "error"}))
+
+    async def _credential(self, rec: SessionRecord) -> CredentialRecord | None:
+        """The session's stored credential (sealed; only the worker opens it), if it names one.
+
+        Bumps the credential's ``last_used_at``. Another tenant's id reads as missing.
+        """
+        cid = rec.config.credential_id
+        if cid is None:
+            return None
+        found = await self.core.store.use_credential(cid, rec.tenant_id)
+        if found is None:
+            raise CredentialInvalid(
+                f"credential {cid} does not exist (deleted?): create the session with a "
+                "credential listed by GET /api/credentials",
+                credential_id=cid,
+            )
+        if found.type == "openai":
+            raise CredentialInvalid(
+                f"credential {cid} is an openai key: stored, but the agent loop speaks the "
+                "Anthropic Messages API (use anthropic, bedrock or custom)",
+                credential_id=cid,
+            )
+        return found
 
     # ------------------------------------------------------------------ attach and resume
 
@@ -133,7 +167,8 @@ class Lifecycle:
     async def _resume_cold(self, rec: SessionRecord) -> tuple[SessionRecord, str]:
         """A new worker with the stored conversation and workspace; and where it came from."""
         store = self.core.store
-        agent = await self.agents.ref(rec.agent_name, rec.config.agent_version)
+        agent = await self.agents.ref(rec.agent_name, rec.config.agent_version, rec.tenant_id)
+        credential = await self._credential(rec)
         await self.core.flush()
         history = [m.api() for m in await store.list_messages(rec.id)]
         snapshot = await store.get_snapshot(rec.id)
@@ -141,7 +176,9 @@ class Lifecycle:
         rec = rec.model_copy(
             update={"status": "active", "sandbox_id": sid, "last_active_at": utcnow()}
         )
-        await self._bind(rec, worker, agent, history, snapshot, started=hit)
+        await self._bind(
+            rec, worker, agent, history, snapshot, started=hit, credential=credential
+        )
         return rec, "store" if snapshot is not None else "fresh"
 
     def _flip_active(self, live: Live) -> bool:
@@ -217,12 +254,15 @@ class Lifecycle:
             await self.core.flush()
             messages = await store.list_messages(session_id)
             events = await store.list_events(session_id)
-            agent = await self.agents.ref(parent.agent_name, parent.config.agent_version)
+            agent = await self.agents.ref(
+                parent.agent_name, parent.config.agent_version, parent.tenant_id
+            )
+            credential = await self._credential(parent)
             (sid, worker), hit = await self.capacity.worker()
             now = utcnow()
             child = SessionRecord(
-                id=sid, agent_name=parent.agent_name, sandbox_id=sid, status="active",
-                created_at=now, last_active_at=now, parent_session_id=parent.id,
+                id=sid, agent_name=parent.agent_name, tenant_id=parent.tenant_id, sandbox_id=sid,
+                status="active", created_at=now, last_active_at=now, parent_session_id=parent.id,
                 config=parent.config, last_seq=events[-1].seq if events else 0,
             )
             copies = [
@@ -238,7 +278,7 @@ class Lifecycle:
                     messages=copies,
                     events=[e.model_copy(update={"session_id": sid}) for e in events],
                 ),
-                started=hit,
+                started=hit, credential=credential,
             )
             if snapshot is not None:
                 await store.put_snapshot(sid, snapshot)
@@ -250,7 +290,7 @@ class Lifecycle:
             if rec.status == "ended":
                 raise SessionEnded(f"session {session_id} has ended")
             if {"initial_agent", "subagents"} & patch.keys():
-                agent = await self.agents.get(rec.agent_name)
+                agent = await self.agents.get(rec.agent_name, rec.tenant_id)
                 await self.agents.check_config(agent, rec.config.model_copy(update=patch))
             live = self.core.live.get(session_id)
             if live is not None:

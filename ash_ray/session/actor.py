@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import psutil
 import ray
 
@@ -34,10 +33,12 @@ from ash_ray.sandbox import create_sandbox
 from ash_ray.session import agent_cache, streams, workspace
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
+from ash_ray.session.model_client import credential_client, server_client
 from ash_ray.session.persist import Persister
 from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
 from ash_ray.session.turns import TurnRunner
 from ash_ray.session.worker_files import WorkerFiles
+from ash_ray.tenants import CredentialRecord
 
 
 class SessionWorker(WorkerFiles):
@@ -46,12 +47,7 @@ class SessionWorker(WorkerFiles):
     def __init__(self, settings: Settings, sandbox_id: str) -> None:
         self.settings = settings
         self.sandbox_id = sandbox_id
-        key = settings.anthropic_api_key
-        self.client = anthropic.AsyncAnthropic(
-            api_key=key.get_secret_value() if key else "unset",
-            base_url=settings.anthropic_base_url,
-            max_retries=2,
-        )
+        self.client = server_client(settings)
         self.metrics = SessionMetrics()
         # Pay the one-time costs now, while the worker waits in the pool, not in a
         # session's first turn: the sandbox probes (bwrap, cgroups), and the registry
@@ -91,15 +87,19 @@ class SessionWorker(WorkerFiles):
         agent: AgentRef,
         conversation: list[dict[str, Any]],
         snapshot: bytes | None,
+        credential: CredentialRecord | None = None,
     ) -> str:
         """Attach this worker to a session: workspace, sandbox, loop, conversation.
 
+        ``credential`` (sealed) replaces the server's model key for this session.
         Returns the Ray node id the worker runs on.
         """
         current = self.guard.bound
         if current is not None and current.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {current.record.id}")
         try:
+            if credential is not None:
+                self.client = credential_client(self.settings, credential)
             session = await self._open(record, agent, conversation, snapshot)
         except Exception as exc:
             self.guard.settle(error=f"{type(exc).__name__}: {exc}")
@@ -140,7 +140,9 @@ class SessionWorker(WorkerFiles):
     ) -> Bound:
         agent_path = await agent_cache.materialize(
             self.settings.agent_cache_dir, agent,
-            lambda: self.registry.agent_op("agents.archive", agent.name, agent.version),
+            lambda: self.registry.agent_op(
+                "agents.archive", agent.name, agent.version, tenant=agent.tenant
+            ),
         )
         ws = self.settings.workspaces_dir / record.id
         signature = await asyncio.to_thread(workspace.prepare, ws, agent_path, snapshot)

@@ -42,7 +42,7 @@ class Row(Protocol):
 TsOut = Callable[[datetime], Any]
 TsIn = Callable[[Any], datetime]
 
-AGENT_COLS = ("id", "name", "version", "path", "created_at", "updated_at")
+AGENT_COLS = ("id", "name", "version", "path", "created_at", "updated_at", "tenant_id")
 SESSION_COLS = (
     "id",
     "agent_name",
@@ -55,6 +55,7 @@ SESSION_COLS = (
     "usage",
     "num_turns",
     "last_seq",
+    "tenant_id",
 )
 MESSAGE_COLS = ("session_id", "sequence", "id", "role", "content", "created_at")
 EVENT_COLS = ("session_id", "seq", "type", "data", "created_at")
@@ -95,6 +96,7 @@ def session_row(rec: SessionRecord, ts: TsOut) -> tuple[Any, ...]:
         rec.usage.model_dump_json(),
         rec.num_turns,
         rec.last_seq,
+        rec.tenant_id,
     )
 
 
@@ -177,6 +179,7 @@ def agent_from(row: Row, ts: TsIn) -> AgentRecord:
     return AgentRecord(
         id=row["id"],
         name=row["name"],
+        tenant_id=row["tenant_id"],
         version=row["version"],
         path=row["path"],
         created_at=ts(row["created_at"]),
@@ -190,6 +193,7 @@ def session_from(row: Row, ts: TsIn) -> SessionRecord:
     return SessionRecord(
         id=row["id"],
         agent_name=row["agent_name"],
+        tenant_id=row["tenant_id"],
         sandbox_id=row["sandbox_id"],
         status=row["status"],
         created_at=ts(row["created_at"]),
@@ -235,6 +239,11 @@ def usage_from(row: Row, ts: TsIn) -> UsageRecord:
         messages=row["messages"],
         compute_ms=row["compute_ms"],
     )
+
+
+def tenant_name(tenant: str, name: str) -> str:
+    """The agents table's unique key: agent names are unique per tenant (migration 6)."""
+    return f"{tenant}/{name}"
 
 
 def columns(cols: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ash_ray.models import AgentRecord, AgentVersionRecord, new_id, utcnow
+from ash_ray.models import DEFAULT_TENANT, AgentRecord, AgentVersionRecord, new_id, utcnow
 from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
 
@@ -57,55 +57,62 @@ class AgentData:
         return rows.agent_from(row, self._ts_value)
 
     async def save_agent(
-        self, name: str, path: str, archive: bytes, env: dict[str, str] | None = None
+        self, name: str, path: str, archive: bytes, env: dict[str, str] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> AgentRecord:
-        """Insert ``name`` at version 1 or bump its version, storing ``archive`` for it.
+        """Insert the tenant's ``name`` at version 1 or bump its version, storing ``archive``.
 
         ``env`` replaces the stored env when given. Row and archive commit together.
+        Archives and versions are keyed by the tenant-qualified name (``tenant_name``).
         """
+        key = rows.tenant_name(tenant, name)
         sha = files.sha256(archive)
         location, blob = await self._archive_columns(sha, archive)
         now = self._ts_param(utcnow())
 
         async def fn(ex: Exec) -> AgentRecord:
-            found = await ex("SELECT * FROM agents WHERE name = ?", name)
+            found = await ex("SELECT * FROM agents WHERE tenant_name = ?", key)
             if found:
                 new_env = json.dumps(env) if env is not None else found[0]["env"]
                 got = await ex(
                     "UPDATE agents SET version = version + 1, path = ?, env = ?, updated_at = ? "
-                    "WHERE name = ? RETURNING *",
-                    path, new_env, now, name,
+                    "WHERE tenant_name = ? RETURNING *",
+                    path, new_env, now, key,
                 )  # fmt: skip
             else:
                 got = await ex(
-                    "INSERT INTO agents (id, name, version, path, created_at, updated_at, env, "
-                    "config) VALUES (?, ?, 1, ?, ?, ?, ?, '{}') RETURNING *",
-                    new_id(), name, path, now, now, json.dumps(env or {}),
+                    "INSERT INTO agents (id, tenant_name, tenant_id, name, version, path, "
+                    "created_at, updated_at, env, config) "
+                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, '{}') RETURNING *",
+                    new_id(), key, tenant, name, path, now, now, json.dumps(env or {}),
                 )  # fmt: skip
             agent = self._agent_row(got[0])
             await ex(
                 "INSERT INTO agent_archives (agent_name, version, size_bytes, sha256, location, "
                 "data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                name, agent.version, len(archive), sha, location, blob, now,
+                key, agent.version, len(archive), sha, location, blob, now,
             )  # fmt: skip
             return agent
 
         return await self._agent_tx("save_agent", fn)
 
     async def update_agent(
-        self, name: str, *, env: dict[str, str] | None = None, config: dict[str, Any] | None = None
+        self, name: str, *, env: dict[str, str] | None = None,
+        config: dict[str, Any] | None = None, tenant: str = DEFAULT_TENANT,
     ) -> AgentRecord | None:
-        """Set the agent's env and/or config (no new version); None if unknown."""
+        """Set the tenant's agent's env and/or config (no new version); None if unknown."""
+        key = rows.tenant_name(tenant, name)
 
         async def fn(ex: Exec) -> AgentRecord | None:
-            found = await ex("SELECT * FROM agents WHERE name = ?", name)
+            found = await ex("SELECT * FROM agents WHERE tenant_name = ?", key)
             if not found:
                 return None
             got = await ex(
-                "UPDATE agents SET env = ?, config = ?, updated_at = ? WHERE name = ? RETURNING *",
+                "UPDATE agents SET env = ?, config = ?, updated_at = ? "
+                "WHERE tenant_name = ? RETURNING *",
                 json.dumps(env) if env is not None else found[0]["env"],
                 json.dumps(config) if config is not None else found[0]["config"],
-                self._ts_param(utcnow()), name,
+                self._ts_param(utcnow()), key,
             )  # fmt: skip
             return self._agent_row(got[0])
 
@@ -169,7 +176,9 @@ class AgentData:
     def _version_row(self, row: Any) -> AgentVersionRecord:
         kf = row["knowledge_files"]
         return AgentVersionRecord(
-            id=row["id"], agent_name=row["agent_name"], version_number=row["version_number"],
+            # The table keys by ``<tenant>/<name>``; the record shows the plain name.
+            id=row["id"], agent_name=row["agent_name"].split("/", 1)[-1],
+            version_number=row["version_number"],
             name=row["name"], system_prompt=row["system_prompt"],
             release_notes=row["release_notes"], knowledge_files=json.loads(kf) if kf else None,
             is_active=bool(row["is_active"]), created_at=self._ts_value(row["created_at"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRecord,
     AgentVersionRecord,
     EventRecord,
@@ -15,6 +16,7 @@ from ash_ray.models import (
     WriteBatch,
 )
 from ash_ray.records import AttachmentRecord, LogLine
+from ash_ray.tenants import ApiKeyRecord, CredentialRecord
 
 
 @runtime_checkable
@@ -33,25 +35,30 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections; safe to call twice."""
 
-    # agents
-    async def upsert_agent(self, name: str, path: str) -> AgentRecord:
+    # agents: a name is unique per tenant
+    async def upsert_agent(
+        self, name: str, path: str, tenant: str = DEFAULT_TENANT
+    ) -> AgentRecord:
         """Insert, or bump ``version`` and ``path``/``updated_at`` of an existing agent."""
 
-    async def get_agent(self, name: str) -> AgentRecord | None: ...
+    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord | None: ...
 
-    async def list_agents(self) -> list[AgentRecord]: ...
+    async def list_agents(self, tenant: str = DEFAULT_TENANT) -> list[AgentRecord]: ...
 
-    async def delete_agent(self, name: str) -> bool: ...
+    async def delete_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> bool: ...
 
     # agent archives (tar.gz of the files, one per agent version) and Ash's versions
-    # (ash_ray/store/agent_data.py)
+    # (ash_ray/store/agent_data.py); the archive and version methods take the
+    # tenant-qualified name (``_rows.tenant_name``) as ``name``
     async def save_agent(
-        self, name: str, path: str, archive: bytes, env: dict[str, str] | None = None
+        self, name: str, path: str, archive: bytes, env: dict[str, str] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> AgentRecord:
         """Insert at version 1 or bump the version, storing ``archive`` for it."""
 
     async def update_agent(
-        self, name: str, *, env: dict[str, str] | None = None, config: dict[str, Any] | None = None
+        self, name: str, *, env: dict[str, str] | None = None,
+        config: dict[str, Any] | None = None, tenant: str = DEFAULT_TENANT,
     ) -> AgentRecord | None: ...
 
     async def put_agent_archive(self, name: str, version: int, archive: bytes) -> str: ...
@@ -93,8 +100,9 @@ class Store(Protocol):
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        tenant: str | None = None,
     ) -> list[SessionRecord]:
-        """Newest first."""
+        """Newest first; ``tenant=None``: every tenant's (the registry's own scans)."""
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove the session with its messages, events, usage and snapshot."""
@@ -110,6 +118,24 @@ class Store(Protocol):
         """Events with ``seq > after`` in order."""
 
     async def list_usage(self, session_id: str | None = None) -> list[UsageRecord]: ...
+
+    # api keys (hashes only) and credentials (sealed), always filtered by tenant
+    async def add_api_key(self, rec: ApiKeyRecord) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    async def list_api_keys(self, tenant: str) -> list[ApiKeyRecord]: ...
+
+    async def delete_api_key(self, key_id: str, tenant: str) -> bool: ...
+
+    async def add_credential(self, rec: CredentialRecord) -> None: ...
+
+    async def list_credentials(self, tenant: str) -> list[CredentialRecord]: ...
+
+    async def use_credential(self, credential_id: str, tenant: str) -> CredentialRecord | None:
+        """The credential with ``last_used_at`` bumped; None if the tenant has no such."""
+
+    async def delete_credential(self, credential_id: str, tenant: str) -> bool: ...
 
     # workspace snapshots (tar.gz bytes)
     async def put_snapshot(self, session_id: str, data: bytes) -> None: ...

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import partial
 from types import TracebackType
@@ -26,6 +26,7 @@ import asyncpg
 
 from ash_ray.errors import StoreError
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRecord,
     EventRecord,
     MessageRecord,
@@ -41,6 +42,7 @@ from ash_ray.store._pgbatch import WRITE_BATCH, batch_arrays
 from ash_ray.store.agent_dialects import PostgresAgentData
 from ash_ray.store.extras_postgres import PostgresExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+from ash_ray.store.tenancy import TenancyStore, numbered
 from ash_ray.store.turn_queue import PostgresTurnQueue
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue):
+class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue, TenancyStore):
     """The :class:`~ash_ray.store.base.Store` on Postgres or CockroachDB via asyncpg.
 
     ``url`` is ``postgresql://`` or ``postgres://``; libpq query parameters such as
@@ -242,38 +244,52 @@ class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue):
 
         return await self._run(what, fn)
 
+    async def _query(self, what: str, sql: str, args: Sequence[Any]) -> list[Any]:
+        return await self._fetch(what, numbered(sql), *args)
+
+    def _ts_db(self, ts: datetime) -> Any:
+        return _ts(ts)
+
+    def _ts_py(self, value: Any) -> datetime:
+        return _ts(value)
+
     # ------------------------------------------------------------ agents
 
-    async def upsert_agent(self, name: str, path: str) -> AgentRecord:
-        """Insert ``name`` at version 1, or bump its version and set ``path``."""
+    async def upsert_agent(
+        self, name: str, path: str, tenant: str = DEFAULT_TENANT
+    ) -> AgentRecord:
+        """Insert the tenant's ``name`` at version 1, or bump its version and set ``path``."""
         found = await self._fetch(
             "upsert_agent",
-            "INSERT INTO agents (id, name, version, path, created_at, updated_at) "
-            "VALUES ($1, $2, 1, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET "
-            "version = agents.version + 1, path = EXCLUDED.path, updated_at = EXCLUDED.updated_at "
-            "RETURNING *",
-            new_id(),
-            name,
-            path,
-            utcnow(),
-        )
+            "INSERT INTO agents (id, tenant_name, tenant_id, name, version, path, created_at, "
+            "updated_at) VALUES ($1, $2, $3, $4, 1, $5, $6, $6) ON CONFLICT (tenant_name) "
+            "DO UPDATE SET version = agents.version + 1, path = EXCLUDED.path, "
+            "updated_at = EXCLUDED.updated_at RETURNING *",
+            new_id(), rows.tenant_name(tenant, name), tenant, name, path, utcnow(),
+        )  # fmt: skip
         return valid.parse_one("agent", name, found[0], _agent)
 
-    async def get_agent(self, name: str) -> AgentRecord | None:
-        """The agent called ``name``, or None."""
-        found = await self._fetch("get_agent", "SELECT * FROM agents WHERE name = $1", name)
+    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord | None:
+        """The tenant's agent called ``name``, or None."""
+        found = await self._fetch(
+            "get_agent", "SELECT * FROM agents WHERE tenant_name = $1",
+            rows.tenant_name(tenant, name),
+        )  # fmt: skip
         return valid.parse_one("agent", name, found[0], _agent) if found else None
 
-    async def list_agents(self) -> list[AgentRecord]:
-        """All agents by name."""
-        found = await self._fetch("list_agents", "SELECT * FROM agents ORDER BY name")
+    async def list_agents(self, tenant: str = DEFAULT_TENANT) -> list[AgentRecord]:
+        """The tenant's agents by name."""
+        found = await self._fetch(
+            "list_agents", "SELECT * FROM agents WHERE tenant_id = $1 ORDER BY name", tenant
+        )
         return valid.parse_each("agent", found, _agent)
 
-    async def delete_agent(self, name: str) -> bool:
+    async def delete_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> bool:
         """Remove the agent row (not its sessions); True if it existed."""
         found = await self._fetch(
-            "delete_agent", "DELETE FROM agents WHERE name = $1 RETURNING id", name
-        )
+            "delete_agent", "DELETE FROM agents WHERE tenant_name = $1 RETURNING id",
+            rows.tenant_name(tenant, name),
+        )  # fmt: skip
         return bool(found)
 
     # ------------------------------------------------------------ sessions and logs
@@ -301,16 +317,17 @@ class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue):
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        tenant: str | None = None,
     ) -> list[SessionRecord]:
-        """Sessions newest first, optionally of one agent and/or in one status."""
+        """Sessions newest first, optionally of one tenant, one agent, one status."""
 
         async def page(size: int, start: int) -> list[asyncpg.Record]:
             return await self._fetch(
                 "list_sessions",
                 "SELECT * FROM sessions WHERE ($1::text IS NULL OR agent_name = $1) "
-                "AND ($2::text IS NULL OR status = $2) "
+                "AND ($2::text IS NULL OR status = $2) AND ($5::text IS NULL OR tenant_id = $5) "
                 "ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-                agent, status, size, start,
+                agent, status, size, start, tenant,
             )  # fmt: skip
 
         return await valid.fill_page(

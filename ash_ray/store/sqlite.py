@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -24,6 +24,7 @@ import aiosqlite
 
 from ash_ray.errors import StoreError
 from ash_ray.models import (
+    DEFAULT_TENANT,
     AgentRecord,
     EventRecord,
     MessageRecord,
@@ -39,6 +40,7 @@ from ash_ray.store import _valid as valid
 from ash_ray.store.agent_dialects import SqliteAgentData
 from ash_ray.store.extras_sqlite import SqliteExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+from ash_ray.store.tenancy import TenancyStore
 from ash_ray.store.turn_queue import SqliteTurnQueue
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue):
+class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
     """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
 
     kind = "sqlite"
@@ -212,22 +214,36 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue):
         result: list[sqlite3.Row] = await self._retry(what, op)
         return result
 
+    async def _query(self, what: str, sql: str, args: Sequence[Any]) -> list[Any]:
+        # One statement in autocommit mode: atomic, RETURNING rows included.
+        return await self._fetch(what, sql, args)
+
+    def _ts_db(self, ts: datetime) -> Any:
+        return _ts_out(ts)
+
+    def _ts_py(self, value: Any) -> datetime:
+        return _ts_in(value)
+
     # ------------------------------------------------------------ agents
 
-    async def upsert_agent(self, name: str, path: str) -> AgentRecord:
-        """Insert ``name`` at version 1, or bump its version and set ``path``."""
+    async def upsert_agent(
+        self, name: str, path: str, tenant: str = DEFAULT_TENANT
+    ) -> AgentRecord:
+        """Insert the tenant's ``name`` at version 1, or bump its version and set ``path``."""
+        key = rows.tenant_name(tenant, name)
 
         async def op() -> AgentRecord:
             now = _ts_out(utcnow())
             async with self._tx() as tx:
                 await tx.execute(
-                    "INSERT INTO agents (id, name, version, path, created_at, updated_at) "
-                    "VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "INSERT INTO agents (id, tenant_name, tenant_id, name, version, path, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?) "
+                    "ON CONFLICT (tenant_name) DO UPDATE SET "
                     "version = agents.version + 1, path = excluded.path, "
                     "updated_at = excluded.updated_at",
-                    (new_id(), name, path, now, now),
+                    (new_id(), key, tenant, name, path, now, now),
                 )
-                cur = await tx.execute("SELECT * FROM agents WHERE name = ?", (name,))
+                cur = await tx.execute("SELECT * FROM agents WHERE tenant_name = ?", (key,))
                 row = await cur.fetchone()
             assert row is not None
             return valid.parse_one("agent", name, row, _agent)
@@ -235,22 +251,30 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue):
         agent: AgentRecord = await self._retry("upsert_agent", op)
         return agent
 
-    async def get_agent(self, name: str) -> AgentRecord | None:
-        """The agent called ``name``, or None."""
-        found = await self._fetch("get_agent", "SELECT * FROM agents WHERE name = ?", (name,))
+    async def get_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> AgentRecord | None:
+        """The tenant's agent called ``name``, or None."""
+        found = await self._fetch(
+            "get_agent",
+            "SELECT * FROM agents WHERE tenant_name = ?",
+            (rows.tenant_name(tenant, name),),
+        )
         return valid.parse_one("agent", name, found[0], _agent) if found else None
 
-    async def list_agents(self) -> list[AgentRecord]:
-        """All agents by name."""
-        found = await self._fetch("list_agents", "SELECT * FROM agents ORDER BY name")
+    async def list_agents(self, tenant: str = DEFAULT_TENANT) -> list[AgentRecord]:
+        """The tenant's agents by name."""
+        found = await self._fetch(
+            "list_agents", "SELECT * FROM agents WHERE tenant_id = ? ORDER BY name", (tenant,)
+        )
         return valid.parse_each("agent", found, _agent)
 
-    async def delete_agent(self, name: str) -> bool:
+    async def delete_agent(self, name: str, tenant: str = DEFAULT_TENANT) -> bool:
         """Remove the agent row (not its sessions); True if it existed."""
 
         async def op() -> bool:
             async with self._tx() as tx:
-                cur = await tx.execute("DELETE FROM agents WHERE name = ?", (name,))
+                cur = await tx.execute(
+                    "DELETE FROM agents WHERE tenant_name = ?", (rows.tenant_name(tenant, name),)
+                )
                 return cur.rowcount > 0
 
         deleted: bool = await self._retry("delete_agent", op)
@@ -291,9 +315,13 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue):
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        tenant: str | None = None,
     ) -> list[SessionRecord]:
-        """Sessions newest first, optionally of one agent and/or in one status."""
+        """Sessions newest first, optionally of one tenant, one agent, one status."""
         where, args = [], []
+        if tenant is not None:
+            where.append("tenant_id = ?")
+            args.append(tenant)
         if agent is not None:
             where.append("agent_name = ?")
             args.append(agent)

@@ -21,10 +21,12 @@ from ash_ray.testing.fake_anthropic import FakeAnthropic
 from tests.helpers import PYTHON_DIRS, free_port, wait_for
 from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 
-__all__ = ["API_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]  # test modules import these
+# test modules import these
+__all__ = ["API_KEY", "CREDENTIAL_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]
 
 API_KEY = "test-ash-key"
 MODEL_KEY = "sk-ant-test-model-key"
+CREDENTIAL_KEY = "test-credential-key-seals-stored-model-keys"
 
 
 def free_port_pair() -> int:
@@ -55,6 +57,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic
         port=free_port_pair(),
         proxy_port=free_port(),
         api_key=API_KEY,
+        credential_key=CREDENTIAL_KEY,
         anthropic_api_key=MODEL_KEY,
         anthropic_base_url=fake_model.url,
         warm_pool_size=1,

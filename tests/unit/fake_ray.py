@@ -59,7 +59,7 @@ class FakeWorker:
         await asyncio.shield(self._died)
 
     async def bind(self, record: SessionRecord, agent_path: str, conversation: list,
-                   snapshot: bytes | None) -> str:
+                   snapshot: bytes | None, credential: object = None) -> str:
         self._check("bind")
         self.record = record
         return self.node_id

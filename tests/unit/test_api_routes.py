@@ -42,11 +42,11 @@ class FakeRegistry:
 
         return call
 
-    def do_create_session(self, body: dict[str, Any]) -> SessionRecord:
+    def do_create_session(self, body: dict[str, Any], tenant: str) -> SessionRecord:
         sid = str(uuid.uuid4())
         self.sessions[sid] = SessionRecord(
-            id=sid, agent_name=body["agent"], sandbox_id=sid, status="active",
-            created_at=NOW, last_active_at=NOW,
+            id=sid, agent_name=body["agent"], tenant_id=tenant, sandbox_id=sid,
+            status="active", created_at=NOW, last_active_at=NOW,
         )  # fmt: skip
         return self.sessions[sid]
 
@@ -58,13 +58,13 @@ class FakeRegistry:
     def do_list_sessions(self, *args: Any) -> list[SessionRecord]:
         return list(self.sessions.values())
 
-    def do_list_agents(self) -> list[Any]:
+    def do_list_agents(self, tenant: str) -> list[Any]:
         return []
 
-    def do_get_agent(self, name: str) -> dict[str, Any]:
+    def do_get_agent(self, name: str, tenant: str) -> dict[str, Any]:
         raise AgentNotFound(f"agent {name!r} is not deployed")
 
-    def do_deploy_agent(self, name: str, path: str) -> dict[str, Any]:
+    def do_deploy_agent(self, name: str, path: str, tenant: str) -> dict[str, Any]:
         raise AgentInvalid(f"{path} has no CLAUDE.md")
 
     do_delete_agent = do_get_agent
@@ -230,7 +230,7 @@ async def test_thinking_and_effort_reach_the_worker(
         "initialAgent": "reviewer",
     }
     assert (await client.post("/api/sessions", json=body)).status_code == 201
-    name, (sent,) = ctx.registry.calls[-1]
+    name, (sent, _tenant) = ctx.registry.calls[-1]
     assert name == "create_session"
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert sent["effort"] == "high"
@@ -251,9 +251,8 @@ async def test_thinking_and_effort_reach_the_worker(
 
 
 async def test_refused_fields_are_named(client: httpx.AsyncClient) -> None:
-    assert REFUSED_UNTIL_IMPLEMENTED == ("credential_id",)
-    r = await client.post("/api/sessions", json={"agent": "helper", "credentialId": "c1"})
-    assert "credentialId" in _error(r, 400)
+    # credentialId and initialAgent are both implemented: nothing is refused any more.
+    assert REFUSED_UNTIL_IMPLEMENTED == ()
     for bad in (
         {"permissionMode": "yolo"},
         {"effort": "extreme"},

@@ -25,6 +25,10 @@ async def store(
     await s.close()
 
 
+# Archives and versions are keyed by the tenant-qualified name (migration 6).
+KEY = "default/bot"
+
+
 def archive(**files: str) -> bytes:
     return bundle.pack({k: bundle.AgentFile(v.encode()) for k, v in files.items()})
 
@@ -37,10 +41,10 @@ async def test_each_deploy_is_a_new_version_whose_archive_stays_readable(store) 
     assert (a1.version, a2.version) == (1, 2)
     assert a2.env == {"TOKEN": "s1"}, "a deploy without env keeps the stored env"
     assert a2.public()["env"] == {"TOKEN": "***"}
-    assert await store.get_agent_archive("bot", 1) == v1
-    assert await store.get_agent_archive("bot", 2) == v2
-    assert await store.get_agent_archive("bot", 3) is None
-    assert await store.agent_archive_sha("bot", 2) == bundle_sha(v2)
+    assert await store.get_agent_archive(KEY, 1) == v1
+    assert await store.get_agent_archive(KEY, 2) == v2
+    assert await store.get_agent_archive(KEY, 3) is None
+    assert await store.agent_archive_sha(KEY, 2) == bundle_sha(v2)
 
 
 def bundle_sha(data: bytes) -> str:
@@ -59,14 +63,27 @@ async def test_env_and_config_update_without_a_new_version(store) -> None:
     assert await store.update_agent("nobody", env={}) is None
 
 
+async def test_two_tenants_agents_of_one_name_keep_their_own_archives(store) -> None:
+    one, two = archive(CLAUDE_md="a"), archive(CLAUDE_md="b")
+    a = await store.save_agent("bot", "", one, tenant="t1")
+    b = await store.save_agent("bot", "", two, tenant="t2")
+    assert (a.version, b.version, a.tenant_id, b.tenant_id) == (1, 1, "t1", "t2")
+    assert await store.get_agent_archive("t1/bot", 1) == one
+    assert await store.get_agent_archive("t2/bot", 1) == two
+    assert await store.get_agent("bot") is None, "the default tenant has no agent bot"
+    await store.update_agent("bot", env={"K": "v"}, tenant="t1")
+    got = await store.get_agent("bot", "t2")
+    assert got is not None and got.env == {}
+
+
 async def test_delete_agent_data_forgets_archives_and_versions(store) -> None:
     await store.save_agent("bot", "", archive(CLAUDE_md="x"))
     await store.create_agent_version(
         "bot", title=None, system_prompt="p", release_notes=None, knowledge_files=None
     )
-    await store.delete_agent_data("bot")
-    assert await store.get_agent_archive("bot", 1) is None
-    assert await store.list_agent_versions("bot") == []
+    await store.delete_agent_data(KEY)
+    assert await store.get_agent_archive(KEY, 1) is None
+    assert await store.list_agent_versions(KEY) == []
 
 
 async def test_versions_number_from_one_and_only_one_is_active(store) -> None:
@@ -102,4 +119,4 @@ async def test_sqlite_archive_changed_on_disk_is_refused(tmp_path: Path) -> None
         (file,) = (tmp_path / "snaps" / "agents").iterdir()
         file.write_bytes(b"tampered")
         with pytest.raises(StoreError, match="sha256"):
-            await s.get_agent_archive("bot", 1)
+            await s.get_agent_archive(KEY, 1)
