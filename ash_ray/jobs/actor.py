@@ -60,6 +60,9 @@ class SessionRunner:
     async def end(self, session_id: str) -> None:
         await self.registry.end(session_id)
 
+    async def stop(self, session_id: str) -> None:
+        await self.registry.stop(session_id)
+
 
 class Jobs:
     """See the module docstring. Every method is async and waits for the start."""
