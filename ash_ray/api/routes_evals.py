@@ -204,14 +204,24 @@ async def delete_case(name: AgentName, case_id: Id, ctx: Ctx) -> Response:
 
 @router.post("/eval-runs", status_code=201, response_model=RunReply, responses=fails(400, 404))
 async def create_run(name: AgentName, body: RunCreate, ctx: Ctx) -> dict[str, Any]:
-    """One pending result per matching active case; the jobs actor runs them."""
-    agent = await ctx.registry.get_agent(name)
-    version = body.version_number or agent.version
-    if version != agent.version:
-        raise InvalidInput(
-            f"versionNumber {version}: only the agent's current version ({agent.version}) "
-            "can be evaluated until agent versions are kept"
-        )
+    """One pending result per matching active case; the jobs actor runs them.
+
+    ``versionNumber`` names one of the agent's versions (``/versions``): every case runs
+    with that version's system prompt, also when another one is active (Ash used the
+    active one's). Without it, the version active now, if the agent has versions.
+    """
+    await ctx.registry.get_agent(name)  # 404 for an unknown agent
+    version = body.version_number
+    if version is None:
+        versions = await ctx.registry.agent_op("versions.list", name)
+        version = next((v.version_number for v in versions if v.is_active), None)
+    else:
+        try:
+            await ctx.registry.agent_op("versions.get", name, str(version))
+        except NotFound:
+            raise InvalidInput(
+                f"versionNumber {version}: agent {name!r} has no such version"
+            ) from None
     run = await ctx.jobs.evals("create_run", name, version, body.categories, body.tags)
     return {"run": run}
 

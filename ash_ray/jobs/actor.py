@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import ray
 
@@ -26,7 +26,7 @@ from ash_ray.config import Settings
 from ash_ray.handles import RegistryClient
 from ash_ray.jobs.evals import EvalRunner
 from ash_ray.jobs.queue_worker import QueueWorker
-from ash_ray.models import SessionRecord
+from ash_ray.models import AgentVersionRecord, SessionRecord
 from ash_ray.store import open_store
 from ash_ray.store._sql import Db
 from ash_ray.store.evals import EvalStore
@@ -47,6 +47,13 @@ class SessionRunner:
     async def create_session(self, agent_name: str, **config: Any) -> SessionRecord:
         return await self.registry.create_session({"agent": agent_name, **config})
 
+    async def version_prompt(self, agent_name: str, number: int, tenant: str) -> str | None:
+        """The system prompt of one of Ash's agent versions (NotFound when it is gone)."""
+        found = await self.registry.agent_op(
+            "versions.get", agent_name, str(number), tenant=tenant
+        )
+        return cast(AgentVersionRecord, found).system_prompt
+
     async def get_session(self, session_id: str) -> SessionRecord:
         return await self.registry.get_session(session_id)
 
@@ -59,6 +66,9 @@ class SessionRunner:
 
     async def end(self, session_id: str) -> None:
         await self.registry.end(session_id)
+
+    async def stop(self, session_id: str) -> None:
+        await self.registry.stop(session_id)
 
 
 class Jobs:

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
-    async def create_session(self, agent_name: str) -> SessionRecord: ...
+    async def create_session(self, agent_name: str, **config: Any) -> SessionRecord: ...
+    async def version_prompt(self, agent_name: str, number: int, tenant: str) -> str | None: ...
     async def ask(self, session_id: str, prompt: str) -> TurnOutcome: ...
     async def end(self, session_id: str) -> None: ...
 
@@ -86,11 +87,14 @@ class EvalRunner:
         keeper = asyncio.create_task(self._keep_lease(run["id"]))
         slots = asyncio.Semaphore(self.settings.eval_concurrency)
 
+        config: dict[str, Any] = {}
+
         async def one(work: dict[str, Any]) -> None:
             async with slots:
-                await self._case(run["agent_name"], work)
+                await self._case(run["agent_name"], work, config)
 
         try:
+            config.update(await self._version_config(run))
             work = await self.evals.pending_work(run["id"])
             await asyncio.gather(*(one(w) for w in work))
             await self.evals.finish_run(run["id"], self.owner)
@@ -106,13 +110,22 @@ class EvalRunner:
             with contextlib.suppress(Exception):
                 await self.evals.renew_run(run_id, self.owner, self.settings.queue_lease_s)
 
-    async def _case(self, agent: str, work: dict[str, Any]) -> None:
-        # Seam for agent versions: a session of the run's version rather than the current
-        # one (the routes refuse other versions until AgentRecord keeps them).
+    async def _version_config(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Session settings of the run's agent version (Ash's ``versionNumber``): its
+        system prompt, whichever version is active now (Ash used the active one's)."""
+        if run["version_number"] is None:
+            return {}
+        prompt = await self.runner.version_prompt(
+            run["agent_name"], int(run["version_number"]), run["tenant_id"]
+        )
+        # A version without a prompt: the session's default (active version, CLAUDE.md).
+        return {} if prompt is None else {"system_prompt": prompt}
+
+    async def _case(self, agent: str, work: dict[str, Any], config: dict[str, Any]) -> None:
         started = time.perf_counter()
         session_id: str | None = None
         try:
-            session_id = (await self.runner.create_session(agent)).id
+            session_id = (await self.runner.create_session(agent, **config)).id
             prompt = case_prompt(work["question"], json.loads(work["chat_history"]))
             outcome = await self.runner.ask(session_id, prompt)
             if outcome.get("error") or outcome.get("isError"):

@@ -18,6 +18,14 @@ The turn runs in the session worker like any other turn: its messages, events, u
 and workspace are saved as always. A failed attempt goes back to ``pending`` after an
 exponential backoff (``queue_retry_base_s`` doubling, at most ``queue_retry_max_s``)
 until ``maxRetries`` retries are spent, then the item is ``failed``.
+
+A session the worker opened for an item is *stopped* once the item is done (completed,
+or failed for good), before the item says so: its worker and sandbox go back to the
+cluster instead of piling up until capacity blocks new items; it stays readable, and a
+later message resumes it. A session the item named (a user's) is never stopped.
+
+The worker is woken by every item added through its actor; ``queue_poll_s`` only paces
+the look for retries coming due and for items another cluster added.
 """
 
 from __future__ import annotations
@@ -29,13 +37,18 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from ash_ray.actor_api import TurnOutcome
 from ash_ray.config import Settings
-from ash_ray.errors import SessionBusy, TurnFailed
+from ash_ray.errors import AshError, SessionBusy, TurnFailed
 from ash_ray.models import SessionRecord, utcnow
 from ash_ray.store.queue import QueueStore
 
 logger = logging.getLogger(__name__)
+
+# How long a finished item's stop may wait for its session's lock (the turn's last writes).
+RELEASE_WAIT_S = 10.0
 
 
 class Runner(Protocol):
@@ -44,6 +57,7 @@ class Runner(Protocol):
     async def create_session(self, agent_name: str) -> SessionRecord: ...
     async def get_session(self, session_id: str) -> SessionRecord: ...
     async def ask(self, session_id: str, prompt: str) -> TurnOutcome: ...
+    async def stop(self, session_id: str) -> None: ...
 
 
 def retry_delay_s(settings: Settings, retry: int) -> float:
@@ -106,6 +120,7 @@ class QueueWorker:
         except Exception as exc:
             await self._failed(item, exc)
         else:
+            await self._release(item)
             if not await self.queue.complete(item["id"], self.owner, result):
                 logger.warning("queue: item %s finished after its lease was lost", item["id"])
         finally:
@@ -116,10 +131,34 @@ class QueueWorker:
         retry_at: datetime | None = None
         if retry <= item["max_retries"]:
             retry_at = utcnow() + timedelta(seconds=retry_delay_s(self.settings, retry))
+        else:
+            await self._release(item)  # failed for good: no attempt will use the session
         message = str(exc) or type(exc).__name__
         logger.info("queue: item %s attempt failed (%s); retry at %s", item["id"], message,
                     retry_at)
         await self.queue.fail(item["id"], self.owner, message, retry_at)
+
+    async def _release(self, item: dict[str, Any]) -> None:
+        """Stop the session the worker opened for the item (not a user's); never raises.
+
+        Read back from the Store: the session may have been opened by an attempt before a
+        restart. A stop can meet the session lock still held by the turn's last writes,
+        hence the short retry on busy; a session already cold needs nothing.
+        """
+        try:
+            row = await self.queue.get(item["id"], item["tenant_id"])
+            if row is None or not row["own_session"] or row["lease_owner"] != self.owner:
+                return
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(RELEASE_WAIT_S), wait=wait_fixed(0.05),
+                retry=retry_if_exception_type(SessionBusy), reraise=True,
+            ):
+                with attempt:
+                    await self.runner.stop(row["session_id"])
+        except AshError as exc:  # already stopped or ended, or still busy: idle eviction
+            logger.info("queue: session of item %s not stopped: %s", item["id"], exc)
+        except Exception:
+            logger.exception("queue: stopping the session of item %s failed", item["id"])
 
     async def _keep_lease(self, item_id: str) -> None:
         while True:
@@ -136,11 +175,12 @@ class QueueWorker:
             # An earlier attempt got as far as its turn (its worker died): the turn may
             # have ended, may still run, or may never have started.
             return await self._resume(item["id"], session_id, int(base), item["prompt"])
+        own = session_id is None
         if session_id is None:
             session_id = (await self.runner.create_session(item["agent_name"])).id
         while True:
             base = (await self.runner.get_session(session_id)).num_turns
-            await self.queue.set_session(item["id"], self.owner, session_id, base)
+            await self.queue.set_session(item["id"], self.owner, session_id, base, own)
             try:
                 return await self._ask(item["id"], session_id, item["prompt"])
             except SessionBusy:  # another turn on a given session: wait for it

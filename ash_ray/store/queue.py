@@ -136,11 +136,18 @@ class QueueStore:
         )
         return len(found)
 
-    async def set_session(self, item_id: str, owner: str, session_id: str, turn_base: int) -> bool:
-        """Remember the item's session and its turn count before the item's turn."""
+    async def set_session(
+        self, item_id: str, owner: str, session_id: str, turn_base: int, own: bool = False
+    ) -> bool:
+        """Remember the item's session and its turn count before the item's turn.
+
+        ``own``: the worker opened this session for the item (kept once set), so it is
+        the worker's to release when the item is done; a session the item named is not.
+        """
+        mark = ", own_session = 1" if own else ""
         row = await self.db.one(
             "queue_set_session",
-            "UPDATE queue_items SET session_id = ?, turn_base = ? WHERE id = ? "
+            f"UPDATE queue_items SET session_id = ?, turn_base = ?{mark} WHERE id = ? "
             "AND lease_owner = ? AND status = 'processing' RETURNING id",
             (session_id, turn_base, item_id, owner),
         )

@@ -330,6 +330,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX eval_results_run ON eval_results (run_id, created_at)",
         ),
     ),
+    Migration(
+        8,
+        "queue items remember whether the queue opened their session",
+        (
+            # 1: the worker created the session for the item, and releases it once the
+            # item is done; 0: the item named a session (a user's), left as it is.
+            "ALTER TABLE queue_items ADD COLUMN own_session {int} NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 

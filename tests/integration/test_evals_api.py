@@ -95,3 +95,35 @@ def test_eval_cases_runs_scores_and_compare(target: Target) -> None:
     assert http.post("/api/agents/no-such-agent/eval-runs", json={}).status_code == 404
     assert http.get(f"{base}/eval-runs/compare",
                     params={"runA": runs[0], "runB": str(uuid.uuid4())}).status_code == 404
+
+
+def test_eval_run_of_a_named_version_runs_on_that_version(target: Target, fake_model) -> None:  # type: ignore[no-untyped-def]
+    http, base = target.http, f"/api/agents/{target.agent}"
+    tag = f"ver-{uuid.uuid4().hex[:8]}"
+    before = [v for v in http.get(f"{base}/versions").json()["versions"] if v["isActive"]]
+    made = [http.post(f"{base}/versions", json={"systemPrompt": f"PROMPT-{n} {tag}"}).json()
+            ["version"]["versionNumber"] for n in ("ONE", "TWO")]
+    try:
+        assert http.post(f"{base}/versions/{made[1]}/activate").status_code == 200
+        http.post(f"{base}/eval-cases", json={"question": f"which prompt {tag}", "tags": [tag]})
+        named = http.post(f"{base}/eval-runs", json={"versionNumber": made[0], "tags": [tag]})
+        default = http.post(f"{base}/eval-runs", json={"tags": [tag]})
+        assert named.status_code == default.status_code == 201, (named.text, default.text)
+        runs = [named.json()["run"], default.json()["run"]]
+        # Not given: the version active when the run was made.
+        assert [r["versionNumber"] for r in runs] == made
+        for run, want in zip(runs, (f"PROMPT-ONE {tag}", f"PROMPT-TWO {tag}"), strict=True):
+            done = wait_for(lambda r=run: _run_done(target, r["id"]), timeout_s=90,
+                            what="eval run")
+            assert done["status"] == "completed", done
+            [result] = http.get(f"{base}/eval-runs/{run['id']}/results").json()["results"]
+            session = http.get(f"/api/sessions/{result['sessionId']}").json()["session"]
+            assert session["config"]["systemPrompt"] == want
+            asked = [str(b.get("system")) for b in fake_model.message_requests
+                     if f"which prompt {tag}" in str(b["messages"])]
+            assert any(want in s for s in asked), asked  # the model saw that version's prompt
+    finally:
+        for number in made:
+            http.delete(f"{base}/versions/{number}")
+        for v in before:  # leave the shared agent's active version as it was
+            http.post(f"{base}/versions/{v['versionNumber']}/activate")

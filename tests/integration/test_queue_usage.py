@@ -126,6 +126,33 @@ def test_queue_item_runs_as_a_saved_turn(target: Target) -> None:
     assert message_kinds(target.http, sid) == ["user", "assistant", "result"] * 2
 
 
+def session_status(target: Target, session_id: str) -> str:
+    return str(target.http.get(f"/api/sessions/{session_id}").json()["session"]["status"])
+
+
+def test_queue_releases_the_sessions_it_opens_never_a_named_one(target: Target) -> None:
+    http = target.http
+    mine = new_session(http, target.agent)
+    opened = http.post("/api/queue", json={"agentName": target.agent, "prompt": "opened"})
+    named = http.post("/api/queue", json={"agentName": target.agent, "prompt": "named",
+                                          "sessionId": mine})
+    items = [wait_for(lambda r=r: finished(target, r.json()["item"]["id"]), timeout_s=60,
+                      what="queue item") for r in (opened, named)]
+    assert [i["status"] for i in items] == ["completed", "completed"], items
+    queue_sid = items[0]["sessionId"]
+    assert queue_sid != mine and items[1]["sessionId"] == mine
+    # The queue's own session gave its worker and sandbox back as the item completed...
+    assert session_status(target, queue_sid) == "stopped"
+    assert message_kinds(http, queue_sid) == ["user", "assistant", "result"]
+    # ...and still takes a follow-up (it resumes).
+    assert send(http, queue_sid, "follow-up")
+    assert session_status(target, queue_sid) == "active"
+    # The user's session is left active and usable.
+    assert session_status(target, mine) == "active"
+    assert send(http, mine, "still mine")
+    assert message_kinds(http, mine) == ["user", "assistant", "result"] * 2
+
+
 def test_queue_priority_cancel_and_refusals(target: Target, fake_model) -> None:  # type: ignore[no-untyped-def]
     http = target.http
     holds = [fake_model.hold(f"blocker-{i}") for i in range(2)]
@@ -178,6 +205,7 @@ def test_queue_retries_then_fails(target: Target, fake_model) -> None:  # type: 
                     what="failed item")
     assert item["status"] == "failed" and item["retryCount"] == 2, item
     assert item["error"]
+    assert session_status(target, item["sessionId"]) == "stopped"  # failed for good
     assert fake_model.pending == 0  # two attempts, each one model call
 
 
@@ -199,6 +227,8 @@ def test_queue_item_finishes_once_when_the_worker_is_killed_mid_item(
                  what="jobs actor back")
     item = wait_for(lambda: finished(target, item_id), timeout_s=60, what="item done")
     assert item["status"] == "completed" and item["sessionId"] == running["sessionId"]
+    # Opened by the worker's past life, still the queue's to release.
+    assert session_status(target, item["sessionId"]) == "stopped"
     msgs = http.get(f"/api/sessions/{item['sessionId']}/messages").json()["messages"]
     # the prompt ran once (Agent SDK shapes: prompt, reply, result)
     assert [json.loads(m["content"])["type"] for m in msgs] == ["user", "assistant", "result"]

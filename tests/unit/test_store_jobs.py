@@ -72,6 +72,21 @@ async def test_lease_protects_the_item_until_it_expires(db: Db) -> None:
     assert got is not None and got["status"] == "completed" and got["result"] == "done"
 
 
+async def test_the_queue_remembers_only_the_sessions_it_opened(db: Db) -> None:
+    q = QueueStore(db)
+    opened = await add(q, "opened")
+    named = await q.add(agent_name="a", prompt="named", session_id="user-s", priority=0,
+                        max_retries=0)
+    assert await q.claim("w", 60) is not None and await q.claim("w", 60) is not None
+    assert await q.set_session(opened, "w", "queue-s", 0, own=True)
+    assert await q.set_session(opened, "w", "queue-s", 1)  # a later baseline keeps the mark
+    assert await q.set_session(named["id"], "w", "user-s", 3)
+    assert not await q.set_session(opened, "other", "queue-s", 2, own=True)  # no lease
+    got = {i: await q.get(i) for i in (opened, named["id"])}
+    assert got[opened]["own_session"] == 1 and got[opened]["turn_base"] == 1  # type: ignore[index]
+    assert got[named["id"]]["own_session"] == 0  # type: ignore[index]
+
+
 async def test_restarted_owner_takes_its_items_back_at_once(db: Db) -> None:
     q = QueueStore(db)
     item_id = await add(q, "p")
