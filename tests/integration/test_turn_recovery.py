@@ -90,9 +90,15 @@ def test_if_busy_interrupt_stops_the_running_turn_then_runs(
         got2 = _stream(http, sid, {"content": "change of plan", "ifBusy": "interrupt"})
         got1 = first.result(60)
     result1 = next(f[2] for f in got1 if f[1] == "message" and f[2].get("type") == "result")
-    assert result1["subtype"] == "interrupted"
+    assert result1["subtype"] == "interrupted" and _types(got1)[-1] == "done", got1[-3:]
+    assert _types(got2)[0] == "session_start" and got2[0][0] > got1[-1][0]
     assert _types(got2)[-1] == "done"
     assert any("echo: change of plan" in json.dumps(f[2]) for f in got2)
+    msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+    prompts = [m["content"] for m in msgs if json.loads(m["content"])["type"] == "user"]
+    assert [("long-running" in p, "change of plan" in p) for p in prompts] == [
+        (True, False), (False, True)
+    ], prompts
 
 
 def _queued(settings: Any, sid: str) -> list[str]:
