@@ -174,7 +174,9 @@ def test_a_queued_message_survives_a_worker_restart_and_runs_once(
     # turn, after the continued one, answered once.
     assert _types(got2)[0] == "session_start" and got2[0][0] > got1[-1][0], got2[:2]
     assert _types(got2)[-1] == "done" and "error" not in _types(got2), got2[-4:]
-    assert sum(f"echo: {queued}" in json.dumps(f[2]) for f in got2 if f[1] == "message") == 1
+    results2 = [f[2] for f in got2 if f[1] == "message" and f[2].get("type") == "result"]
+    assert [r["result"] for r in results2] == [f"echo: {queued}"], results2
+    assert _types(got2).count("session_start") == 1
     assert _worker_pid(sid, settings.namespace) != pid
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
     prompts = [m["content"] for m in msgs if json.loads(m["content"])["type"] == "user"]
