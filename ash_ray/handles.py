@@ -45,6 +45,7 @@ from ash_ray.models import (
     QueuedTurn,
     SessionRecord,
     WriteBatch,
+    new_id,
 )
 from ash_ray.names import DEFAULT_NAMESPACE, REGISTRY_NAME
 from ash_ray.tenants import ApiKeyRecord, CredentialRecord
@@ -330,8 +331,11 @@ class WorkerClient(WorkerFilesCalls):
         """Start a turn: one streaming call that runs it and pushes its event batches.
 
         Awaits the first batch (``session_start``), so a refusal such as a busy session
-        raises here, before any response is sent.
+        raises here, before any response is sent. The message gets its id here, once: the
+        call re-sent to a new worker finds the message the lost one queued or was running
+        (kept in the store) instead of queueing it a second time.
         """
+        options = {**options, "message_id": options.get("message_id") or new_id()}
         for attempt in (1, 2):
             rest = self._stream(WorkerApi.run_turn, prompt, options, heartbeat_s)
             try:

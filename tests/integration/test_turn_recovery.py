@@ -26,6 +26,9 @@ from tests.integration.sse import Frame, frames, kinds, new_session, send
 
 pytestmark = pytest.mark.ray
 
+# A tool call that waits in the sandbox until `go` exists in the workspace: an explicit
+# latch holding a turn open (nothing here creates `go`; the worker is killed instead).
+HOLD = 'TOOL Bash {"command": "until [ -f go ]; do sleep 0.05; done; echo released"}'
 
 def _worker_pid(sid: str, namespace: str) -> int:
     registry = ray.get_actor(REGISTRY_NAME, namespace=namespace)
@@ -82,9 +85,15 @@ def test_if_busy_interrupt_stops_the_running_turn_then_runs(
         got2 = _stream(http, sid, {"content": "change of plan", "ifBusy": "interrupt"})
         got1 = first.result(60)
     result1 = next(f[2] for f in got1 if f[1] == "message" and f[2].get("type") == "result")
-    assert result1["subtype"] == "interrupted"
+    assert result1["subtype"] == "interrupted" and _types(got1)[-1] == "done", got1[-3:]
+    assert _types(got2)[0] == "session_start" and got2[0][0] > got1[-1][0]
     assert _types(got2)[-1] == "done"
     assert any("echo: change of plan" in json.dumps(f[2]) for f in got2)
+    msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+    prompts = [m["content"] for m in msgs if json.loads(m["content"])["type"] == "user"]
+    assert [("long-running" in p, "change of plan" in p) for p in prompts] == [
+        (True, False), (False, True)
+    ], prompts
 
 
 def _queued(settings: Any, sid: str) -> list[str]:
@@ -135,6 +144,45 @@ def test_worker_killed_while_its_tool_runs_the_turn_continues_in_the_same_stream
     with http.stream("GET", f"/api/sessions/{sid}/stream",
                      headers={"Last-Event-ID": str(seqs[2])}) as r:
         assert [f[0] for f in frames(r.iter_lines())] == seqs[3:]
+
+
+def test_a_queued_message_survives_a_worker_restart_and_runs_once(
+    http: httpx.Client, agent: str, settings: Any
+) -> None:
+    sid = new_session(http, agent)
+    send(http, sid, "before the crash")
+    pid = _worker_pid(sid, settings.namespace)
+    queued = "queued across the crash"
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_stream, http, sid, {"content": HOLD})
+        wait_for(lambda: _stored_types(http, sid)[-1:] == ["tool_start"],
+                 what="the held tool call stored")
+        second = pool.submit(_stream, http, sid, {"content": queued, "ifBusy": "queue"})
+        wait_for(lambda: _queued(settings, sid) == [queued], what="the queued row")
+        os.kill(pid, signal.SIGKILL)
+        got1, got2 = first.result(120), second.result(120)
+    # The held turn continues on the new worker; the lost tool is not run again.
+    assert _types(got1)[-1] == "done" and "error" not in _types(got1), got1[-4:]
+    lost = [f[2] for f in got1 if f[1] == "tool_result"]
+    assert len(lost) == 1 and lost[0]["content"] == LOST_TOOL, lost
+    # The queued message's caller (its call re-sent to the new worker) gets its own
+    # turn, after the continued one, answered once.
+    assert _types(got2)[0] == "session_start" and got2[0][0] > got1[-1][0], got2[:2]
+    assert _types(got2)[-1] == "done" and "error" not in _types(got2), got2[-4:]
+    results2 = [f[2] for f in got2 if f[1] == "message" and f[2].get("type") == "result"]
+    assert [r["result"] for r in results2] == [f"echo: {queued}"], results2
+    assert _types(got2).count("session_start") == 1
+    assert _worker_pid(sid, settings.namespace) != pid
+    msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
+    prompts = [m["content"] for m in msgs if json.loads(m["content"])["type"] == "user"]
+    assert sum(queued in p for p in prompts) == 1, prompts
+    assert _kinds(msgs) == [
+        "user", "assistant", "result",  # before the crash
+        "user", "assistant", "user", "assistant", "result",  # held, continued
+        "user", "assistant", "result",  # the queued message, once
+    ]
+    wait_for(lambda: ray.get(ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+                             .list_turns.remote(sid)) == [], what="the turn queue emptied")
 
 
 def _stored_types(http: httpx.Client, sid: str) -> list[str]:
