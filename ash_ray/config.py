@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest accepted request body."
     )
+    message_body_max_mb: int = Field(
+        32, ge=1, le=1024,
+        description="Largest request body of POST /api/sessions/{id}/messages, in MiB "
+        "(images and PDFs travel in it as base64; every other route keeps max_body_bytes).",
+    )
     sse_heartbeat_s: float = Field(15.0, gt=0, le=300, description="SSE comment interval.")
     # -- session files, workspace bundles, attachments, logs (limits as in Ash)
     max_file_read_bytes: int = Field(

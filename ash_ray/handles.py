@@ -289,8 +289,10 @@ class WorkerClient(WorkerFilesCalls):
     def watch(self) -> Call[None]:
         return self._call(WorkerApi.watch)
 
-    def set_status(self, status: str, wait: bool = True) -> Call[SessionRecord]:
-        return self._call(WorkerApi.set_status, status, wait)
+    def set_status(
+        self, status: str, wait: bool = True, event: dict[str, Any] | None = None
+    ) -> Call[SessionRecord]:
+        return self._call(WorkerApi.set_status, status, wait, event)
 
     def update_config(self, config: dict[str, Any]) -> Call[SessionRecord]:
         return self._call(WorkerApi.update_config, config)

@@ -224,7 +224,10 @@ class Done(SseEvent):
 
 
 class OtherEvent(SseEvent):
-    event: str = Field(description="Other types (mcp_status, todo, compact, ...).")
+    event: str = Field(
+        description="Other types (mcp_status, todo, compact, ...; lifecycle {action, ...} "
+        "between turns, as GET .../events lists it)."
+    )
     data: dict[str, Any]
 
 

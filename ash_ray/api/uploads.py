@@ -38,12 +38,20 @@ def base64_size(decoded: int) -> int:
     return (decoded + 2) // 3 * 4
 
 
+# A message's content blocks carry images and PDFs as base64: that route has its own limit.
+_MESSAGE_ROUTE = re.compile(r"/api/sessions/[^/]+/messages/?$")
+MIB = 1024 * 1024
+
+
 def upload_limits(settings: Settings) -> Callable[[str, str], int]:
     """The request body limit of a route: an upload route follows its payload's limit
-    (base64 grows it by a third), every other route the general ASH_MAX_BODY_BYTES."""
+    (base64 grows it by a third), the message route ASH_MESSAGE_BODY_MAX_MB, every other
+    route the general ASH_MAX_BODY_BYTES."""
 
     def limit_for(method: str, path: str) -> int:
         if method == "POST":
+            if _MESSAGE_ROUTE.search(path):
+                return settings.message_body_max_mb * MIB
             for pattern, field in _UPLOAD_ROUTES:
                 # search, not match: an app mounted under a route prefix (/pg) has it in path
                 if pattern.search(path):

@@ -12,6 +12,7 @@ from typing import Any
 
 from ash_ray.errors import Conflict, CredentialInvalid, SessionBusy, SessionEnded
 from ash_ray.handles import WorkerClient
+from ash_ray.lifecycle_events import cold_event, entry
 from ash_ray.models import (
     DEFAULT_TENANT,
     AgentRef,
@@ -29,6 +30,9 @@ from ash_ray.store._rows import tenant_name
 from ash_ray.tenants import CredentialRecord
 
 logger = logging.getLogger(__name__)
+
+# A warm resume's timeline entry: the live worker (its sandbox) carries on.
+WARM_RESUME = entry("resumed", path="warm", source="sandbox")
 
 
 class Lifecycle:
@@ -64,8 +68,14 @@ class Lifecycle:
         )
         credential = await self._credential(rec)
         (sid, worker), hit = await self.capacity.worker()
-        rec = rec.model_copy(update={"id": sid, "sandbox_id": sid})
-        await self._bind(rec, worker, ref, [], None, started=hit, credential=credential)
+        rec, created = cold_event(
+            rec.model_copy(update={"id": sid, "sandbox_id": sid}),
+            "created", agentName=agent.name, model=config.model,
+        )
+        await self._bind(
+            rec, worker, ref, [], None, extra=WriteBatch(events=[created]), started=hit,
+            credential=credential,
+        )
         stats = self.core.stats
         stats.created.labels(pool="hit" if hit else "miss").inc()
         stats.pre_warm_hits += int(hit)
@@ -173,13 +183,18 @@ class Lifecycle:
         history = [m.api() for m in await store.list_messages(rec.id)]
         snapshot = await store.get_snapshot(rec.id)
         (sid, worker), hit = await self.capacity.worker(sandbox_id=None)
-        rec = rec.model_copy(
-            update={"status": "active", "sandbox_id": sid, "last_active_at": utcnow()}
+        source = "store" if snapshot is not None else "fresh"
+        rec, resumed = cold_event(
+            rec.model_copy(
+                update={"status": "active", "sandbox_id": sid, "last_active_at": utcnow()}
+            ),
+            "resumed", path="cold", source=source,
         )
         await self._bind(
-            rec, worker, agent, history, snapshot, started=hit, credential=credential
+            rec, worker, agent, history, snapshot, extra=WriteBatch(events=[resumed]),
+            started=hit, credential=credential,
         )
-        return rec, "store" if snapshot is not None else "fresh"
+        return rec, source
 
     def _flip_active(self, live: Live) -> bool:
         """Warm resume, a state flip here; False when the worker is gone.
@@ -197,7 +212,7 @@ class Lifecycle:
             live.pending_status = "active"
             # Sent now, so that it reaches the worker before any later call of this
             # session; not awaited (a dead worker is the death watch's business).
-            live.worker.set_status("active", False).ref()
+            live.worker.set_status("active", False, WARM_RESUME).ref()
         return True
 
     # ------------------------------------------------------------------ state changes
@@ -210,7 +225,7 @@ class Lifecycle:
             if live is None:
                 return await self.core.set_cold_status(rec, "paused")
             live.pending_status = None
-            paused = await live.worker.set_status("paused", True)
+            paused = await live.worker.set_status("paused", True, entry("paused"))
             live.record = live.record.model_copy(update={"status": "paused"})
             data = await live.worker.snapshot()
             if data is not None:
@@ -260,10 +275,14 @@ class Lifecycle:
             credential = await self._credential(parent)
             (sid, worker), hit = await self.capacity.worker()
             now = utcnow()
-            child = SessionRecord(
-                id=sid, agent_name=parent.agent_name, tenant_id=parent.tenant_id, sandbox_id=sid,
-                status="active", created_at=now, last_active_at=now, parent_session_id=parent.id,
-                config=parent.config, last_seq=events[-1].seq if events else 0,
+            child, forked = cold_event(
+                SessionRecord(
+                    id=sid, agent_name=parent.agent_name, tenant_id=parent.tenant_id,
+                    sandbox_id=sid, status="active", created_at=now, last_active_at=now,
+                    parent_session_id=parent.id, config=parent.config,
+                    last_seq=events[-1].seq if events else 0,
+                ),
+                "forked", parentSessionId=parent.id,
             )
             copies = [
                 MessageRecord(
@@ -276,7 +295,8 @@ class Lifecycle:
                 child, worker, agent, [m.api() for m in messages], snapshot,
                 extra=WriteBatch(
                     messages=copies,
-                    events=[e.model_copy(update={"session_id": sid}) for e in events],
+                    events=[e.model_copy(update={"session_id": sid}) for e in events]
+                    + [forked],
                 ),
                 started=hit, credential=credential,
             )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from ash_ray.lifecycle_events import ReadEvents, turn_open, without_trailing_lifecycle
 from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
 from ash_ray.registry.state import LIVE_STATUSES, Core, Live
 
@@ -93,9 +94,8 @@ class Recovery:
         """The session with ``status``, and the events that end a turn its worker left
         open (none when the timeline already ends with ``done``). ``seen_seq``: the newest
         event a client saw, which may be newer than the store's."""
-        last = await self.core.store.list_events(rec.id, after=max(0, rec.last_seq - 1))
         seq = max(rec.last_seq, seen_seq)
-        if (not last or last[-1].type == "done") and seq == rec.last_seq:
+        if seq == rec.last_seq and not await turn_open(self._reader(rec.id), rec.last_seq):
             return rec.model_copy(update={"status": status}), []
         now = utcnow()
         events = [
@@ -105,6 +105,12 @@ class Recovery:
                         data={"sessionId": rec.id}, created_at=now),
         ]
         return rec.model_copy(update={"status": status, "last_seq": seq + 2}), events
+
+    def _reader(self, session_id: str) -> ReadEvents:
+        async def read(after: int, limit: int) -> list[EventRecord]:
+            return await self.core.store.list_events(session_id, after=after, limit=limit)
+
+        return read
 
     async def as_cold(self, live: Live) -> None:
         """A live session whose worker is gone: paused, its open turn closed."""
@@ -133,7 +139,10 @@ class Recovery:
         if rec is None:
             return []
         if rec.last_seq > seen_seq:
-            done = await self.core.store.list_events(session_id, after=seen_seq)
+            # (a lifecycle event after ``done``, such as ``paused``, is not the turn's)
+            done = without_trailing_lifecycle(
+                await self.core.store.list_events(session_id, after=seen_seq)
+            )
             if done and done[-1].type == "done":
                 return [(e.seq, e.type, e.data) for e in done]
         status = "paused" if rec.status in LIVE_STATUSES else rec.status

@@ -12,6 +12,7 @@ from typing import Any
 from ash_ray.config import Settings
 from ash_ray.errors import Conflict, SessionNotFound, Unavailable
 from ash_ray.handles import WorkerClient
+from ash_ray.lifecycle_events import cold_event
 from ash_ray.models import SessionRecord, WriteBatch, utcnow
 from ash_ray.registry.rayops import RayOps
 from ash_ray.registry.stats import RegistryStats
@@ -127,8 +128,10 @@ class Core:
             raise Unavailable("ash-ray is shutting down; retry on another instance")
 
     async def set_cold_status(self, rec: SessionRecord, status: str) -> SessionRecord:
+        """The status of a session no worker numbers, with its ``lifecycle`` event."""
         new = rec.model_copy(update={"status": status, "last_active_at": utcnow()})
-        await self.submit(new)
+        new, event = cold_event(new, status)
+        await self.submit(new, batch=WriteBatch(events=[event]))
         return new
 
     def track(self, live: Live) -> None:

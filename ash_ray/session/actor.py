@@ -28,7 +28,9 @@ from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import Conflict
 from ash_ray.handles import Event, ExecOutput, RegistryClient, TurnOutcome, WorkerApi
-from ash_ray.models import AgentRef, QueuedTurn, SessionRecord, utcnow
+from ash_ray.lifecycle_events import LIFECYCLE, turn_open
+from ash_ray.lifecycle_events import entry as lifecycle_entry
+from ash_ray.models import AgentRef, EventRecord, QueuedTurn, SessionRecord, utcnow
 from ash_ray.sandbox import create_sandbox
 from ash_ray.session import agent_cache, streams, workspace
 from ash_ray.session.events import EventLog
@@ -131,8 +133,11 @@ class SessionWorker(WorkerFiles):
         stored = await self.registry.list_turns(record.id)
         if not any(item.state == "running" for item in stored):
             return stored, False
-        tail = await self.registry.list_events(record.id, max(0, record.last_seq - 1), None)
-        return stored, bool(tail) and tail[-1].type != "done"
+
+        async def read(after: int, limit: int) -> list[EventRecord]:
+            return await self.registry.list_events(record.id, after, limit)
+
+        return stored, await turn_open(read, record.last_seq)
 
     async def _open(
         self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],
@@ -169,8 +174,14 @@ class SessionWorker(WorkerFiles):
         await asyncio.Future()
 
     @bound
-    async def set_status(self, s: Bound, status: str, wait: bool = True) -> SessionRecord:
+    async def set_status(
+        self, s: Bound, status: str, wait: bool = True, event: dict[str, Any] | None = None
+    ) -> SessionRecord:
+        """Change the status; ``event``: its ``lifecycle`` entry, numbered here (this
+        worker owns the session's numbering while bound)."""
         s.record = s.record.model_copy(update={"status": status, "last_active_at": utcnow()})
+        if event is not None:
+            s.log.emit(LIFECYCLE, event)
         if status == "paused":
             await s.loop.aclose()  # MCP servers stop; the next turn starts them again
         assert self.persist is not None
@@ -229,6 +240,7 @@ class SessionWorker(WorkerFiles):
         assert self.turns is not None and self.persist is not None
         await self.turns.stop(self.settings.drain_timeout_s)
         s.record = s.record.model_copy(update={"status": status})
+        s.log.emit(LIFECYCLE, lifecycle_entry(status))  # after the stopped turn's done
         # Ended sessions keep their last snapshot too: their files stay readable.
         await self._snapshot_to_store(s, force=True)
         await self.persist.flush(wait=True)

@@ -22,6 +22,10 @@ class EventLog:
         # Set and replaced on every emit: waiters hold the one current when they started.
         self._new = asyncio.Event()
         self._unsaved: list[EventRecord] = []
+        # Readers see events in sequence order only: one published while an older one
+        # is held back (a ``done`` waiting for its save) waits for it.
+        self._published = last_seq
+        self._held: dict[int, Event] = {}
 
     def emit(self, type_: str, data: dict, publish: bool = True) -> Event:
         """Number an event and queue it for the store; readers see it now, or at
@@ -42,7 +46,12 @@ class EventLog:
         return event
 
     def publish(self, event: Event) -> None:
-        self._events.append(event)
+        self._held[event[0]] = event
+        if self._published + 1 not in self._held:
+            return
+        while self._published + 1 in self._held:
+            self._published += 1
+            self._events.append(self._held.pop(self._published))
         self._new.set()
         self._new = asyncio.Event()
 

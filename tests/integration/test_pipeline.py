@@ -120,7 +120,8 @@ def test_stream_yields_the_events_of_the_sse_stream(
         # The same turn replayed over HTTP SSE: the same numbered events.
         replay = http.get(f"/api/sessions/{session.id}/stream", params={"after": 0})
         over_http = list(frames(iter(replay.text.splitlines())))
-        assert [(f[0], f[1], f[2]) for f in over_http] == [tuple(e) for e in events]
+        assert over_http[0][1] == "lifecycle" and over_http[0][2]["action"] == "created"
+        assert [(f[0], f[1], f[2]) for f in over_http[1:]] == [tuple(e) for e in events]
         # The blocking convenience iterator gives the same shape.
         again = list(session.stream("second turn"))
         assert again[0][1] == "session_start" and again[-1][1] == "done"

@@ -36,6 +36,8 @@ class FakeWorker:
         self.snapshot_data: bytes | None = b"tar"
         self.calls: list[str] = []
         self.start_gate: asyncio.Event | None = None
+        # The lifecycle entries this worker was asked to number into its log.
+        self.lifecycle: list[dict[str, Any]] = []
         self._died = asyncio.get_running_loop().create_future()
 
     def kill(self) -> None:
@@ -71,9 +73,13 @@ class FakeWorker:
         return {"sandboxId": self.sandbox_id, "bound": True, "sessionId": self.record.id,
                 "turnRunning": self.running, "nodeId": self.node_id}
 
-    async def set_status(self, status: str, wait: bool = True) -> SessionRecord:
+    async def set_status(
+        self, status: str, wait: bool = True, event: dict[str, Any] | None = None
+    ) -> SessionRecord:
         self._check("set_status")
         assert self.record is not None
+        if event is not None:
+            self.lifecycle.append(event)
         self.record = self.record.model_copy(update={"status": status, "last_active_at": utcnow()})
         return await self._save()
 
@@ -92,6 +98,7 @@ class FakeWorker:
     async def release(self, status: str) -> SessionRecord:
         self._check("release")
         assert self.record is not None
+        self.lifecycle.append({"action": status})
         self.record = self.record.model_copy(update={"status": status})
         return await self._save()
 

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,15 +79,21 @@ async def status(svc: Services, sid: str) -> str:
 async def open_turn(svc: Services, sid: str) -> None:
     """The store sees a turn that started and never ended (``session_start``, no ``done``)."""
     rec = await svc.core.record_of(sid)
-    rec = rec.model_copy(update={"last_seq": 1})
-    start = EventRecord(session_id=sid, seq=1, type="session_start", data={}, created_at=utcnow())
+    rec = rec.model_copy(update={"last_seq": rec.last_seq + 1})
+    start = EventRecord(
+        session_id=sid, seq=rec.last_seq, type="session_start", data={}, created_at=utcnow()
+    )
     await svc.core.submit(rec, batch=WriteBatch(events=[start]))
     if sid in svc.core.live:
         svc.core.live[sid].record = rec
 
 
 async def event_types(svc: Services, sid: str) -> list[str]:
-    return [e.type for e in await svc.core.store.list_events(sid)]
+    """The stored events' types; a lifecycle event as ``lifecycle:<action>``."""
+    return [
+        f"{e.type}:{e.data['action']}" if e.type == "lifecycle" else e.type
+        for e in await svc.core.store.list_events(sid)
+    ]
 
 
 # ---------------------------------------------------------------- capacity
@@ -237,9 +244,11 @@ async def test_a_crash_mid_turn_comes_back_paused_with_the_turn_closed(
     again = await start(settings, FakeRayOps())
     try:
         assert await status(again, busy) == "paused"  # not error: resumable
-        assert await event_types(again, busy) == ["session_start", "error", "done"]
+        assert await event_types(again, busy) == [
+            "lifecycle:created", "session_start", "error", "done",
+        ]  # fmt: skip
         assert await status(again, idle) == "paused"
-        assert await event_types(again, idle) == []
+        assert await event_types(again, idle) == ["lifecycle:created"]
         assert (await again.lifecycle.resume(busy)).status == "active"
     finally:
         await again.close()
@@ -271,13 +280,13 @@ async def test_a_worker_seen_dying_pauses_the_session_once(
     sid = await create(svc)
     await open_turn(svc, sid)
     ray_ops.workers[sid].kill()
-    ends = await svc.recovery.worker_failed(sid, 1)
-    assert [(seq, type_) for seq, type_, _ in ends] == [(2, "error"), (3, "done")]
+    ends = await svc.recovery.worker_failed(sid, 2)
+    assert [(seq, type_) for seq, type_, _ in ends] == [(3, "error"), (4, "done")]
     assert await status(svc, sid) == "paused"
     # Another stream of the same turn (or the sweep) closes nothing twice.
-    assert await svc.recovery.worker_failed(sid, 1) == ends
+    assert await svc.recovery.worker_failed(sid, 2) == ends
     await svc.upkeep.sweep()
-    assert await event_types(svc, sid) == ["session_start", "error", "done"]
+    assert await event_types(svc, sid) == ["lifecycle:created", "session_start", "error", "done"]
 
 
 async def test_sweep_pauses_idle_sessions_and_notices_dead_workers(
@@ -289,7 +298,7 @@ async def test_sweep_pauses_idle_sessions_and_notices_dead_workers(
     assert await svc.upkeep.sweep(idle_timeout_s=0) == 1
     assert not svc.core.live
     assert await status(svc, dead) == "paused" and await status(svc, idle) == "paused"
-    assert await event_types(svc, dead) == ["session_start", "error", "done"]
+    assert await event_types(svc, dead) == ["lifecycle:created", "session_start", "error", "done"]
     assert not ray_ops.workers[idle].alive
 
 
@@ -318,3 +327,90 @@ async def test_a_session_stopped_before_its_worker_started_does_not_wait_for_it(
         await asyncio.sleep(0.01)
     await asyncio.sleep(0)  # the failed bind's handler runs
     assert await status(svc, sid) == "stopped"  # not "error" from the bind it never ran
+
+
+# ---------------------------------------------------------------- lifecycle events
+
+
+async def lifecycle_rows(svc: Services, sid: str) -> list[tuple[int, dict[str, Any]]]:
+    await svc.core.flush()
+    return [(e.seq, e.data) for e in await svc.core.store.list_events(sid) if e.type == "lifecycle"]
+
+
+async def test_the_registry_numbers_lifecycle_events_of_sessions_without_a_worker(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    assert await lifecycle_rows(svc, sid) == [
+        (1, {"action": "created", "agentName": "a", "model": None}),
+    ]  # fmt: skip
+    rec = await svc.core.store.get_session(sid)
+    assert rec is not None and rec.last_seq == 1  # the worker numbers on from there
+    assert svc.core.live[sid].record.last_seq == 1
+    await asyncio.sleep(0)  # the unwaited bind runs
+    first = ray_ops.workers[sid]
+    # Live: the worker is asked to number them into its own log.
+    await svc.lifecycle.pause(sid)
+    await svc.lifecycle.resume(sid)
+    await svc.lifecycle.stop(sid)
+    for _ in range(1000):  # the warm resume's call is not awaited: poll (10 s deadline)
+        if len(first.lifecycle) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert first.lifecycle == [
+        {"action": "paused"},
+        {"action": "resumed", "path": "warm", "source": "sandbox"},
+        {"action": "stopped"},
+    ]  # fmt: skip
+    # Cold: the registry writes them, each after the record's last_seq, in one write.
+    await svc.lifecycle.resume(sid)  # a new worker, from the stored snapshot
+    second = svc.core.live[sid].worker
+    assert (await svc.core.record_of(sid)).last_seq == 2
+    await svc.lifecycle.stop(sid)
+    await svc.lifecycle.end(sid)  # a stopped session: no worker
+    rows = await lifecycle_rows(svc, sid)
+    assert rows == [
+        (1, {"action": "created", "agentName": "a", "model": None}),
+        (2, {"action": "resumed", "path": "cold", "source": "store"}),
+        (3, {"action": "ended"}),
+    ]  # fmt: skip
+    assert second.handle.worker.lifecycle == [{"action": "stopped"}]  # type: ignore[attr-defined]
+    rec = await svc.core.store.get_session(sid)
+    assert rec is not None and rec.last_seq == 3 and rec.status == "ended"
+
+
+async def test_a_fork_copies_the_log_and_adds_forked_after_it(svc: Services) -> None:
+    sid = await create(svc)
+    await svc.lifecycle.stop(sid)
+    await svc.core.flush()
+    child = await svc.lifecycle.fork(sid)
+    assert child.last_seq == 2
+    assert await lifecycle_rows(svc, child.id) == [
+        (1, {"action": "created", "agentName": "a", "model": None}),
+        (2, {"action": "forked", "parentSessionId": sid}),
+    ]  # fmt: skip
+
+
+async def test_a_worker_lost_after_done_and_a_pause_closes_no_turn(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    await open_turn(svc, sid)  # session_start at 2
+    rec = await svc.core.record_of(sid)
+    tail = [
+        EventRecord(session_id=sid, seq=3, type="done", data={}, created_at=utcnow()),
+        EventRecord(session_id=sid, seq=4, type="lifecycle", data={"action": "paused"},
+                    created_at=utcnow()),
+    ]  # fmt: skip
+    rec = rec.model_copy(update={"last_seq": 4, "status": "paused"})
+    await svc.core.submit(rec, batch=WriteBatch(events=tail))
+    svc.core.live[sid].record = rec
+    ray_ops.workers[sid].kill()
+    # A stream that saw session_start gets the turn's end, not a made-up error.
+    ends = await svc.recovery.worker_failed(sid, 2)
+    assert [t for _, t, _ in ends] == ["done"]
+    await svc.upkeep.sweep()
+    assert await event_types(svc, sid) == [
+        "lifecycle:created", "session_start", "done", "lifecycle:paused",
+    ]  # fmt: skip
+    assert await status(svc, sid) == "paused"

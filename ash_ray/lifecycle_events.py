@@ -1,0 +1,69 @@
+"""The ``lifecycle`` events of a session's log: who numbers them, and reading past them.
+
+Ash's timeline has ``lifecycle`` entries: ``created {agentName, model}``, ``paused``,
+``stopped``, ``ended``, ``forked {parentSessionId}`` and ``resumed {path: warm|cold,
+source}``. They are stored as events of type ``lifecycle`` (``data = {action, ...}``) in
+the session's one numbered log, between turns, so the timeline keeps their order.
+
+The log has one numbering owner at a time. A bound worker emits them itself
+(``set_status``/``release``). With no worker bound (create, cold resume and fork before
+the bind; pause, stop and end of a cold session) the registry writes the event, numbered
+``last_seq + 1``, in the same write as the record that moves ``last_seq`` on.
+
+A lifecycle event never belongs to a turn: whether the log leaves a turn open is decided
+by the newest event that is not one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ash_ray.models import EventRecord, SessionRecord, utcnow
+
+LIFECYCLE = "lifecycle"
+# Events read per step when looking back past lifecycle events for a turn's last event.
+WINDOW = 32
+
+# (after, limit) -> events with seq > after, at most limit
+ReadEvents = Callable[[int, int], Awaitable[list[EventRecord]]]
+
+
+def entry(action: str, **data: Any) -> dict[str, Any]:
+    """The stored ``data`` of a lifecycle event."""
+    return {"action": action, **data}
+
+
+def cold_event(
+    rec: SessionRecord, action: str, **data: Any
+) -> tuple[SessionRecord, EventRecord]:
+    """A lifecycle event the registry writes for a session no worker numbers, and the
+    record with ``last_seq`` moved on to it (write both in one batch)."""
+    seq = rec.last_seq + 1
+    event = EventRecord(
+        session_id=rec.id, seq=seq, type=LIFECYCLE, data=entry(action, **data),
+        created_at=utcnow(),
+    )
+    return rec.model_copy(update={"last_seq": seq}), event
+
+
+def without_trailing_lifecycle(events: Sequence[EventRecord]) -> list[EventRecord]:
+    """``events`` up to the newest one that is not a lifecycle event."""
+    out = list(events)
+    while out and out[-1].type == LIFECYCLE:
+        out.pop()
+    return out
+
+
+async def turn_open(read: ReadEvents, last_seq: int) -> bool:
+    """Whether the log up to ``last_seq`` leaves a turn open: its newest event that is
+    not a lifecycle one exists and is not ``done``. Reads back a window at a time."""
+    top = last_seq
+    while top > 0:
+        after = max(0, top - WINDOW)
+        window = [e for e in await read(after, top - after) if e.seq <= top]
+        turn = without_trailing_lifecycle(window)
+        if turn:
+            return turn[-1].type != "done"
+        top = after
+    return False
