@@ -12,7 +12,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from ash_ray.testing.fake_anthropic import FakeAnthropic
 from tests.helpers import wait_for
-from tests.integration.browser import sign_in
+from tests.integration.browser import SCREENSHOTS, sign_in
 from tests.integration.conftest import API_KEY
 from tests.integration.sse import new_session, send
 
@@ -70,6 +70,8 @@ def test_usage_page_shows_the_apis_totals_per_agent(page: Page, http: httpx.Clie
     sessions = region(page, "Sessions by status")
     expect(sessions).to_contain_text(f"{analytics['sessions']['total']} sessions")
     expect(region(page, "Tokens over time").get_by_role("img")).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "usage.png"), full_page=True)
 
     # One agent: the totals become that agent's.
     page.get_by_label("Agent", exact=True).select_option(agent)
@@ -135,6 +137,9 @@ def test_queue_page_enqueues_filters_and_cancels(
     assert done[0]["result"] == "echo: queued and run"
     page.get_by_label("Status", exact=True).select_option("completed")
     expect(cell(row_of(items, "queued and run"), "Outcome")).to_have_text("echo: queued and run")
+    page.get_by_label("Status", exact=True).select_option("")
+    expect(row_of(items, "from the console")).to_have_count(1)
+    page.screenshot(path=str(SCREENSHOTS / "queue.png"), full_page=True)
     for b in blockers:
         wait_for(lambda b=b: http.get(f"/api/queue/{b}").json()["item"]["status"] == "completed",
                  timeout_s=60, what="blocker done")
@@ -161,7 +166,7 @@ def test_agent_versions_create_and_activate(page: Page, http: httpx.Client,
         return [v["name"] for v in found if v["isActive"]]
 
     by_name = {v["name"]: v["versionNumber"] for v in listed}
-    for target in ("second", "first"):  # whichever was active at first, both get a turn
+    for target in ("second", "first"):  # none is active when created
         page.get_by_role("button", name=f"Activate version {by_name[target]}").click()
         expect(cell(row_of(versions, f"You are version {'two' if target == 'second' else 'one'}"),
                     "Active")).to_have_text("active")

@@ -158,7 +158,7 @@ function versionsSection(base) {
       }, 'Activate'))],
       ['System prompt', (v) => h('span', { class: 'clip', title: v.systemPrompt || '' }, v.systemPrompt || '')],
       ['Notes', (v) => v.releaseNotes || ''], ['Created', (v) => when(v.createdAt)],
-    ], versions, 'No versions yet: sessions use the agent\'s CLAUDE.md.'), versionForm(base, () => box.refresh())];
+    ], versions, 'No versions yet.'), versionForm(base, () => box.refresh())];
   });
   return box;
 }
