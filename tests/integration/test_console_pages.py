@@ -55,7 +55,7 @@ def test_usage_page_shows_the_apis_totals_per_agent(page: Page, http: httpx.Clie
     assert mine["totalToolCalls"] >= 1 and mine["totalInputTokens"] > 0
 
     sign_in(page, API_KEY)
-    page.get_by_role("link", name="Usage").click()
+    page.get_by_role("link", name="Usage", exact=True).click()
     expect(page.get_by_role("heading", name="Usage", level=1)).to_be_visible()
     totals = region(page, "Totals")
 
