@@ -24,7 +24,8 @@ def test_index_and_modules_are_served_with_a_strict_policy() -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert '<script type="module" src="app.js">' in page.text
-    modules = ("app.js", "api.js", "ui.js", "pages.js", "session.js", "transcript.js", "admin.js")
+    modules = ("app.js", "api.js", "ui.js", "pages.js", "session.js", "transcript.js", "admin.js",
+               "usage.js")
     for name in modules:
         r = c.get(f"/dashboard/{name}")
         assert r.status_code == 200, name

@@ -2,18 +2,65 @@
 import * as A from './api.js';
 import { act, badge, field, h, section, short, table, when } from './ui.js';
 
+const QUEUE_STATUSES = ['pending', 'processing', 'completed', 'failed', 'cancelled'];
+
 export async function queue(main) {
-  main.replaceChildren(h('h1', {}, 'Queue'),
-    section('Queue stats', async () => {
-      const { stats } = await A.get('/api/queue/stats');
-      return h('dl', { class: 'stats' }, Object.entries(stats).map(([k, v]) =>
-        h('div', {}, h('dt', {}, k), h('dd', {}, String(v)))));
-    }),
-    section('Items', async () => table([
-      ['Item', (i) => h('code', {}, short(i.id))], ['Agent', (i) => i.agentName],
-      ['Status', (i) => badge(i.status)], ['Priority', (i) => i.priority],
-      ['Prompt', (i) => String(i.prompt || '').slice(0, 80)], ['Created', (i) => when(i.createdAt)],
-    ], (await A.get('/api/queue', { limit: 100 })).items)));
+  const status = h('select', { id: 'queue-status' }, h('option', { value: '' }, 'any'),
+    QUEUE_STATUSES.map((s) => h('option', { value: s }, s)));
+  const counts = section('Queue stats', async () => {
+    const { stats } = await A.get('/api/queue/stats');
+    return h('dl', { class: 'stats' }, Object.entries(stats).map(([k, v]) =>
+      h('div', {}, h('dt', {}, k), h('dd', { dataset: { status: k } }, String(v)))));
+  });
+  const cancel = (i) => h('button', {
+    type: 'button', class: 'danger', 'aria-label': `Cancel item ${short(i.id)}`,
+    onclick: (ev) => act(ev.currentTarget, () => A.api('DELETE', `/api/queue/${i.id}`), 'Cancelled')
+      .then(refresh),
+  }, 'Cancel');
+  const items = section('Items', async () => table([
+    ['Item', (i) => h('code', {}, short(i.id))], ['Agent', (i) => i.agentName],
+    ['Status', (i) => badge(i.status)], ['Priority', (i) => i.priority],
+    ['Prompt', (i) => h('span', { class: 'clip', title: i.prompt }, i.prompt)],
+    ['Session', (i) => (i.sessionId
+      ? h('a', { href: `#/sessions/${i.sessionId}` }, h('code', {}, short(i.sessionId))) : '')],
+    ['Outcome', (i) => h('span', { class: 'clip', title: i.error || i.result || '' },
+      i.error ? `error: ${i.error}` : i.result || '')],
+    ['Created', (i) => when(i.createdAt)],
+    ['', (i) => (i.status === 'pending' ? cancel(i) : '')],
+  ], (await A.get('/api/queue', { status: status.value, limit: 100 })).items,
+  status.value ? `No ${status.value} items.` : 'The queue is empty.'));
+  function refresh() { counts.refresh(); items.refresh(); }
+  status.addEventListener('change', () => items.refresh());
+  const again = h('button', { type: 'button', onclick: refresh }, 'Refresh');
+  main.replaceChildren(h('h1', {}, 'Queue'), counts,
+    h('div', { class: 'card filters' }, h('form', { class: 'inline', 'aria-label': 'Filter items' },
+      field('Status', status)), again),
+    items, await enqueueForm(refresh));
+}
+
+async function enqueueForm(done) {
+  const agent = h('select', { id: 'queue-agent', required: true });
+  try {
+    for (const a of (await A.get('/api/agents')).agents) agent.append(h('option', { value: a.name }, a.name));
+  } catch { /* the submit says why */ }
+  const prompt = h('textarea', { id: 'queue-prompt', rows: 3, required: true });
+  const priority = h('input', { id: 'queue-priority', type: 'number', min: 0, value: 0 });
+  const session = h('input', { id: 'queue-session', placeholder: 'a new session when empty' });
+  const add = h('button', { type: 'submit' }, 'Enqueue');
+  const form = h('form', { class: 'card', 'aria-label': 'Enqueue a prompt' },
+    h('h2', {}, 'Enqueue a prompt'), field('Agent', agent), field('Prompt', prompt),
+    field('Priority', priority), field('Session id', session), add);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const r = await act(add, () => A.post('/api/queue', {
+      agentName: agent.value, prompt: prompt.value, priority: Number(priority.value || 0),
+      sessionId: session.value.trim() || undefined,
+    }), (x) => `Queued ${short(x.item.id)}`);
+    if (!r) return;
+    prompt.value = '';
+    done();
+  });
+  return form;
 }
 
 export async function keys(main) {

@@ -3,6 +3,7 @@ import * as A from './api.js';
 import * as admin from './admin.js';
 import * as pages from './pages.js';
 import { sessionPage } from './session.js';
+import { usage } from './usage.js';
 import { field, h } from './ui.js';
 
 const main = document.getElementById('main');
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^#\/agents\/([^/?]+)$/, (m) => pages.agentPage(main, decodeURIComponent(m[1]), go)],
   [/^#\/sessions(?:\?(.*))?$/, (m) => pages.sessions(main, go, new URLSearchParams(m[1] || ''))],
   [/^#\/sessions\/([0-9a-fA-F-]+)$/, (m) => sessionPage(main, m[1], go)],
+  [/^#\/usage$/, () => usage(main)],
   [/^#\/queue$/, () => admin.queue(main)],
   [/^#\/keys$/, () => admin.keys(main)],
   [/^#\/credentials$/, () => admin.credentials(main)],

@@ -16,11 +16,15 @@ export async function overview(main) {
         return h('dl', { class: 'stats' }, counts.map(([s, n]) =>
           h('div', {}, h('dt', {}, h('a', { href: `#/sessions?status=${s}` }, s)), h('dd', {}, String(n)))));
       })),
+    section('Live sessions by node', async () => {
+      const nodes = Object.entries((await A.health()).body.sessionsPerNode || {});
+      return table([
+        ['Node', ([node]) => h('code', { title: node }, node === 'binding' ? 'binding (no node yet)' : short(node))],
+        ['Live sessions', ([, n]) => String(n)],
+      ], nodes.sort((a, b) => b[1] - a[1]), 'No live sessions.');
+    }),
     section('Usage over time', async () => usageChart((await A.get('/api/usage', { limit: 1000 })).events)),
-    section('Analytics', async () => {
-      const a = await A.get('/api/analytics');
-      return h('pre', { class: 'json' }, JSON.stringify(a, null, 2));
-    }));
+    h('p', {}, h('a', { href: '#/usage' }, 'Usage and analytics by agent →')));
 }
 
 async function healthCard() {
@@ -133,20 +137,46 @@ export async function agentPage(main, name, go) {
         ['Size', (f) => `${f.size} B`], ['Modified', (f) => when(f.modifiedAt)],
       ], files), viewer];
     }),
-    section('Versions', async () => {
-      const { versions } = await A.get(`${base}/versions`);
-      return table([
-        ['Version', (v) => v.versionNumber ?? v.name], ['Name', (v) => v.name],
-        ['Active', (v) => (v.isActive ? 'yes' : '')], ['Notes', (v) => v.releaseNotes || ''],
-        ['Created', (v) => when(v.createdAt)],
-      ], versions);
-    }),
+    versionsSection(base),
     section('Config', async () => {
       const { config } = await A.get(`${base}/config`);
       return h('pre', { class: 'json' }, JSON.stringify(config, null, 2));
     }),
     section('Sessions of this agent', async () => sessionTable(
       (await A.get('/api/sessions', { agent: name, limit: 20 })).sessions)));
+}
+
+function versionsSection(base) {
+  const box = section('Versions', async () => {
+    const { versions } = await A.get(`${base}/versions`);
+    return [table([
+      ['Version', (v) => v.versionNumber ?? v.name], ['Name', (v) => v.name],
+      ['Active', (v) => (v.isActive ? badge('active') : h('button', {
+        type: 'button', 'aria-label': `Activate version ${v.versionNumber}`,
+        onclick: (ev) => act(ev.currentTarget, () => A.post(`${base}/versions/${v.versionNumber}/activate`),
+          `Version ${v.versionNumber} is active`).then(() => box.refresh()),
+      }, 'Activate'))],
+      ['System prompt', (v) => h('span', { class: 'clip', title: v.systemPrompt || '' }, v.systemPrompt || '')],
+      ['Notes', (v) => v.releaseNotes || ''], ['Created', (v) => when(v.createdAt)],
+    ], versions, 'No versions yet.'), versionForm(base, () => box.refresh())];
+  });
+  return box;
+}
+
+function versionForm(base, done) {
+  const name = h('input', { id: 'version-name', placeholder: 'v<N> when empty' });
+  const prompt = h('textarea', { id: 'version-prompt', rows: 3 });
+  const notes = h('input', { id: 'version-notes' });
+  const add = h('button', { type: 'submit' }, 'Create version');
+  const form = h('form', { 'aria-label': 'Create a version' }, h('h3', {}, 'New version'),
+    field('Version name', name), field('Version system prompt', prompt), field('Release notes', notes), add);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { name: name.value.trim() || undefined, systemPrompt: prompt.value || undefined,
+      releaseNotes: notes.value || undefined };
+    if (await act(add, () => A.post(`${base}/versions`, body), (r) => `Created version ${r.version.versionNumber}`)) done();
+  });
+  return form;
 }
 
 const sessionTable = (rows) => table([

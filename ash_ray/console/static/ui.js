@@ -54,13 +54,18 @@ export function table(columns, rows, empty = 'Nothing here yet.') {
 export function section(title, load, { id } = {}) {
   const body = h('div', { class: 'section-body' }, h('p', { class: 'muted' }, 'Loading…'));
   const box = h('section', { class: 'card', id, 'aria-label': title }, h('h2', {}, title), body);
+  // Only the newest refresh shows: an older answer arriving late (a filter changed while it
+  // was on its way) must not replace it.
+  let latest = 0;
   const refresh = async () => {
+    const mine = ++latest;
+    let shown;
     try {
-      const content = await load();
-      body.replaceChildren(...[content].flat().filter(Boolean));
+      shown = [await load()].flat().filter(Boolean);
     } catch (err) {
-      body.replaceChildren(problem(err));
+      shown = [problem(err)];
     }
+    if (mine === latest) body.replaceChildren(...shown);
   };
   box.refresh = refresh;
   refresh();
