@@ -242,7 +242,7 @@ def usage_from(row: Row, ts: TsIn) -> UsageRecord:
 
 
 def tenant_name(tenant: str, name: str) -> str:
-    """The agents table's unique key: agent names are unique per tenant (migration 6)."""
+    """The agents table's unique key: agent names are unique per tenant (migration 8)."""
     return f"{tenant}/{name}"
 
 

@@ -193,48 +193,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        6,
-        "tenants: tenant columns on agents and sessions; api_keys, credentials",
-        (
-            # Agent names become unique per tenant. Neither dialect can drop the UNIQUE of
-            # `name` in place (SQLite would need a table rebuild that must know every
-            # column other migrations add), so the unique column is renamed and holds
-            # `<tenant>/<name>` from now on, and a plain `name` column is added beside it.
-            "ALTER TABLE agents RENAME COLUMN name TO tenant_name",
-            "ALTER TABLE agents ADD COLUMN name TEXT NOT NULL DEFAULT ''",
-            "ALTER TABLE agents ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'",
-            "UPDATE agents SET name = tenant_name, tenant_name = 'default/' || tenant_name",
-            "CREATE INDEX agents_tenant ON agents (tenant_id, name)",
-            # Archives and Ash's agent versions key by the same `<tenant>/<name>`.
-            "UPDATE agent_archives SET agent_name = 'default/' || agent_name",
-            "UPDATE agent_versions SET agent_name = 'default/' || agent_name",
-            "ALTER TABLE sessions ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'",
-            "CREATE INDEX sessions_tenant ON sessions (tenant_id, created_at)",
-            """CREATE TABLE api_keys (
-                id TEXT PRIMARY KEY,
-                tenant_id TEXT NOT NULL,
-                label TEXT,
-                key_hash TEXT NOT NULL UNIQUE,
-                key_prefix TEXT NOT NULL,
-                created_at {ts} NOT NULL
-            )""",
-            "CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at)",
-            """CREATE TABLE credentials (
-                id TEXT PRIMARY KEY,
-                tenant_id TEXT NOT NULL,
-                type TEXT NOT NULL,
-                label TEXT,
-                base_url TEXT,
-                ciphertext {bytes} NOT NULL,
-                nonce {bytes} NOT NULL,
-                salt {bytes} NOT NULL,
-                created_at {ts} NOT NULL,
-                last_used_at {ts}
-            )""",
-            "CREATE INDEX credentials_tenant ON credentials (tenant_id, created_at)",
-        ),
-    ),
-    Migration(
         7,
         "usage counters as columns; queue items; eval cases, runs and results",
         (
@@ -332,6 +290,48 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         8,
+        "tenants: tenant columns on agents and sessions; api_keys, credentials",
+        (
+            # Agent names become unique per tenant. Neither dialect can drop the UNIQUE of
+            # `name` in place (SQLite would need a table rebuild that must know every
+            # column other migrations add), so the unique column is renamed and holds
+            # `<tenant>/<name>` from now on, and a plain `name` column is added beside it.
+            "ALTER TABLE agents RENAME COLUMN name TO tenant_name",
+            "ALTER TABLE agents ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE agents ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'",
+            "UPDATE agents SET name = tenant_name, tenant_name = 'default/' || tenant_name",
+            "CREATE INDEX agents_tenant ON agents (tenant_id, name)",
+            # Archives and Ash's agent versions key by the same `<tenant>/<name>`.
+            "UPDATE agent_archives SET agent_name = 'default/' || agent_name",
+            "UPDATE agent_versions SET agent_name = 'default/' || agent_name",
+            "ALTER TABLE sessions ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'",
+            "CREATE INDEX sessions_tenant ON sessions (tenant_id, created_at)",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                label TEXT,
+                key_hash TEXT NOT NULL UNIQUE,
+                key_prefix TEXT NOT NULL,
+                created_at {ts} NOT NULL
+            )""",
+            "CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at)",
+            """CREATE TABLE credentials (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                label TEXT,
+                base_url TEXT,
+                ciphertext {bytes} NOT NULL,
+                nonce {bytes} NOT NULL,
+                salt {bytes} NOT NULL,
+                created_at {ts} NOT NULL,
+                last_used_at {ts}
+            )""",
+            "CREATE INDEX credentials_tenant ON credentials (tenant_id, created_at)",
+        ),
+    ),
+    Migration(
+        9,
         "queue items remember whether the queue opened their session",
         (
             # 1: the worker created the session for the item, and releases it once the

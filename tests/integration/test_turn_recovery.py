@@ -176,7 +176,7 @@ def test_a_queued_message_survives_a_worker_restart_and_runs_once(
     msgs = http.get(f"/api/sessions/{sid}/messages").json()["messages"]
     prompts = [m["content"] for m in msgs if json.loads(m["content"])["type"] == "user"]
     assert sum(queued in p for p in prompts) == 1, prompts
-    assert _kinds(msgs) == [
+    assert kinds(msgs) == [
         "user", "assistant", "result",  # before the crash
         "user", "assistant", "user", "assistant", "result",  # held, continued
         "user", "assistant", "result",  # the queued message, once

@@ -25,7 +25,7 @@ async def store(
     await s.close()
 
 
-# Archives and versions are keyed by the tenant-qualified name (migration 6).
+# Archives and versions are keyed by the tenant-qualified name (migration 8).
 KEY = "default/bot"
 
 
