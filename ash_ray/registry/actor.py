@@ -262,7 +262,7 @@ class Registry(RegistryFiles):
 
     async def put_turn(self, item: QueuedTurn) -> None:
         """Queue (or mark running) a session's message; returns once committed."""
-        await (await self._ready()).core.store.put_turn(item)
+        await (await self._ready()).core.put_turn(item)
 
     async def delete_turn(self, session_id: str, message_id: str) -> None:
         await (await self._ready()).core.store.delete_turn(session_id, message_id)

@@ -94,7 +94,13 @@ class Capacity:
             _sid, worker = self.pool.idle.pop(0)
             await self.core.ray.kill(worker)
             return True
-        idle = [lv for lv in self.core.live.values() if not lv.running and not lv.lock.locked()]
+        # A session whose worker is still starting is not idle: its first message is
+        # usually on its way (a create answers before the worker exists). Evicting it
+        # would waste the start, and creates competing for slots would evict each other.
+        idle = [
+            lv for lv in self.core.live.values()
+            if lv.node_id and not lv.running and not lv.lock.locked()
+        ]  # fmt: skip
         if not idle:
             return False
         victim = min(idle, key=lambda lv: lv.record.last_active_at)

@@ -13,7 +13,7 @@ from ash_ray.config import Settings
 from ash_ray.errors import Conflict, SessionNotFound, Unavailable
 from ash_ray.handles import WorkerClient
 from ash_ray.lifecycle_events import cold_event
-from ash_ray.models import SessionRecord, WriteBatch, utcnow
+from ash_ray.models import QueuedTurn, SessionRecord, WriteBatch, utcnow
 from ash_ray.registry.rayops import RayOps
 from ash_ray.registry.stats import RegistryStats
 from ash_ray.registry.writer import WriteBehind
@@ -122,6 +122,14 @@ class Core:
         if rec is None:
             raise SessionNotFound(f"session {session_id} does not exist", session_id=session_id)
         return rec
+
+    async def put_turn(self, item: QueuedTurn) -> None:
+        """Store a queued or running message; a running one marks its session busy."""
+        live = self.live.get(item.session_id)
+        if live is not None and item.state == "running":
+            # Not evictable from now on; the worker's later flushes say when it ends.
+            live.running = True
+        await self.store.put_turn(item)
 
     def check_accepting(self) -> None:
         if not self.accepting:

@@ -83,9 +83,10 @@ class Upkeep:
 
         async def one(lv: Live) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(lv.worker.describe(), DESCRIBE_TIMEOUT_S)
+                view = await asyncio.wait_for(lv.worker.describe(), DESCRIBE_TIMEOUT_S)
             except Exception as exc:
                 return {"sessionId": lv.record.id, "error": type(exc).__name__}
+            return {**view, "bound": bool(lv.node_id)}  # bound: evictable when idle
 
         return list(await asyncio.gather(*(one(lv) for lv in list(self.core.live.values()))))
 

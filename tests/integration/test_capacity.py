@@ -49,12 +49,18 @@ def _running(registry: RegistryClient, sid: str) -> bool:
     )
 
 
+def _bound(registry: RegistryClient, sid: str) -> bool:
+    return any(d.get("sessionId") == sid and d.get("bound") for d in registry.describe_all().get())
+
+
 def test_lru_idle_session_is_evicted_and_503_when_all_run(
     small_registry: RegistryClient, fake_model  # type: ignore[no-untyped-def]
 ) -> None:
     reg = small_registry
     a = reg.create_session({"agent": "cap"}).get().id
     b = reg.create_session({"agent": "cap"}).get().id
+    # A session whose worker is still starting holds its slot; once up and idle, it may go.
+    wait_for(lambda: _bound(reg, a) and _bound(reg, b), what="both workers up")
     c = reg.create_session({"agent": "cap"}).get().id  # evicts a (idle, oldest)
     assert reg.get_session(a).get().status == "paused"
     assert reg.live_handle(a).get() is None

@@ -16,7 +16,7 @@ import pytest
 
 from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable
-from ash_ray.models import EventRecord, WriteBatch, utcnow
+from ash_ray.models import EventRecord, QueuedTurn, WriteBatch, utcnow
 from ash_ray.registry.actor import Services
 from ash_ray.registry.pool import SESSION_MEMORY_GUESS_MB, Demand, Placement
 from ash_ray.registry.stats import RegistryStats
@@ -69,6 +69,15 @@ async def create(svc: Services) -> str:
     return (await svc.lifecycle.create({"agent": "a"})).id
 
 
+async def bound(svc: Services, *sids: str) -> None:
+    """Wait (10 s at most) until each session's worker has started and bound."""
+    for _ in range(1000):
+        if all(svc.core.live[sid].node_id for sid in sids):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not bound: {sids}")
+
+
 async def status(svc: Services, sid: str) -> str:
     await svc.core.flush()
     rec = await svc.core.store.get_session(sid)
@@ -103,6 +112,7 @@ async def test_lru_idle_session_is_evicted_and_at_capacity_when_all_run(
     svc: Services, ray_ops: FakeRayOps
 ) -> None:
     a, b = await create(svc), await create(svc)
+    await bound(svc, a, b)
     c = await create(svc)  # evicts a: idle and the oldest
     assert await status(svc, a) == "paused" and a not in svc.core.live
     assert ray_ops.killed == [a]
@@ -112,6 +122,32 @@ async def test_lru_idle_session_is_evicted_and_at_capacity_when_all_run(
         await create(svc)
     assert "2 live sessions of at most 2, 2 running a turn" in str(full.value)
     assert {b, c} == set(svc.core.live)  # a running session is never evicted
+
+
+async def test_a_session_whose_worker_is_starting_is_not_evicted(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    ray_ops.start_gate = asyncio.Event()
+    a, b = await create(svc), await create(svc)  # both workers still starting
+    with pytest.raises(AtCapacity, match="2 live sessions of at most 2"):
+        await create(svc)
+    assert {a, b} == set(svc.core.live) and ray_ops.killed == []
+    ray_ops.start_gate.set()
+    await bound(svc, a, b)
+    c = await create(svc)  # now a is idle, and the oldest
+    assert set(svc.core.live) == {b, c} and ray_ops.killed == [a]
+
+
+async def test_a_turn_the_worker_reports_makes_its_session_unevictable(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    a, b = await create(svc), await create(svc)
+    await bound(svc, a, b)
+    await svc.core.put_turn(
+        QueuedTurn(session_id=a, message_id="m1", position=0, prompt="hi", state="running")
+    )
+    c = await create(svc)  # a runs a turn (the store has it): b is evicted, not a
+    assert set(svc.core.live) == {a, c} and ray_ops.killed == [b]
 
 
 async def test_a_create_answers_before_its_new_worker_has_started(
@@ -163,6 +199,7 @@ async def test_a_waiting_create_gets_the_slot_when_a_turn_ends(
     try:
         await svc.agents.deploy("a", str(agent_dir))
         a, b = await create(svc), await create(svc)
+        await bound(svc, a, b)
         for sid in (a, b):
             svc.core.live[sid].running = True
         waiting = asyncio.create_task(create(svc))
