@@ -220,16 +220,56 @@ def test_credentials_are_stored_listed_and_deleted_never_shown(
     page.get_by_label("Type", exact=True).select_option("anthropic")
     page.get_by_label("Key", exact=True).fill(secret)
     page.get_by_label("Label", exact=True).fill("console cred")
+    page.get_by_label("Base URL", exact=True).fill("https://gateway.example.test/v1")
     page.get_by_role("button", name="Store credential").click()
     creds = region(page, "Credentials")
     expect(cell(row_of(creds, "console cred"), "Type")).to_have_text("anthropic")
+    endpoint = cell(row_of(creds, "console cred"), "Endpoint")
+    expect(endpoint).to_have_text("https://gateway.example.test/v1")
     expect(page.get_by_label("Key", exact=True)).to_have_value("")
     listing = http.get("/api/credentials")
     [stored] = [c for c in listing.json()["credentials"] if c["label"] == "console cred"]
     assert stored["type"] == "anthropic" and secret not in listing.text
+    assert stored["baseUrl"] == "https://gateway.example.test/v1"
     assert secret not in page.content()
 
     page.get_by_role("button", name="Delete credential console cred").click()
     expect(row_of(creds, "console cred")).to_have_count(0)
     ids = {c["id"] for c in http.get("/api/credentials").json()["credentials"]}
     assert stored["id"] not in ids
+
+
+def test_evals_page_adds_a_case_runs_it_and_shows_its_result(
+    page: Page, http: httpx.Client, agent: str
+) -> None:
+    base = f"/api/agents/{agent}"
+    before = {r["id"] for r in http.get(f"{base}/eval-runs").json()["runs"]}
+    sign_in(page, API_KEY)
+    page.get_by_role("link", name="Evals").click()
+    page.get_by_label("Agent", exact=True).select_option(agent)
+    question = "say hello from the console"
+    page.get_by_label("Question", exact=True).fill(question)
+    page.get_by_label("Expected topics", exact=True).fill("echo, hello")
+    page.get_by_role("button", name="Add case").click()
+    expect(row_of(region(page, "Eval cases"), question)).to_have_count(1)
+    [case] = [c for c in http.get(f"{base}/eval-cases").json()["cases"]
+              if c["question"] == question]
+    assert case["expectedTopics"] == ["echo", "hello"]
+
+    page.get_by_role("button", name="Run evals").click()
+    run_id = wait_for(lambda: next(iter({r["id"] for r in http.get(f"{base}/eval-runs")
+                                         .json()["runs"]} - before), None),
+                      what="the run the page started")  # fmt: skip
+
+    def finished() -> dict[str, Any] | None:
+        run: dict[str, Any] = http.get(f"{base}/eval-runs/{run_id}").json()["run"]
+        return run if run["status"] in ("completed", "failed") else None
+
+    assert wait_for(finished, timeout_s=120, what="the eval run")["status"] == "completed"
+    page.get_by_role("button", name="Refresh runs").click()
+    runs = region(page, "Eval runs")
+    expect(cell(row_of(runs, run_id[:8]), "Status")).to_have_text("completed")
+    page.get_by_role("button", name=f"Results of run {run_id[:8]}").click()
+    mine = row_of(region(page, f"Results of run {run_id[:8]}"), question)
+    expect(cell(mine, "Passed")).to_have_text("yes")
+    expect(cell(mine, "Topic score")).to_have_text("1.00")

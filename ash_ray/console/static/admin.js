@@ -1,4 +1,4 @@
-// Queue, API keys, credentials and evals: shown as far as the server has those routes.
+// Queue, API keys and credentials: shown as far as the server has those routes.
 import * as A from './api.js';
 import { act, badge, field, h, section, short, table, when } from './ui.js';
 
@@ -95,6 +95,7 @@ const keyRows = (body) => (Array.isArray(body) ? body : body.keys || body.apiKey
 export async function credentials(main) {
   const list = section('Credentials', async () => table([
     ['Id', (c) => h('code', {}, short(c.id))], ['Type', (c) => c.type], ['Label', (c) => c.label || ''],
+    ['Endpoint', (c) => c.baseUrl || ''],
     ['Active', (c) => (c.active ? 'yes' : 'no')], ['Last used', (c) => when(c.lastUsedAt)],
     ['', (c) => h('button', {
       type: 'button', 'aria-label': `Delete credential ${c.label || c.id}`,
@@ -106,40 +107,20 @@ export async function credentials(main) {
     ['anthropic', 'bedrock', 'custom', 'openai'].map((t) => h('option', { value: t }, t)));
   const key = h('input', { id: 'cred-key', type: 'password', autocomplete: 'off', required: true });
   const label = h('input', { id: 'cred-label' });
+  // A custom endpoint (an Anthropic-compatible gateway) for this key; the API's default if empty.
+  const baseUrl = h('input', { id: 'cred-base-url', type: 'url', placeholder: 'https://…' });
   const add = h('button', { type: 'submit' }, 'Store credential');
   const form = h('form', { class: 'card', 'aria-label': 'Store a credential' },
-    h('h2', {}, 'New credential'), field('Type', type), field('Key', key), field('Label', label), add);
+    h('h2', {}, 'New credential'), field('Type', type), field('Key', key), field('Label', label),
+    field('Base URL', baseUrl), add);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    const ok = await act(add, () => A.post('/api/credentials',
-      { type: type.value, key: key.value, label: label.value || undefined }), 'Stored');
+    const ok = await act(add, () => A.post('/api/credentials', {
+      type: type.value, key: key.value, label: label.value || undefined,
+      baseUrl: baseUrl.value.trim() || undefined,
+    }), 'Stored');
     key.value = '';
     if (ok) list.refresh();
   });
   main.replaceChildren(h('h1', {}, 'Credentials'), list, form);
-}
-
-export async function evals(main) {
-  const pick = h('select', { id: 'eval-agent' });
-  const body = h('div');
-  const load = () => {
-    const name = encodeURIComponent(pick.value);
-    body.replaceChildren(
-      section('Eval runs', async () => table([
-        ['Run', (r) => h('code', {}, short(r.id))], ['Status', (r) => badge(r.status)],
-        ['Version', (r) => r.versionNumber ?? ''], ['Pass rate', (r) => r.passRate ?? ''],
-        ['Created', (r) => when(r.createdAt)],
-      ], (await A.get(`/api/agents/${name}/eval-runs`)).runs)),
-      section('Eval cases', async () => table([
-        ['Question', (c) => String(c.question).slice(0, 100)], ['Category', (c) => c.category || ''],
-        ['Active', (c) => (c.isActive === false ? 'no' : 'yes')],
-      ], (await A.get(`/api/agents/${name}/eval-cases`)).cases)));
-  };
-  try {
-    for (const a of (await A.get('/api/agents')).agents) pick.append(h('option', { value: a.name }, a.name));
-  } catch { /* shown by the sections */ }
-  pick.addEventListener('change', load);
-  main.replaceChildren(h('h1', {}, 'Evals'), h('div', { class: 'card' }, field('Agent', pick)), body);
-  if (pick.value) load();
-  else body.append(h('p', { class: 'muted' }, 'Deploy an agent first.'));
 }

@@ -1,6 +1,7 @@
 // The console's entry: sign-in and a hash router (#/agents, #/sessions/<id>, ...).
 import * as A from './api.js';
 import * as admin from './admin.js';
+import { evals } from './evals.js';
 import * as pages from './pages.js';
 import { sessionPage } from './session.js';
 import { usage } from './usage.js';
@@ -22,7 +23,7 @@ const ROUTES = [
   [/^#\/queue$/, () => admin.queue(main)],
   [/^#\/keys$/, () => admin.keys(main)],
   [/^#\/credentials$/, () => admin.credentials(main)],
-  [/^#\/evals$/, () => admin.evals(main)],
+  [/^#\/evals$/, () => evals(main)],
 ];
 
 const needsKey = () => server?.auth && !A.apiKey();
