@@ -20,10 +20,23 @@ router = APIRouter(prefix="/api/sessions/{session_id}", tags=["messages"])
 SEQ = Query(ge=0, le=MAX_INT64, description="Only events after this sequence number.")
 
 
-# The body is text; the frames' union is described next to it (OpenAPI 3.1 has no SSE type).
+# Before OpenAPI 3.2 (`itemSchema`), the schema of an event stream describes one event as
+# SSE parsers read it: text fields, `data` holding JSON. The frames' union by type (with the
+# data of each) is the SseEvent schema, linked beside it.
 EVENT_STREAM_SCHEMA = {
-    "type": "string",
-    "description": "text/event-stream frames; each one is an SseEvent.",
+    "type": "object",
+    "description": "One frame of the text/event-stream body: `id` (the event's sequence "
+    "number), `event` (its type) and `data` (JSON). The types and their data: SseEvent.",
+    "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "minLength": 1},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+        },
+    },
     "x-sse-events": {"$ref": "#/components/schemas/SseEvent"},
 }
 

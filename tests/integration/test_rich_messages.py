@@ -142,8 +142,9 @@ def test_sdk_messages_on_the_stream_and_in_history(
     assert json.loads(start.data)["toolName"] == "Bash"  # type: ignore[arg-type]
     timeline = get_api_sessions_id_events.sync(UUID(sid), client=ash(http))
     assert [e.type_ for e in timeline.events] == [  # type: ignore[union-attr]
-        "tool_start", "tool_result", "text", "turn_complete",
+        "lifecycle", "tool_start", "tool_result", "text", "turn_complete",
     ]  # fmt: skip
+    assert json.loads(timeline.events[0].data)["action"] == "created"  # type: ignore[arg-type,index,union-attr]
 
     # The session JSON carries model and config.
     got = get_api_sessions_id.sync(UUID(sid), client=ash(http))
