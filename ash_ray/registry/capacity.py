@@ -34,6 +34,9 @@ class Capacity:
         self.placement = Placement(core.settings, core.ray)
         self.pool = WorkerPool(core.settings, self.placement, self.worker_count)
         self.waiting = 0
+        # Creates past make_room that have not tracked their session yet: they hold a slot
+        # (concurrent creates would all see the same free one while a worker is submitted).
+        self.reserved = 0
 
     def worker_count(self) -> int:
         """Every worker in the cluster: bound, pooled, or starting."""
@@ -45,14 +48,19 @@ class Capacity:
         A new worker is only submitted, not waited for (its process takes seconds to
         start): the caller awaits ``pool.started`` in the background before binding it.
         """
-        await self.make_room()
-        pooled = self.pool.take()
-        if pooled is not None:
-            return pooled, True
-        return await self.pool.spawn(sandbox_id, wait=False), False
+        await self.make_room()  # returns holding a reserved slot
+        try:
+            pooled = self.pool.take()
+            if pooled is not None:
+                return pooled, True
+            return await self.pool.spawn(sandbox_id, wait=False), False
+        finally:
+            # The caller tracks the session before its next await: the slot stays counted.
+            self.reserved -= 1
 
     async def make_room(self) -> None:
-        """Free a slot for one more session: evict the LRU idle one, or wait, or 503."""
+        """Reserve a slot for one more session (the caller releases ``reserved`` once it has
+        tracked the session): evict the LRU idle one, or wait, or 503."""
         self.waiting += 1
         try:
             async for attempt in AsyncRetrying(
@@ -82,10 +90,13 @@ class Capacity:
 
     async def _room_or_evict(self) -> None:
         while True:
-            if len(self.core.live) < self.limit and (
+            if len(self.core.live) + self.reserved < self.limit and (
                 self.pool.idle or await self.placement.has_room(self.worker_count())
             ):
-                return
+                if len(self.core.live) + self.reserved < self.limit:  # still, after the await
+                    self.reserved += 1
+                    return
+                continue
             if not await self._evict_one():
                 raise _NoRoom
 

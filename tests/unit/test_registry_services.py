@@ -138,6 +138,25 @@ async def test_a_session_whose_worker_is_starting_is_not_evicted(
     assert set(svc.core.live) == {b, c} and ray_ops.killed == [a]
 
 
+async def test_concurrent_creates_never_pass_the_limit(
+    svc: Services, ray_ops: FakeRayOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ray_ops.start_gate = asyncio.Event()  # no worker starts: none can be evicted either
+    looked = ray_ops.available_resources
+
+    async def slow_look() -> dict[str, float]:
+        await asyncio.sleep(0)  # as a Ray call does: other creates run meanwhile
+        return await looked()
+
+    monkeypatch.setattr(ray_ops, "available_resources", slow_look)
+    got = await asyncio.gather(*(create(svc) for _ in range(5)), return_exceptions=True)
+    made = [g for g in got if isinstance(g, str)]
+    assert len(made) == 2 and len(svc.core.live) == 2, got
+    assert all(isinstance(g, AtCapacity) for g in got if not isinstance(g, str))
+    assert svc.capacity.reserved == 0
+    ray_ops.start_gate.set()
+
+
 async def test_a_turn_the_worker_reports_makes_its_session_unevictable(
     svc: Services, ray_ops: FakeRayOps
 ) -> None:
