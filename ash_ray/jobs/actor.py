@@ -86,7 +86,9 @@ class Jobs:
     def _kick() -> None:
         """Start at once, also when Ray restarts this actor and nobody calls it yet: the
         queue worker must not wait for the next HTTP request to take its items back."""
-        with contextlib.suppress(Exception):  # not in a Ray actor (unit tests)
+        if not ray.is_initialized():  # not in a Ray actor (unit tests): asking would start Ray
+            return
+        with contextlib.suppress(Exception):  # a Ray driver, not an actor
             ray.get_runtime_context().current_actor.ping.remote()
 
     async def _ready(self) -> None:
