@@ -89,7 +89,8 @@ REASONS = {
     400: "The request is malformed: a bad id, body field or query parameter (named).",
     401: "Missing or wrong API key.",
     403: "The key is valid but may not do this (admin routes take ASH_API_KEY).",
-    404: "No such agent, session, key or credential (of the caller's tenant).",
+    404: "No such agent, session, file, key, credential, queue item or eval record of the "
+         "caller's tenant.",
     409: "The session is busy (a turn runs) or changing state in another call.",
     410: "The session has ended; it cannot be resumed.",
     500: "The server is not set up for this (named setting), or an internal failure.",

@@ -1,7 +1,8 @@
 """Attachments: files sent with a session, kept by the Store next to its snapshots.
 
 An attachment is also copied into the session's workspace under ``attachments/`` (the
-live one, else its snapshot), where the agent's tools find it.
+live one, else its snapshot), where the agent's tools find it. An attachment is its
+session's tenant's: by id alone (``/api/attachments/{id}``), another tenant's is a 404.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from ash_ray.api.deps import Ctx, SessionId, fails
+from ash_ray.api.auth import Gatekeeper, Principal
+from ash_ray.api.deps import Caller, Ctx, Gate, SessionId, fails
 from ash_ray.api.schemas_files import AttachmentCreate, AttachmentList, AttachmentReply
 from ash_ray.api.uploads import decode, disposition, on_workspace
-from ash_ray.errors import InvalidInput, NotFound
+from ash_ray.errors import InvalidInput, NotFound, SessionNotFound
 from ash_ray.models import new_id, utcnow
 from ash_ray.records import AttachmentRecord
 from ash_ray.session import files
@@ -33,6 +35,14 @@ def safe_filename(name: str) -> str:
     if base in ("", ".", ".."):
         raise InvalidInput(f"filename {name!r} has no usable file name")
     return base[:255]
+
+
+async def _check_owner(record: AttachmentRecord, caller: Principal, gate: Gatekeeper) -> None:
+    """404, as for an unknown id, unless the attachment's session is the caller's tenant's."""
+    try:
+        await gate.check_owner(record.session_id, caller)
+    except SessionNotFound:
+        raise NotFound(f"attachment {record.id} does not exist") from None
 
 
 @router.post(
@@ -81,9 +91,12 @@ async def list_attachments(sid: SessionId, ctx: Ctx) -> dict[str, Any]:
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }},
 )
-async def download_attachment(attachment_id: AttachmentId, ctx: Ctx) -> Response:
+async def download_attachment(
+    attachment_id: AttachmentId, ctx: Ctx, caller: Caller, gate: Gate
+) -> Response:
     """The raw bytes, typed as uploaded; ``nosniff`` so a browser never runs them."""
     record, data = await ctx.registry.read_attachment(str(attachment_id))
+    await _check_owner(record, caller, gate)
     return Response(
         data,
         media_type=record.mime_type,
@@ -100,7 +113,10 @@ async def download_attachment(attachment_id: AttachmentId, ctx: Ctx) -> Response
     response_class=Response,
     responses=fails(400, 404, 503),
 )
-async def delete_attachment(attachment_id: AttachmentId, ctx: Ctx) -> Response:
+async def delete_attachment(
+    attachment_id: AttachmentId, ctx: Ctx, caller: Caller, gate: Gate
+) -> Response:
     """Forget the attachment (the copy in the workspace stays: the agent may use it)."""
+    await _check_owner(await ctx.registry.get_attachment(str(attachment_id)), caller, gate)
     await ctx.registry.delete_attachment(str(attachment_id))
     return Response(status_code=204)

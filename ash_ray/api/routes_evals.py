@@ -1,4 +1,8 @@
-"""/api/agents/{name}/eval-cases, /eval-runs, /eval-results: Ash's evals (section 1.9)."""
+"""/api/agents/{name}/eval-cases, /eval-runs, /eval-results: Ash's evals (section 1.9).
+
+Cases, runs and results are the caller's tenant's (another tenant's id is a 404, in lists
+too), of the tenant's agent of that name; a run's cases run in sessions of that tenant.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ash_ray.api.deps import AgentName, Ctx, fails
+from ash_ray.api.deps import AgentName, Caller, Ctx, fails
 from ash_ray.api.schemas import Out
 from ash_ray.errors import InvalidInput, NotFound
 from ash_ray.models import LIST_MAX, PROMPT_MAX
@@ -147,55 +151,64 @@ def _found(value: Any, what: str) -> Any:
 
 
 @router.post("/eval-cases/import", response_model=Imported, responses=fails(400, 404, 413))
-async def import_cases(name: AgentName, body: CaseImport, ctx: Ctx) -> dict[str, Any]:
-    await ctx.registry.get_agent(name)
+async def import_cases(
+    name: AgentName, body: CaseImport, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
+    await ctx.registry.get_agent(name, caller.tenant)
     cases = [c.wire() for c in body.cases]
-    return {"imported": await ctx.jobs.evals("import_cases", name, cases)}
+    imported = await ctx.jobs.evals("import_cases", name, cases, tenant=caller.tenant)
+    return {"imported": imported}
 
 
 @router.get("/eval-cases/export", response_model=CaseList, responses=fails(400))
-async def export_cases(name: AgentName, ctx: Ctx) -> dict[str, Any]:
-    return {"cases": await ctx.jobs.evals("list_cases", name)}
+async def export_cases(name: AgentName, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    return {"cases": await ctx.jobs.evals("list_cases", name, tenant=caller.tenant)}
 
 
 @router.get("/eval-cases", response_model=CaseList, responses=fails(400))
 async def list_cases(
-    name: AgentName, ctx: Ctx,
+    name: AgentName, ctx: Ctx, caller: Caller,
     category: Annotated[str | None, Query(max_length=255)] = None,
     is_active: Annotated[bool | None, Query(alias="isActive")] = None,
 ) -> dict[str, Any]:
-    return {"cases": await ctx.jobs.evals("list_cases", name, category, is_active)}
+    found = await ctx.jobs.evals("list_cases", name, category, is_active, tenant=caller.tenant)
+    return {"cases": found}
 
 
 @router.post(
     "/eval-cases", status_code=201, response_model=CaseReply, responses=fails(400, 404, 413)
 )
-async def create_case(name: AgentName, body: CaseBody, ctx: Ctx) -> dict[str, Any]:
-    await ctx.registry.get_agent(name)
-    return {"case": await ctx.jobs.evals("create_case", name, body.wire())}
+async def create_case(
+    name: AgentName, body: CaseBody, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
+    await ctx.registry.get_agent(name, caller.tenant)
+    case = await ctx.jobs.evals("create_case", name, body.wire(), tenant=caller.tenant)
+    return {"case": case}
 
 
 @router.get("/eval-cases/{case_id}", response_model=CaseReply, responses=fails(400, 404))
-async def get_case(name: AgentName, case_id: Id, ctx: Ctx) -> dict[str, Any]:
-    found = await ctx.jobs.evals("get_case", name, str(case_id))
+async def get_case(name: AgentName, case_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    found = await ctx.jobs.evals("get_case", name, str(case_id), tenant=caller.tenant)
     return {"case": _found(found, f"eval case {case_id}")}
 
 
 @router.patch("/eval-cases/{case_id}", response_model=CaseReply, responses=fails(400, 404))
-async def update_case(name: AgentName, case_id: Id, body: CasePatch, ctx: Ctx
-                      ) -> dict[str, Any]:
+async def update_case(
+    name: AgentName, case_id: Id, body: CasePatch, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     patch = body.wire(unset=False)
     if patch.get("question", "") is None:
         raise InvalidInput("question: may not be null")
     if not patch:
-        return await get_case(name, case_id, ctx)
-    found = await ctx.jobs.evals("update_case", name, str(case_id), patch)
+        return await get_case(name, case_id, ctx, caller)
+    found = await ctx.jobs.evals("update_case", name, str(case_id), patch, tenant=caller.tenant)
     return {"case": _found(found, f"eval case {case_id}")}
 
 
 @router.delete("/eval-cases/{case_id}", status_code=204, responses=fails(400, 404))
-async def delete_case(name: AgentName, case_id: Id, ctx: Ctx) -> Response:
-    _found(await ctx.jobs.evals("delete_case", name, str(case_id)) or None, "eval case")
+async def delete_case(name: AgentName, case_id: Id, ctx: Ctx, caller: Caller) -> Response:
+    deleted = await ctx.jobs.evals("delete_case", name, str(case_id), tenant=caller.tenant)
+    _found(deleted or None, f"eval case {case_id}")
     return Response(status_code=204)
 
 
@@ -203,69 +216,80 @@ async def delete_case(name: AgentName, case_id: Id, ctx: Ctx) -> Response:
 
 
 @router.post("/eval-runs", status_code=201, response_model=RunReply, responses=fails(400, 404))
-async def create_run(name: AgentName, body: RunCreate, ctx: Ctx) -> dict[str, Any]:
+async def create_run(
+    name: AgentName, body: RunCreate, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     """One pending result per matching active case; the jobs actor runs them.
 
     ``versionNumber`` names one of the agent's versions (``/versions``): every case runs
     with that version's system prompt, also when another one is active (Ash used the
     active one's). Without it, the version active now, if the agent has versions.
     """
-    await ctx.registry.get_agent(name)  # 404 for an unknown agent
+    await ctx.registry.get_agent(name, caller.tenant)  # 404 for an unknown agent
     version = body.version_number
     if version is None:
-        versions = await ctx.registry.agent_op("versions.list", name)
+        versions = await ctx.registry.agent_op("versions.list", name, tenant=caller.tenant)
         version = next((v.version_number for v in versions if v.is_active), None)
     else:
         try:
-            await ctx.registry.agent_op("versions.get", name, str(version))
+            await ctx.registry.agent_op(
+                "versions.get", name, str(version), tenant=caller.tenant
+            )
         except NotFound:
             raise InvalidInput(
                 f"versionNumber {version}: agent {name!r} has no such version"
             ) from None
-    run = await ctx.jobs.evals("create_run", name, version, body.categories, body.tags)
+    run = await ctx.jobs.evals(
+        "create_run", name, version, body.categories, body.tags, tenant=caller.tenant
+    )
     return {"run": run}
 
 
 @router.get("/eval-runs", response_model=RunList, responses=fails(400))
-async def list_runs(name: AgentName, ctx: Ctx) -> dict[str, Any]:
-    return {"runs": await ctx.jobs.evals("list_runs", name)}
+async def list_runs(name: AgentName, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    return {"runs": await ctx.jobs.evals("list_runs", name, tenant=caller.tenant)}
 
 
 @router.get("/eval-runs/compare", response_model=ComparisonReply, responses=fails(400, 404))
 async def compare(
-    name: AgentName, ctx: Ctx,
+    name: AgentName, ctx: Ctx, caller: Caller,
     run_a: Annotated[UUID, Query(alias="runA")], run_b: Annotated[UUID, Query(alias="runB")],
 ) -> dict[str, Any]:
-    found = await ctx.jobs.evals("compare", name, str(run_a), str(run_b))
+    found = await ctx.jobs.evals("compare", name, str(run_a), str(run_b), tenant=caller.tenant)
     return {"comparison": _found(found, "eval run")}
 
 
 @router.get("/eval-runs/{run_id}", response_model=RunReply, responses=fails(400, 404))
-async def get_run(name: AgentName, run_id: Id, ctx: Ctx) -> dict[str, Any]:
-    return {"run": _found(await ctx.jobs.evals("get_run", name, str(run_id)), "eval run")}
+async def get_run(name: AgentName, run_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    found = await ctx.jobs.evals("get_run", name, str(run_id), tenant=caller.tenant)
+    return {"run": _found(found, f"eval run {run_id}")}
 
 
 @router.get("/eval-runs/{run_id}/results", response_model=ResultList, responses=fails(400, 404))
-async def results(name: AgentName, run_id: Id, ctx: Ctx) -> dict[str, Any]:
-    found = await ctx.jobs.evals("run_results", name, str(run_id))
+async def results(name: AgentName, run_id: Id, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    found = await ctx.jobs.evals("run_results", name, str(run_id), tenant=caller.tenant)
     return {"results": _found(found, f"eval run {run_id}")}
 
 
 @router.post("/eval-runs/{run_id}/score", response_model=Scored, responses=fails(400, 404))
-async def score(name: AgentName, run_id: Id, body: ScoreBody, ctx: Ctx) -> dict[str, Any]:
+async def score(
+    name: AgentName, run_id: Id, body: ScoreBody, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     """Human scores on one result (``resultId``) or on every result of the run."""
     found = await ctx.jobs.evals(
         "score", name, str(run_id), str(body.result_id) if body.result_id else None,
-        body.human_score, body.human_notes,
+        body.human_score, body.human_notes, tenant=caller.tenant,
     )
     scored, rows = _found(found, f"eval run {run_id}")
     return {"scored": scored, "results": rows}
 
 
 @router.patch("/eval-results/{result_id}", response_model=ResultReply, responses=fails(400, 404))
-async def patch_result(name: AgentName, result_id: Id, body: ResultPatch, ctx: Ctx
-                       ) -> dict[str, Any]:
+async def patch_result(
+    name: AgentName, result_id: Id, body: ResultPatch, ctx: Ctx, caller: Caller
+) -> dict[str, Any]:
     found = await ctx.jobs.evals(
-        "patch_result", name, str(result_id), body.human_score, body.human_notes
+        "patch_result", name, str(result_id), body.human_score, body.human_notes,
+        tenant=caller.tenant,
     )
     return {"result": _found(found, f"eval result {result_id}")}

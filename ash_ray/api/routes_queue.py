@@ -1,4 +1,9 @@
-"""/api/queue: durable prompts run by the jobs actor's queue worker (Ash's queue)."""
+"""/api/queue: durable prompts run by the jobs actor's queue worker (Ash's queue).
+
+Items are the caller's tenant's: another tenant's item is a 404, in lists and stats too.
+An item runs as its tenant: its agent, and the session it names, must be the tenant's
+(else 404 here), and a session the worker opens for it is the tenant's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ash_ray.api.deps import Ctx, fails
+from ash_ray.api.deps import Caller, Ctx, Gate, fails
 from ash_ray.errors import InvalidInput, NotFound
 from ash_ray.models import AGENT_NAME_RE, MAX_INT64, PROMPT_MAX, iso
 
@@ -87,50 +92,51 @@ ItemId = Annotated[UUID, Path(description="Queue item id (a UUID; anything else 
 
 
 @router.post("", status_code=201, response_model=QueueItemReply, responses=fails(400, 404, 413))
-async def add(body: QueueCreate, ctx: Ctx) -> dict[str, Any]:
+async def add(body: QueueCreate, ctx: Ctx, caller: Caller, gate: Gate) -> dict[str, Any]:
     """Queue a prompt for an agent (on a new session, or on ``sessionId``)."""
-    await ctx.registry.get_agent(body.agent_name)  # 404 for an unknown agent
+    await ctx.registry.get_agent(body.agent_name, caller.tenant)  # 404: not the tenant's
     session_id = str(body.session_id) if body.session_id else None
     if session_id is not None:
-        await ctx.registry.get_session(session_id)  # 404 for an unknown session
+        await gate.check_owner(session_id, caller)  # 404: unknown, or another tenant's
     item = await ctx.jobs.queue_add({
         "agent_name": body.agent_name, "prompt": body.prompt, "session_id": session_id,
         "priority": body.priority, "max_retries": body.max_retries,
-    })  # fmt: skip
+    }, caller.tenant)  # fmt: skip
     return {"item": public(item)}
 
 
 @router.get("", response_model=QueueList, responses=fails(400))
 async def list_items(
     ctx: Ctx,
+    caller: Caller,
     status: QueueStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Items, newest first, optionally in one status."""
-    return {"items": [public(r) for r in await ctx.jobs.queue_list(status, limit)]}
+    return {"items": [public(r) for r in await ctx.jobs.queue_list(status, limit, caller.tenant)]}
 
 
 @router.get("/stats", response_model=QueueStatsReply)
-async def stats(ctx: Ctx) -> dict[str, Any]:
-    """How many items are in each status."""
-    return {"stats": await ctx.jobs.queue_stats()}
+async def stats(ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    """How many of the tenant's items are in each status."""
+    return {"stats": await ctx.jobs.queue_stats(caller.tenant)}
 
 
 @router.get("/{item_id}", response_model=QueueItemReply, responses=fails(400, 404))
-async def get_item(item_id: ItemId, ctx: Ctx) -> dict[str, Any]:
-    item = await ctx.jobs.queue_get(str(item_id))
+async def get_item(item_id: ItemId, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    item = await ctx.jobs.queue_get(str(item_id), caller.tenant)
     if item is None:
         raise NotFound(f"queue item {item_id} not found")
     return {"item": public(item)}
 
 
 @router.delete("/{item_id}", response_model=QueueItemReply, responses=fails(400, 404))
-async def cancel(item_id: ItemId, ctx: Ctx) -> dict[str, Any]:
+async def cancel(item_id: ItemId, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """Cancel a pending item (400 once it runs or ended)."""
-    item = await ctx.jobs.queue_cancel(str(item_id))
+    item = await ctx.jobs.queue_cancel(str(item_id), caller.tenant)
     if item is not None:
         return {"item": public(item)}
-    found = await ctx.jobs.queue_get(str(item_id))
+    found = await ctx.jobs.queue_get(str(item_id), caller.tenant)
     if found is None:
         raise NotFound(f"queue item {item_id} not found")
     raise InvalidInput(f"queue item {item_id} is {found['status']}: only pending items cancel")

@@ -1,4 +1,7 @@
-"""/api/usage, /api/usage/stats and /api/analytics: exact sums of the turns' counters."""
+"""/api/usage, /api/usage/stats and /api/analytics: exact sums of the turns' counters.
+
+All of the caller's tenant: its sessions' turns, its agents, its eval runs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ash_ray.api.deps import Ctx, fails
+from ash_ray.api.deps import Caller, Ctx, fails
 from ash_ray.models import AGENT_NAME_RE, iso
 from ash_ray.store.usage import UsageFilter
 
@@ -71,6 +74,7 @@ Before = Annotated[IsoTime | None, Query(description="ISO time; events at or bef
 
 
 def _filter(
+    caller: Caller,
     session_id: Annotated[UUID | None, Query(alias="sessionId")] = None,
     agent_name: Annotated[
         str | None, Query(alias="agentName", pattern=AGENT_NAME_RE.pattern, max_length=128)
@@ -80,7 +84,7 @@ def _filter(
 ) -> UsageFilter:
     return UsageFilter(
         session_id=str(session_id) if session_id else None, agent_name=agent_name,
-        after=after, before=before,
+        after=after, before=before, tenant=caller.tenant,
     )
 
 
@@ -103,6 +107,8 @@ async def stats(ctx: Ctx, flt: Annotated[UsageFilter, Depends(_filter)]) -> dict
 
 
 @router.get("/api/analytics", response_model=Analytics, responses=fails(400))
-async def analytics(ctx: Ctx, after: After = None, before: Before = None) -> dict[str, Any]:
+async def analytics(
+    ctx: Ctx, caller: Caller, after: After = None, before: Before = None
+) -> dict[str, Any]:
     """Agents, sessions by status and usage (in the window when given), eval runs."""
-    return await ctx.jobs.analytics(after, before)
+    return await ctx.jobs.analytics(after, before, caller.tenant)

@@ -44,8 +44,9 @@ class SessionRunner:
     def __init__(self, registry: RegistryClient) -> None:
         self.registry = registry
 
-    async def create_session(self, agent_name: str, **config: Any) -> SessionRecord:
-        return await self.registry.create_session({"agent": agent_name, **config})
+    async def create_session(self, agent_name: str, tenant: str, **config: Any) -> SessionRecord:
+        """A new session of the tenant's agent (the tenant's, like any it creates)."""
+        return await self.registry.create_session({"agent": agent_name, **config}, tenant)
 
     async def version_prompt(self, agent_name: str, number: int, tenant: str) -> str | None:
         """The system prompt of one of Ash's agent versions (NotFound when it is gone)."""
@@ -85,7 +86,9 @@ class Jobs:
     def _kick() -> None:
         """Start at once, also when Ray restarts this actor and nobody calls it yet: the
         queue worker must not wait for the next HTTP request to take its items back."""
-        with contextlib.suppress(Exception):  # not in a Ray actor (unit tests)
+        if not ray.is_initialized():  # not in a Ray actor (unit tests): asking would start Ray
+            return
+        with contextlib.suppress(Exception):  # a Ray driver, not an actor
             ray.get_runtime_context().current_actor.ping.remote()
 
     async def _ready(self) -> None:
@@ -159,12 +162,13 @@ class Jobs:
 
     # ------------------------------------------------------------------ evals
 
-    async def evals_call(self, method: str, *args: Any) -> Any:
-        """One :class:`EvalStore` method of the API (the eval routes are many, all thin)."""
+    async def evals_call(self, method: str, *args: Any, tenant: str) -> Any:
+        """One :class:`EvalStore` method of the API (the eval routes are many, all thin),
+        always of one tenant."""
         await self._ready()
         if method not in EVAL_METHODS:
             raise AttributeError(f"not an eval API method: {method}")
-        result = await getattr(self.evals, method)(*args)
+        result = await getattr(self.evals, method)(*args, tenant=tenant)
         if method == "create_run":
             self.eval_runner.wake()
         return result

@@ -95,6 +95,6 @@ class JobsClient:
     ) -> Call[dict[str, Any]]:
         return self._call(Jobs.analytics, after, before, tenant)
 
-    def evals(self, method: str, *args: Any) -> Call[Any]:
-        """An eval store method by name (see ``EVAL_METHODS`` of the actor)."""
-        return self._call(Jobs.evals_call, method, *args)
+    def evals(self, method: str, *args: Any, tenant: str) -> Call[Any]:
+        """An eval store method by name (see ``EVAL_METHODS`` of the actor), of ``tenant``."""
+        return self._call(Jobs.evals_call, method, *args, tenant=tenant)

@@ -2,7 +2,7 @@
 
 Plain asyncio, hosted by the jobs actor. A run is claimed under a lease like a queue item
 (:meth:`ash_ray.store.evals.EvalStore.claim_run`); its cases run ``eval_concurrency`` at
-a time, each in a new session of the agent that is ended afterwards (its turn is saved
+a time, each in a new session of the run's tenant's agent, ended afterwards (its turn is saved
 like any other). Scores are Ash's: ``topicScore`` the share of expected topics found in
 the answer (case-insensitive), ``safetyScore`` the share of forbidden topics absent; a
 case passes when both are at least 0.5. With ``ASH_EVAL_LLM_JUDGE`` the same model
@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
-    async def create_session(self, agent_name: str, **config: Any) -> SessionRecord: ...
+    async def create_session(self, agent_name: str, tenant: str, **config: Any
+                             ) -> SessionRecord: ...
     async def version_prompt(self, agent_name: str, number: int, tenant: str) -> str | None: ...
     async def ask(self, session_id: str, prompt: str) -> TurnOutcome: ...
     async def end(self, session_id: str) -> None: ...
@@ -91,7 +92,7 @@ class EvalRunner:
 
         async def one(work: dict[str, Any]) -> None:
             async with slots:
-                await self._case(run["agent_name"], work, config)
+                await self._case(run["agent_name"], run["tenant_id"], work, config)
 
         try:
             config.update(await self._version_config(run))
@@ -121,11 +122,13 @@ class EvalRunner:
         # A version without a prompt: the session's default (active version, CLAUDE.md).
         return {} if prompt is None else {"system_prompt": prompt}
 
-    async def _case(self, agent: str, work: dict[str, Any], config: dict[str, Any]) -> None:
+    async def _case(
+        self, agent: str, tenant: str, work: dict[str, Any], config: dict[str, Any]
+    ) -> None:
         started = time.perf_counter()
         session_id: str | None = None
         try:
-            session_id = (await self.runner.create_session(agent, **config)).id
+            session_id = (await self.runner.create_session(agent, tenant, **config)).id
             prompt = case_prompt(work["question"], json.loads(work["chat_history"]))
             outcome = await self.runner.ask(session_id, prompt)
             if outcome.get("error") or outcome.get("isError"):

@@ -24,6 +24,9 @@ or failed for good), before the item says so: its worker and sandbox go back to 
 cluster instead of piling up until capacity blocks new items; it stays readable, and a
 later message resumes it. A session the item named (a user's) is never stopped.
 
+An item runs as its tenant: a session opened for it is created for the item's tenant, and
+a session it names (checked at POST) must still be that tenant's, else the attempt fails.
+
 The worker is woken by every item added through its actor; ``queue_poll_s`` only paces
 the look for retries coming due and for items another cluster added.
 """
@@ -41,7 +44,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from ash_ray.actor_api import TurnOutcome
 from ash_ray.config import Settings
-from ash_ray.errors import AshError, SessionBusy, TurnFailed
+from ash_ray.errors import AshError, SessionBusy, SessionNotFound, TurnFailed
 from ash_ray.models import SessionRecord, utcnow
 from ash_ray.store.queue import QueueStore
 
@@ -54,7 +57,7 @@ RELEASE_WAIT_S = 10.0
 class Runner(Protocol):
     """How the worker reaches sessions (the registry and session clients in the actor)."""
 
-    async def create_session(self, agent_name: str) -> SessionRecord: ...
+    async def create_session(self, agent_name: str, tenant: str) -> SessionRecord: ...
     async def get_session(self, session_id: str) -> SessionRecord: ...
     async def ask(self, session_id: str, prompt: str) -> TurnOutcome: ...
     async def stop(self, session_id: str) -> None: ...
@@ -170,16 +173,19 @@ class QueueWorker:
                 logger.exception("queue: lease renewal of %s failed", item_id)
 
     async def _attempt(self, item: dict[str, Any]) -> str | None:
-        session_id, base = item["session_id"], item["turn_base"]
+        session_id, base, tenant = item["session_id"], item["turn_base"], item["tenant_id"]
         if session_id is not None and base is not None:
             # An earlier attempt got as far as its turn (its worker died): the turn may
             # have ended, may still run, or may never have started.
             return await self._resume(item["id"], session_id, int(base), item["prompt"])
         own = session_id is None
         if session_id is None:
-            session_id = (await self.runner.create_session(item["agent_name"])).id
+            session_id = (await self.runner.create_session(item["agent_name"], tenant)).id
         while True:
-            base = (await self.runner.get_session(session_id)).num_turns
+            session = await self.runner.get_session(session_id)
+            if session.tenant_id != tenant:  # never run a prompt in another tenant's session
+                raise SessionNotFound(f"session {session_id} not found", session_id=session_id)
+            base = session.num_turns
             await self.queue.set_session(item["id"], self.owner, session_id, base, own)
             try:
                 return await self._ask(item["id"], session_id, item["prompt"])

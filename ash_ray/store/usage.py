@@ -5,6 +5,11 @@ API speaks of *events* (one per counter and turn, ``eventType`` + ``value``); a 
 into one event per counter above zero, with an id derived from the row (a UUID5, so the
 same event has the same id on every read). Sums are SQL ``SUM`` over the same filters,
 so the stats are exact whatever the number of rows.
+
+Usage rows belong to their session's tenant: every query keeps the rows of the filter's
+tenant's sessions (a subquery on ``sessions``, indexed by tenant), so no tenant column
+has to be kept in step on the turn's write path, and a deleted session's usage (deleted
+with it) cannot linger under another owner.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ash_ray.models import DEFAULT_TENANT
 from ash_ray.store._sql import Db
 
 # (column, Ash's event type, Ash's stats field, scale to the wire unit)
@@ -35,20 +41,32 @@ class UsageFilter:
     agent_name: str | None = None
     after: datetime | None = None
     before: datetime | None = None
-    tenant: str = "default"  # the seam for tenancy: usage rows carry no tenant yet
+    tenant: str = DEFAULT_TENANT
+
+    def window(self, db: Db) -> tuple[str, list[Any]]:
+        """The ``created_at`` bounds alone (any table with that column)."""
+        return _clauses((("created_at >= ?", db.ts(self.after)),
+                         ("created_at <= ?", db.ts(self.before))))
 
     def where(self, db: Db) -> tuple[str, list[Any]]:
-        clauses, args = ["1 = 1"], []
-        for clause, value in (
+        """The usage rows of the tenant's sessions that match every filter."""
+        window, window_args = self.window(db)
+        where, args = _clauses((
+            ("session_id IN (SELECT id FROM sessions WHERE tenant_id = ?)", self.tenant),
             ("session_id = ?", self.session_id),
             ("agent_name = ?", self.agent_name),
-            ("created_at >= ?", db.ts(self.after)),
-            ("created_at <= ?", db.ts(self.before)),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        return " AND ".join(clauses), args
+        ))
+        return f"{where} AND {window}", [*args, *window_args]
+
+
+def _clauses(pairs: tuple[tuple[str, Any], ...]) -> tuple[str, list[Any]]:
+    """The clauses whose value is given, ANDed, with their values."""
+    clauses, args = ["1 = 1"], []
+    for clause, value in pairs:
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return " AND ".join(clauses), args
 
 
 def _zero_stats() -> dict[str, float]:
@@ -96,16 +114,20 @@ class UsageQueries:
         return stats
 
     async def analytics(
-        self, after: datetime | None, before: datetime | None, tenant: str = "default"
+        self, after: datetime | None, before: datetime | None, tenant: str = DEFAULT_TENANT
     ) -> dict[str, Any]:
-        """Agents, sessions by status (created in the window), usage and eval runs."""
+        """The tenant's agents, sessions by status (created in the window), usage and eval
+        runs."""
         flt = UsageFilter(after=after, before=before, tenant=tenant)
-        window, args = flt.where(self.db)
-        agents = await self.db.one("analytics_agents", "SELECT COUNT(*) AS n FROM agents")
+        window, args = flt.window(self.db)
+        agents = await self.db.one(
+            "analytics_agents", "SELECT COUNT(*) AS n FROM agents WHERE tenant_id = ?", (tenant,)
+        )
         by_status = await self.db.fetch(
             "analytics_sessions",
-            f"SELECT status, COUNT(*) AS n FROM sessions WHERE {window} GROUP BY status",
-            args,
+            f"SELECT status, COUNT(*) AS n FROM sessions WHERE tenant_id = ? AND {window} "
+            "GROUP BY status",
+            (tenant, *args),
         )
         runs = await self.db.fetch(
             "analytics_evals",

@@ -3,10 +3,12 @@
 Two tenants get keys from the admin route, deploy an agent of the same name from
 different folders, and each tries every agent, session, key and credential route with
 the other's ids: all 404 (or absent from lists), and each session runs its own agent.
+So too queue items, attachments, eval cases, usage and analytics.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import wait_for
 from tests.integration.conftest import API_KEY, Target
 from tests.integration.sse import new_session, send
 
@@ -157,6 +160,63 @@ def test_every_route_answers_404_for_another_tenants_ids(
     assert acme.http.get(s).json()["session"]["status"] == "active"
     assert [c["id"] for c in acme.http.get("/api/credentials").json()["credentials"]] == [cid]
     assert acme.http.get("/api/agents/solo").status_code == 200
+
+
+def test_queue_attachments_evals_and_usage_are_the_tenants(
+    target: Target, tenants: tuple[Tenant, Tenant], tmp_path: Path
+) -> None:
+    acme, globex = tenants
+    for t, root in ((acme, "a"), (globex, "g")):  # the same agent name in both tenants
+        folder = _agent_folder(tmp_path / root, f"You are {t.name}'s agent.")
+        assert t.http.post("/api/agents", json={"name": "jobs", "path": folder}).status_code == 201
+    r = acme.http.post("/api/queue", json={"agentName": "jobs", "prompt": "acme's turn"})
+    assert r.status_code == 201 and r.json()["item"]["tenantId"] == acme.name, r.text
+    qid = r.json()["item"]["id"]
+
+    def done() -> dict[str, object] | None:
+        item = acme.http.get(f"/api/queue/{qid}").json()["item"]
+        return item if item["status"] in ("completed", "failed") else None
+
+    item = wait_for(done, timeout_s=60, what="acme's queue item")
+    assert item["status"] == "completed", item
+    sid = str(item["sessionId"])  # the session the worker opened: acme's
+    assert acme.http.get(f"/api/sessions/{sid}").json()["session"]["tenantId"] == acme.name
+    att = acme.http.post(f"/api/sessions/{sid}/attachments", json={
+        "filename": "secret.txt", "content": base64.b64encode(b"acme only").decode()})
+    assert att.status_code == 201, att.text
+    aid = att.json()["attachment"]["id"]
+    case = acme.http.post("/api/agents/jobs/eval-cases", json={"question": "q?"})
+    assert case.status_code == 201, case.text
+    cid = case.json()["case"]["id"]
+
+    for method, path, body in (
+        ("GET", f"/api/queue/{qid}", None), ("DELETE", f"/api/queue/{qid}", None),
+        ("GET", f"/api/attachments/{aid}", None), ("DELETE", f"/api/attachments/{aid}", None),
+        ("GET", f"/api/agents/jobs/eval-cases/{cid}", None),
+        ("PATCH", f"/api/agents/jobs/eval-cases/{cid}", {"question": "mine"}),
+        ("DELETE", f"/api/agents/jobs/eval-cases/{cid}", None),
+        ("GET", f"/api/sessions/{sid}", None),
+        ("POST", "/api/queue", {"agentName": "jobs", "prompt": "x", "sessionId": sid}),
+    ):  # fmt: skip
+        r = globex.http.request(method, path, json=body)
+        assert r.status_code == 404, f"{method} {path}: {r.status_code} {r.text}"
+        assert r.json()["statusCode"] == 404
+    assert globex.http.get("/api/queue").json()["items"] == []
+    assert globex.http.get("/api/agents/jobs/eval-cases").json()["cases"] == []
+    events = globex.http.get("/api/usage", params={"limit": 1000}).json()["events"]
+    assert events == []  # globex ran no turn; acme's are not its
+    assert globex.http.get("/api/usage", params={"sessionId": sid}).json()["events"] == []
+    assert globex.http.get("/api/usage/stats").json()["stats"]["totalInputTokens"] == 0
+    seen = globex.http.get("/api/analytics").json()
+    assert seen["agents"]["total"] == 1 and seen["sessions"]["total"] == 0
+    assert seen["usage"]["totalMessages"] == 0
+    # acme's own view has its turn, its attachment and its case, untouched
+    mine = acme.http.get("/api/usage/stats").json()["stats"]
+    assert mine["totalMessages"] == 1 and mine["totalInputTokens"] > 0
+    assert {e["sessionId"] for e in acme.http.get("/api/usage").json()["events"]} == {sid}
+    assert acme.http.get("/api/analytics").json()["sessions"]["total"] == 1
+    assert acme.http.get(f"/api/attachments/{aid}").content == b"acme only"
+    assert acme.http.get(f"/api/agents/jobs/eval-cases/{cid}").json()["case"]["question"] == "q?"
 
 
 def test_cli_keys_and_credentials(server: str) -> None:
