@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     capacity_wait_s: float = Field(
         0.0, ge=0, le=600, description="How long a create waits for a free slot before 503."
     )
+    evict_grace_s: float = Field(
+        10.0, ge=0, le=3600,
+        description="A session just created or resumed is not evicted for this long, unless "
+        "a turn of it ran meanwhile (its first message is usually on its way).",
+    )
     default_model: str = Field("claude-sonnet-4-6", description="Model when none is given.")
     max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")
     turn_recovery: Literal["continue", "interrupt"] = Field(

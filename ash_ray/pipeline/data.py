@@ -27,6 +27,7 @@ from ash_ray.pipeline.client import (
     DEFAULT_NAMESPACE,
     AgentSession,
     AshRay,
+    capacity_retry,
     get,
     session_body,
     turn_options,
@@ -70,7 +71,9 @@ class PromptRunner:
 
     def _open(self) -> AgentSession:
         sid = get(self.ledger.create.remote(self.body, self.capacity_wait_s))
-        return self.ash.attach(sid)
+        # Evicted before its first message (its grace over, others waiting for a slot), the
+        # session resumes on attach, which waits for a slot as the create did.
+        return capacity_retry(self.capacity_wait_s)(lambda: self.ash.attach(sid))
 
     def _close(self, session: AgentSession) -> None:
         get(self.ledger.end.remote(session.id))

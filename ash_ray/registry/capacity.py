@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from tenacity import (
     AsyncRetrying,
@@ -108,9 +109,11 @@ class Capacity:
         # A session whose worker is still starting is not idle: its first message is
         # usually on its way (a create answers before the worker exists). Evicting it
         # would waste the start, and creates competing for slots would evict each other.
+        # The same holds for a few seconds after its create or resume (ASH_EVICT_GRACE_S).
+        now = time.monotonic()
         idle = [
             lv for lv in self.core.live.values()
-            if lv.node_id and not lv.running and not lv.lock.locked()
+            if lv.node_id and not lv.running and not lv.lock.locked() and lv.fresh_until <= now
         ]  # fmt: skip
         if not idle:
             return False

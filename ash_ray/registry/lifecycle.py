@@ -101,7 +101,8 @@ class Lifecycle:
         committed. A worker that does not start or bind leaves the session in ``error``;
         the next attach resumes it cold on another worker.
         """
-        live = Live(rec, worker)
+        grace = self.core.settings.evict_grace_s
+        live = Live(rec, worker, fresh_until=time.monotonic() + grace)
         self.core.track(live)
         self.core.background(
             self._finish_bind(live, agent, conversation, snapshot, started, credential)

@@ -37,6 +37,8 @@ class Live:
     dead: bool = False
     # A status the registry set without waiting for the worker; its flushes follow it.
     pending_status: str | None = None
+    # Not evicted before this time.monotonic() (just created or resumed) unless it ran a turn.
+    fresh_until: float = 0.0
 
 
 class Locks:
@@ -128,7 +130,7 @@ class Core:
         live = self.live.get(item.session_id)
         if live is not None and item.state == "running":
             # Not evictable from now on; the worker's later flushes say when it ends.
-            live.running = True
+            live.running, live.fresh_until = True, 0.0
         await self.store.put_turn(item)
 
     def check_accepting(self) -> None:

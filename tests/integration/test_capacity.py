@@ -30,6 +30,7 @@ def small_registry(
             "namespace": "ash-capacity",
             "max_sandboxes": 2,
             "warm_pool_size": 0,
+            "evict_grace_s": 0,  # sessions here are evictable as soon as they are up and idle
             "data_dir": settings.data_dir / "capacity",
         }
     )

@@ -38,6 +38,7 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(
         data_dir=tmp_path / "data", warm_pool_size=0, max_sandboxes=2, capacity_wait_s=0,
         sweep_interval_s=3600, session_num_cpus=0.01, store_flush_ms=0,
+        evict_grace_s=0,  # the grace after a create has its own test
     )
 
 
@@ -155,6 +156,26 @@ async def test_concurrent_creates_never_pass_the_limit(
     assert all(isinstance(g, AtCapacity) for g in got if not isinstance(g, str))
     assert svc.capacity.reserved == 0
     ray_ops.start_gate.set()
+
+
+async def test_a_new_session_is_kept_for_the_grace_unless_it_ran_a_turn(
+    settings: Settings, ray_ops: FakeRayOps, agent_dir: Path
+) -> None:
+    svc = await start(settings.model_copy(update={"evict_grace_s": 600}), ray_ops)
+    try:
+        await svc.agents.deploy("a", str(agent_dir))
+        a, b = await create(svc), await create(svc)
+        await bound(svc, a, b)
+        with pytest.raises(AtCapacity):
+            await create(svc)  # both just created: their first messages may be on the way
+        await svc.core.put_turn(
+            QueuedTurn(session_id=b, message_id="m1", position=0, prompt="hi", state="running")
+        )
+        svc.core.live[b].running = False  # b's turn ended: b is an idle session now
+        c = await create(svc)
+        assert set(svc.core.live) == {a, c} and ray_ops.killed == [b]
+    finally:
+        await svc.close()
 
 
 async def test_a_turn_the_worker_reports_makes_its_session_unevictable(
