@@ -101,8 +101,7 @@ class Lifecycle:
         committed. A worker that does not start or bind leaves the session in ``error``;
         the next attach resumes it cold on another worker.
         """
-        grace = self.core.settings.evict_grace_s
-        live = Live(rec, worker, fresh_until=time.monotonic() + grace)
+        live = Live(rec, worker)
         self.core.track(live)
         self.core.background(
             self._finish_bind(live, agent, conversation, snapshot, started, credential)
@@ -119,6 +118,9 @@ class Lifecycle:
             if not started:
                 await self.capacity.pool.started(live.worker)
             live.node_id = await live.worker.bind(rec, agent, conversation, snapshot, credential)
+            # The grace counts from here: until now the session was not evictable anyway,
+            # and its first message (held by the worker until this bind) starts just now.
+            live.fresh_until = time.monotonic() + self.core.settings.evict_grace_s
         except Exception:
             await self.core.ray.kill(live.worker)
             if self.core.live.get(rec.id) is not live:
