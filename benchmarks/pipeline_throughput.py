@@ -217,9 +217,11 @@ def over_capacity(args: argparse.Namespace, fake: FakeAnthropic, root: Path,
             got = out.take_all()
             m.failed = rows - sum(1 for r in got if r["error"] is None)
             twice = len(got) - len({r["prompt"] for r in got})
+            errors = sorted({str(r["error"])[:300] for r in got if r["error"] is not None})
     return (f"over capacity: at most {watch.most} live sandboxes seen (limit {cap}); "
             f"{len(got)} output rows for {rows} prompts ({twice} duplicated); "
-            f"/health answers other than 200: {watch.bad or 'none'}")
+            f"/health answers other than 200: {watch.bad or 'none'}; "
+            f"row errors: {errors or 'none'}")
 
 
 def main() -> None:
