@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from ash_ray.models import SessionRecord, Usage, UsageRecord, WriteBatch
-from ash_ray.store import PostgresStore, SqliteStore
 from ash_ray.store._sql import Db
 from ash_ray.store.queue import QueueStore
 from ash_ray.store.usage import UsageFilter, UsageQueries
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
-    if request.param == "sqlite":
-        store: SqliteStore | PostgresStore = SqliteStore(tmp_path / "ash.db", tmp_path / "snap")
-    else:
-        store = PostgresStore(request.getfixturevalue("postgres_db_url"))
-    await store.open()
-    yield Db(store)
-    await store.close()
 
 
 async def add(q: QueueStore, prompt: str, priority: int = 0, retries: int = 3) -> str:

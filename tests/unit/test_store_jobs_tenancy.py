@@ -7,31 +7,15 @@ and lists, stats and sums leave the other tenant's rows out.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from ash_ray.models import SessionRecord, Usage, UsageRecord, WriteBatch
-from ash_ray.store import PostgresStore, SqliteStore
 from ash_ray.store._sql import Db
 from ash_ray.store.evals import EvalStore
 from ash_ray.store.queue import QueueStore
 from ash_ray.store.usage import UsageFilter, UsageQueries
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
-    if request.param == "sqlite":
-        store: SqliteStore | PostgresStore = SqliteStore(tmp_path / "ash.db", tmp_path / "snap")
-    else:
-        store = PostgresStore(request.getfixturevalue("postgres_db_url"))
-    await store.open()
-    yield Db(store)
-    await store.close()
 
 
 async def test_queue_items_are_their_tenants(db: Db) -> None:
