@@ -90,14 +90,17 @@ class Capacity:
         return f"no room for another session ({why}); retry later"
 
     async def _room_or_evict(self) -> None:
+        def free() -> bool:
+            return len(self.core.live) + self.reserved < self.limit
+
         while True:
-            if len(self.core.live) + self.reserved < self.limit and (
+            # free() again after the await: another create may have taken the slot.
+            room = free() and bool(
                 self.pool.idle or await self.placement.has_room(self.worker_count())
-            ):
-                if len(self.core.live) + self.reserved < self.limit:  # still, after the await
-                    self.reserved += 1
-                    return
-                continue
+            )
+            if room and free():
+                self.reserved += 1
+                return
             if not await self._evict_one():
                 raise _NoRoom
 
