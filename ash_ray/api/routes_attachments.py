@@ -95,8 +95,9 @@ async def download_attachment(
     attachment_id: AttachmentId, ctx: Ctx, caller: Caller, gate: Gate
 ) -> Response:
     """The raw bytes, typed as uploaded; ``nosniff`` so a browser never runs them."""
+    # Owner first: another tenant's bytes are never loaded, not even to answer 404.
+    await _check_owner(await ctx.registry.get_attachment(str(attachment_id)), caller, gate)
     record, data = await ctx.registry.read_attachment(str(attachment_id))
-    await _check_owner(record, caller, gate)
     return Response(
         data,
         media_type=record.mime_type,

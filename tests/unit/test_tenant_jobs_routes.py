@@ -48,6 +48,7 @@ class TenantRegistry(FakeRegistry):
         }  # fmt: skip
         self.agents = {("acme", "bot"), ("globex", "bot"), ("default", "bot")}
         self.attachments: dict[str, AttachmentRecord] = {}
+        self.bytes_read: list[str] = []  # attachments whose bytes were loaded
 
     def do_find_api_key(self, digest: str) -> ApiKeyRecord | None:
         return self.keys.get(digest)
@@ -68,6 +69,7 @@ class TenantRegistry(FakeRegistry):
         return self.attachments[attachment_id]
 
     def do_read_attachment(self, attachment_id: str) -> tuple[AttachmentRecord, bytes]:
+        self.bytes_read.append(attachment_id)
         return self.do_get_attachment(attachment_id), b"secret bytes"
 
     def do_delete_attachment(self, attachment_id: str) -> AttachmentRecord:
@@ -189,6 +191,7 @@ async def test_an_attachment_by_id_is_its_sessions_tenants(world: World) -> None
         assert "session" not in r.json()["error"]  # says no more than for an unknown id
         assert r.json().keys() == unknown.json().keys()
     assert aid in world.registry.attachments  # not deleted by globex
+    assert world.registry.bytes_read == []  # nor its bytes loaded for another tenant
     r = await acme.get(f"/api/attachments/{aid}")
     assert r.status_code == 200 and r.content == b"secret bytes"
     assert (await acme.delete(f"/api/attachments/{aid}")).status_code == 204
