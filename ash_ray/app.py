@@ -170,7 +170,9 @@ def _reusable_direct_ingress_socket() -> None:
     serve_replica.start_asgi_http_server = start_reusable
 
 
-@ray.remote(num_cpus=0)
+# max_calls=1: the worker process exits after it answered, instead of idling (66 MiB PSS)
+# for as long as the server runs.
+@ray.remote(num_cpus=0, max_calls=1)
 def _head_env(keys: list[str]) -> list[str]:
     return [os.environ.get(key, "") for key in keys]
 
