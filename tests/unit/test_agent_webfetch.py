@@ -14,8 +14,8 @@ from typing import Any
 import httpcore
 import pytest
 
+from ash_ray.agent.fetch import fetch_url
 from ash_ray.agent.file_tools import ToolFailure
-from ash_ray.agent.web import fetch_url
 
 PUBLIC = "93.184.216.34"  # a public address; never connected to (see _MapPublic)
 
