@@ -45,7 +45,7 @@ def ensure_registry(settings: Settings) -> RegistryClient:
             num_cpus=0,
             resources={"node:__internal_head__": 0.001},
         )
-        .remote(settings, SessionWorker, open_store)
+        .remote(settings, SessionWorker, open_store, ensure_jobs)
     )
     registry = RegistryClient(settings.namespace, handle)
     registry.ping().get(120)
@@ -59,8 +59,7 @@ class AshIngress:
     def __init__(self, settings: Settings) -> None:
         configure_logging(settings)
         _reusable_direct_ingress_socket()  # the server starts after this constructor
-        ensure_registry(settings)
-        ensure_jobs(settings)  # the queue worker runs from the first replica's start
+        ensure_registry(settings)  # it starts the jobs actor when the Store holds work
         self.ctx = IngressContext(settings)
         if not settings.auth_enabled:
             logger.warning("ASH_API_KEY is not set: /api/* is served WITHOUT authentication")

@@ -16,7 +16,7 @@ class IngressContext:
         self.settings = settings
         self.started_at = time.time()
         self.registry = RegistryClient(settings.namespace)
-        self.jobs = JobsClient(settings.namespace)  # queue, usage, analytics
+        self.jobs = JobsClient(settings.namespace, settings=settings)  # queue, usage, evals
         # session id -> its worker; a stale entry is re-attached on use by SessionClient.
         self.sessions: dict[str, SessionClient] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -23,6 +24,9 @@ T = TypeVar("T")
 def ensure_jobs(settings: Settings) -> JobsClient:
     """The detached jobs actor, created on the head node if it is not running yet.
 
+    Not at server start: the ingress creates it on the first queue, usage or evals call,
+    and the registry when the Store holds unfinished work (:mod:`ash_ray.registry.jobs_watch`).
+
     The owner id is chosen here, once: Ray restarts the actor with the same arguments,
     so a restarted jobs actor knows the queue leases of its previous life.
     """
@@ -42,11 +46,16 @@ def ensure_jobs(settings: Settings) -> JobsClient:
 
 
 class JobsClient:
-    """Picklable; resolves the named actor on first use."""
+    """Picklable; resolves the named actor on first use, and creates it then when given
+    the settings (the ingress) and it is not running yet."""
 
-    def __init__(self, namespace: str, handle: ActorHandle | None = None) -> None:
+    def __init__(
+        self, namespace: str, handle: ActorHandle | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.namespace = namespace
         self._handle = handle
+        self.settings = settings
 
     @property
     def handle(self) -> ActorHandle:
@@ -54,15 +63,27 @@ class JobsClient:
             try:
                 self._handle = ray.get_actor(JOBS_NAME, namespace=self.namespace)
             except ValueError:
-                raise Unavailable(
-                    f"no ash-ray jobs actor ({JOBS_NAME!r}) in namespace {self.namespace!r}"
-                ) from None
+                if self.settings is None:
+                    raise Unavailable(
+                        f"no ash-ray jobs actor ({JOBS_NAME!r}) in namespace {self.namespace!r}"
+                    ) from None
+                self._handle = ensure_jobs(self.settings).handle
         return self._handle
 
     def _call(
         self, fn: Callable[Concatenate[Any, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> Call[T]:
-        return Call(lambda: _method(self.handle, fn).remote(*args, **kwargs))
+        refresh = self if self.settings is not None else None
+        return Call(lambda: _method(self.handle, fn).remote(*args, **kwargs), refresh)
+
+    async def again(self) -> None:
+        """The actor went away for good: find or create it again (the call is re-sent)."""
+        self._handle = None
+        await asyncio.to_thread(lambda: self.handle)
+
+    def again_sync(self) -> None:
+        self._handle = None
+        _ = self.handle
 
     def ping(self) -> Call[dict[str, Any]]:
         return self._call(Jobs.ping)

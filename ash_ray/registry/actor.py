@@ -41,6 +41,7 @@ from ash_ray.registry.agent_versions import AgentVersions
 from ash_ray.registry.agents import Agents
 from ash_ray.registry.capacity import Capacity
 from ash_ray.registry.files import RegistryFiles
+from ash_ray.registry.jobs_watch import JobsWatch, StartJobs
 from ash_ray.registry.lifecycle import Lifecycle
 from ash_ray.registry.rayops import RayOps
 from ash_ray.registry.recovery import Recovery
@@ -69,7 +70,8 @@ class Services:
 
     @classmethod
     def build(
-        cls, settings: Settings, store: Store, ray_ops: RayOps, stats: RegistryStats
+        cls, settings: Settings, store: Store, ray_ops: RayOps, stats: RegistryStats,
+        start_jobs: StartJobs | None = None,
     ) -> Services:
         core = Core(settings, store, ray_ops, stats)
         agents = Agents(store, settings)
@@ -77,15 +79,17 @@ class Services:
         recovery = Recovery(core)
         lifecycle = Lifecycle(core, agents, capacity)
         recovery.resume = lifecycle.resume
+        jobs = JobsWatch(settings, store, start_jobs)
         return cls(
             core, agents, capacity, lifecycle, recovery,
-            Upkeep(core, capacity, recovery), AgentVersions(agents),
+            Upkeep(core, capacity, recovery, jobs), AgentVersions(agents),
         )
 
     async def start(self) -> None:
         self.core.start()
         await self.capacity.placement.refresh()
         await self.recovery.recover()
+        self.core.background(self.upkeep.jobs_check())  # work a crash left: at once
         self.core.background(self.upkeep.sweep_forever())
         self.capacity.pool.refill_soon()
 
@@ -102,9 +106,11 @@ class Registry(RegistryFiles):
         settings: Settings,
         worker_cls: type,
         store_factory: Callable[[Settings], Store],
+        start_jobs: StartJobs | None = None,
     ) -> None:
         self.settings = settings
         self.store_factory = store_factory
+        self.start_jobs = start_jobs  # the jobs actor, started when the Store holds work
         self.ray_ops = RayOps(settings, worker_cls)
         self.started_at = time.time()
         self.stats = RegistryStats()
@@ -119,7 +125,7 @@ class Registry(RegistryFiles):
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         store = self.store_factory(self.settings)
         await store.open()
-        svc = Services.build(self.settings, store, self.ray_ops, self.stats)
+        svc = Services.build(self.settings, store, self.ray_ops, self.stats, self.start_jobs)
         await svc.start()
         await svc.capacity.placement.refresh()
         self.stats.max_capacity.set(svc.capacity.limit)

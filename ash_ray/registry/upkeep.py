@@ -12,6 +12,7 @@ from typing import Any
 from ash_ray.handles import DrainResult
 from ash_ray.models import utcnow
 from ash_ray.registry.capacity import Capacity
+from ash_ray.registry.jobs_watch import JobsWatch
 from ash_ray.registry.recovery import Recovery
 from ash_ray.registry.state import Core, Live
 
@@ -21,10 +22,18 @@ DESCRIBE_TIMEOUT_S = 5.0
 
 
 class Upkeep:
-    def __init__(self, core: Core, capacity: Capacity, recovery: Recovery) -> None:
+    def __init__(
+        self, core: Core, capacity: Capacity, recovery: Recovery, jobs: JobsWatch | None = None
+    ) -> None:
         self.core = core
         self.capacity = capacity
         self.recovery = recovery
+        self.jobs = jobs
+
+    async def jobs_check(self) -> None:
+        """Start the jobs actor when the Store holds unfinished queue items or eval runs."""
+        if self.jobs is not None:
+            await self.jobs.check_logged()
 
     async def sweep_forever(self) -> None:
         while True:
@@ -54,6 +63,7 @@ class Upkeep:
         await asyncio.to_thread(remove_stale_workspaces, settings.workspaces_dir,
                                 settings.cold_ttl_s, keep)
         self.capacity.pool.refill_soon()
+        await self.jobs_check()
         return swept
 
     async def drain(self, timeout_s: float | None = None, node_id: str | None = None

@@ -272,6 +272,14 @@ class EvalStore:
 
     # ------------------------------------------------------------ the runner's side
 
+    async def any_unfinished_run(self) -> bool:
+        """Any run of any tenant still pending or running (work for an eval runner)."""
+        found = await self.db.one(
+            "eval_any_unfinished",
+            "SELECT id FROM eval_runs WHERE status IN ('pending', 'running') LIMIT 1",
+        )
+        return found is not None
+
     async def claim_run(self, owner: str, lease_s: float) -> dict[str, Any] | None:
         now = utcnow()
         runnable = ("(status = 'pending' OR (status = 'running' AND "

@@ -41,6 +41,14 @@ class QueueStore:
             out[key] = self.db.ts_in(row.get(key))
         return out
 
+    async def any_unfinished(self) -> bool:
+        """Any item of any tenant still pending or processing (work for a queue worker)."""
+        found = await self.db.one(
+            "queue_any_unfinished",
+            "SELECT id FROM queue_items WHERE status IN ('pending', 'processing') LIMIT 1",
+        )
+        return found is not None
+
     async def add(
         self, *, agent_name: str, prompt: str, session_id: str | None, priority: int,
         max_retries: int, tenant: str = "default",

@@ -6,10 +6,13 @@ answers where it covers the route.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 import ray
 from ash_sdk import AuthenticatedClient
@@ -23,7 +26,12 @@ from ash_sdk.api.queue import (
 from ash_sdk.api.usage import get_api_usage, get_api_usage_stats
 from ash_sdk.models import PostApiQueueBody
 
+from ash_ray.config import Settings
+from ash_ray.handles import RegistryClient
 from ash_ray.jobs.actor import JOBS_NAME
+from ash_ray.store import SqliteStore
+from ash_ray.store._sql import Db
+from ash_ray.store.queue import QueueStore
 from ash_ray.testing.fake_replies import ErrorReply
 from tests.helpers import wait_for
 from tests.integration.conftest import API_KEY, Target
@@ -264,3 +272,42 @@ def test_cli_queue_usage_and_eval(target: Target, capsys: pytest.CaptureFixture[
     assert shown["run"]["status"] == "completed" and shown["run"]["passRate"] == 1.0
     assert main([*url, "eval", "show", target.agent, shown["run"]["id"]]) == 0
     assert "cli eval" in capsys.readouterr().out
+
+
+def test_work_left_in_the_store_starts_the_jobs_actor(
+    http: httpx.Client, agent: str, settings: Settings
+) -> None:
+    """No jobs process is kept without work (issue 14). Here the jobs actor is gone for
+    good and an item waits in the Store, written there as another cluster on the same
+    database would: the registry's sweep starts a jobs actor, which runs the item; the
+    ingress's queue calls then reach the new actor."""
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(JOBS_NAME, namespace=settings.namespace), no_restart=True)
+    wait_for(lambda: not _jobs_alive(settings.namespace), what="the jobs actor gone")
+
+    async def enqueue() -> str:
+        async with SqliteStore(settings.sqlite_path, settings.snapshot_dir) as store:
+            item = await QueueStore(Db(store)).add(
+                agent_name=agent, prompt="left in the store", session_id=None, priority=0,
+                max_retries=0,
+            )
+        return str(item["id"])
+
+    item_id = asyncio.run(enqueue())
+    RegistryClient(settings.namespace).sweep().get(60)
+    assert _jobs_alive(settings.namespace)
+
+    def done() -> dict[str, Any] | None:
+        item = http.get(f"/api/queue/{item_id}").json()["item"]
+        return item if item["status"] == "completed" else None
+
+    item = wait_for(done, timeout_s=60, what="the stored item run by the new jobs actor")
+    assert item["result"] == "echo: left in the store"
+
+
+def _jobs_alive(namespace: str) -> bool:
+    try:
+        return bool(ray.get(ray.get_actor(JOBS_NAME, namespace=namespace).ping.remote(),
+                            timeout=30)["ok"])
+    except (ray.exceptions.RayError, ValueError):
+        return False
