@@ -6,13 +6,18 @@ workers on the extra node get the agent from the Store (agents are data, issue 1
 A registry of its own (namespace ash-nodeloss, its own store) places sessions on nodes
 that declare ``ash_nodeloss_slot``, which only the extra node does; once that node is
 lost (kill -9 of its raylet), the slot is gone from the cluster and the sessions resume
-on the head with their conversation and the files of their last snapshot.
+on the head with their conversation and the files of their last snapshot. A session
+whose turn was in flight (its tool held open by a file latch) does not wait for a resume:
+the turn continues on a new worker on the head, in the stream its driver follows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +26,55 @@ import ray
 
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
+from ash_ray.handles import Event, RegistryClient
 from ash_ray.pipeline import AshRay
+from ash_ray.session.recovery import LOST_TOOL
 from tests.helpers import wait_for
 from tests.integration.conftest import MODEL_KEY
 from tests.integration.ray_node import ExtraNode
+from tests.integration.test_turn_recovery import HOLD
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SLOT = "ash_nodeloss_slot"
 
 
-def test_sessions_of_a_lost_node_come_back_paused_and_resume_on_the_head(
+@contextlib.contextmanager
+def _own_ash(
+    namespace: str, settings: Settings, agent_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory, **own: Any,
+) -> Iterator[AshRay]:
+    """A registry of its own (namespace, store), with the agent ``helper`` deployed from a
+    folder deleted at once (workers get it from the store); killed at the end."""
+    registry = app.ensure_registry(load_settings(
+        namespace=namespace, data_dir=tmp_path_factory.mktemp(f"{namespace}-data"),
+        anthropic_api_key=MODEL_KEY, anthropic_base_url=settings.anthropic_base_url,
+        warm_pool_size=0, max_sandboxes=4, session_num_cpus=0.01, sweep_interval_s=3600,
+        **own,
+    ))  # fmt: skip
+    try:
+        folder = tmp_path_factory.mktemp(f"{namespace}-agent") / "helper"
+        shutil.copytree(agent_dir, folder)
+        registry.deploy_agent("helper", str(folder)).get()
+        shutil.rmtree(folder)  # no node can read the original folder any more
+        yield AshRay(registry)
+    finally:
+        ray.kill(registry.handle)
+
+
+def test_a_lost_nodes_turn_continues_on_the_head_and_its_idle_session_resumes_there(
     ray_cluster: None, settings: Settings, agent_dir: Path, fake_model: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    with ExtraNode(tmp_path_factory.mktemp("node-loss"), {SLOT: 2}) as node:
-        own = load_settings(
-            namespace="ash-nodeloss", data_dir=tmp_path_factory.mktemp("ash-nodeloss-data"),
-            anthropic_api_key=MODEL_KEY, anthropic_base_url=settings.anthropic_base_url,
-            warm_pool_size=0, max_sandboxes=4, session_num_cpus=0.01,
-            session_slot_resource=SLOT, sweep_interval_s=3600,
-        )
-        registry = app.ensure_registry(own)
-        ash = AshRay(registry)
+    with (
+        ExtraNode(tmp_path_factory.mktemp("node-loss"), {SLOT: 2}) as node,
+        _own_ash("ash-nodeloss", settings, agent_dir, tmp_path_factory,
+                 session_slot_resource=SLOT) as ash,
+    ):  # fmt: skip
+        registry = ash.registry
         sessions = []
         try:
-            folder = tmp_path_factory.mktemp("nodeloss-agent") / "nodeloss"
-            shutil.copytree(agent_dir, folder)
-            registry.deploy_agent("nodeloss", str(folder)).get()
-            shutil.rmtree(folder)  # no node can read the original folder any more
-            sessions = [ash.session("nodeloss") for _ in range(2)]
+            sessions = [ash.session("helper") for _ in range(2)]
             for i, s in enumerate(sessions):
                 seeded = s.worker.exec("cat notes.txt", 30).get(60)
                 assert seeded["stdout"].strip() == "seed file"  # the agent's file, from the Store
@@ -59,11 +83,24 @@ def test_sessions_of_a_lost_node_come_back_paused_and_resume_on_the_head(
                 assert s.describe()["nodeId"] == node.node_id
             assert registry.health().get()["sessionsPerNode"] == {node.node_id: 2}
             assert {row["nodeId"] for row in ash.live()} == {node.node_id}  # ash-ray ps
-            node.kill_raylet()
-            wait_for(lambda: all(ash.get_session(s.id)["status"] == "paused" for s in sessions),
-                     timeout_s=60, what="the lost node's sessions to be paused")
+            idle, busy = sessions
+            with ThreadPoolExecutor(1) as pool:
+                # The busy session's turn runs a tool held open by a latch nobody opens.
+                streamed = pool.submit(lambda: list(busy.stream(HOLD)))
+                _wait_tool_running(registry, busy.id)
+                calls = len(fake_model.message_requests)
+                node.kill_raylet()
+                got = streamed.result(180)
+            _check_continued(got, fake_model, calls)
+            assert ash.get_session(busy.id)["status"] == "active"  # not paused
+            assert busy.describe()["nodeId"] not in ("", node.node_id)
+            assert _turn_messages(registry, busy.id) == [
+                "user", "assistant", "user", "assistant", "result"
+            ]  # prompt, tool call, the lost tool's error result, the new answer, result
+            wait_for(lambda: ash.get_session(idle.id)["status"] == "paused",
+                     timeout_s=60, what="the lost node's idle session to be paused")
             for i, s in enumerate(sessions):
-                s.refresh()  # resumes it, on the head now
+                s.refresh()  # resumes the idle one, on the head now
                 assert s.describe()["nodeId"] not in ("", node.node_id)
                 kept = s.worker.exec("cat kept.txt", 30).get(60)
                 assert kept["stdout"].strip() == f"kept-{i}"  # the files of its last snapshot
@@ -74,4 +111,39 @@ def test_sessions_of_a_lost_node_come_back_paused_and_resume_on_the_head(
         finally:
             for s in sessions:
                 s.end()
-            ray.kill(registry.handle)
+
+
+def _wait_tool_running(registry: RegistryClient, sid: str) -> None:
+    """Until the held tool's call is stored (the step a new worker keeps) and its message
+    is kept as running (what a new worker continues)."""
+
+    def stored() -> bool:
+        messages = registry.list_messages(sid, 0, 1000).get(60)
+        last = messages[-1].content if messages else ""
+        calls = [b for b in last if b.get("type") == "tool_use"] if isinstance(last, list) else []
+        turns = registry.list_turns(sid).get(60)
+        return bool(calls) and [t.state for t in turns] == ["running"]
+
+    wait_for(stored, timeout_s=60, what="the held tool call stored and its turn running")
+
+
+def _check_continued(got: list[Event], fake_model: Any, calls_before: int) -> None:
+    """One stream, one numbering: the lost tool's error result, the model asked again."""
+    types = [t for _seq, t, _data in got]
+    assert types[0] == "session_start" and types[-1] == "done", types
+    assert "error" not in types and types.count("done") == 1, got[-4:]
+    seqs = [seq for seq, _t, _d in got]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # none lost, none twice
+    lost = [data for _seq, t, data in got if t == "tool_result"]
+    assert len(lost) == 1 and lost[0]["is_error"] and lost[0]["content"] == LOST_TOOL, lost
+    assert len(fake_model.message_requests) == calls_before + 1  # called again, once
+    assert LOST_TOOL in json.dumps(fake_model.message_requests[-1]["messages"][-1])
+    result = [d for _s, t, d in got if t == "message" and d.get("type") == "result"]
+    assert [r["result"] for r in result] == [f"tool said: {LOST_TOOL}"], result
+
+
+def _turn_messages(registry: RegistryClient, sid: str) -> list[str]:
+    """The Agent SDK message types of the session's last turn, as stored."""
+    events = registry.list_events(sid, 0, None).get(60)
+    start = max(e.seq for e in events if e.type == "session_start")
+    return [e.data["type"] for e in events if e.seq > start and e.type == "message"]
