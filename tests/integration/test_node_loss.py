@@ -9,13 +9,18 @@ lost (kill -9 of its raylet), the slot is gone from the cluster and the sessions
 on the head with their conversation and the files of their last snapshot. A session
 whose turn was in flight (its tool held open by a file latch) does not wait for a resume:
 the turn continues on a new worker on the head, in the stream its driver follows.
+
+With ``ASH_TURN_RECOVERY=interrupt`` (a registry of its own again) a lost worker's turn
+ends with an error instead, and the session waits, ``paused``, for a resume.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +32,9 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
 from ash_ray.handles import Event, RegistryClient
+from ash_ray.models import EventRecord
 from ash_ray.pipeline import AshRay
+from ash_ray.registry.recovery import WORKER_LOST
 from ash_ray.session.recovery import LOST_TOOL
 from tests.helpers import wait_for
 from tests.integration.conftest import MODEL_KEY
@@ -113,6 +120,41 @@ def test_a_lost_nodes_turn_continues_on_the_head_and_its_idle_session_resumes_th
                 s.end()
 
 
+def test_with_turn_recovery_interrupt_a_lost_workers_turn_ends_with_an_error(
+    ray_cluster: None, settings: Settings, agent_dir: Path, fake_model: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with _own_ash("ash-interrupt", settings, agent_dir, tmp_path_factory,
+                  turn_recovery="interrupt") as ash, ash.session("helper") as s:  # fmt: skip
+        assert s.run("remember the number 7")["error"] is None
+        pid = int(s.describe()["pid"])
+        with ThreadPoolExecutor(1) as pool:
+            streamed = pool.submit(lambda: list(s.stream(HOLD)))
+            _wait_tool_running(ash.registry, s.id)
+            calls = len(fake_model.message_requests)
+            os.kill(pid, signal.SIGKILL)
+            got = streamed.result(120)
+        # The driver's stream ends with the turn: its error, then done.
+        assert [(t, d.get("error")) for _seq, t, d in got[-2:]] == [
+            ("error", WORKER_LOST), ("done", None)
+        ], got[-3:]
+        assert "tool_result" not in [t for _seq, t, _d in got]  # no lost tool's result
+        wait_for(lambda: ash.get_session(s.id)["status"] == "paused",
+                 timeout_s=60, what="the session to be paused")  # fmt: skip
+        stored = [(e.type, e.data.get("error")) for e in _turn_events(ash.registry, s.id)]
+        assert [e for e in stored if e[0] != "lifecycle"][-2:] == [
+            ("error", WORKER_LOST), ("done", None)
+        ], stored  # the timeline ends the turn
+        assert _turn_messages(ash.registry, s.id) == ["user", "assistant"]  # no result
+        assert len(fake_model.message_requests) == calls  # the model was not called again
+        s.refresh()  # resumes it on a new worker
+        assert int(s.describe()["pid"]) != pid
+        assert s.run("which number?")["result"] == "echo: which number?"
+        assert len(fake_model.message_requests) == calls + 1
+        assert "remember the number 7" in json.dumps(fake_model.message_requests[-1])
+        assert ash.registry.list_turns(s.id).get(60) == []  # the lost turn is not kept
+
+
 def _wait_tool_running(registry: RegistryClient, sid: str) -> None:
     """Until the held tool's call is stored (the step a new worker keeps) and its message
     is kept as running (what a new worker continues)."""
@@ -142,8 +184,13 @@ def _check_continued(got: list[Event], fake_model: Any, calls_before: int) -> No
     assert [r["result"] for r in result] == [f"tool said: {LOST_TOOL}"], result
 
 
-def _turn_messages(registry: RegistryClient, sid: str) -> list[str]:
-    """The Agent SDK message types of the session's last turn, as stored."""
+def _turn_events(registry: RegistryClient, sid: str) -> list[EventRecord]:
+    """The stored events of the session's last turn."""
     events = registry.list_events(sid, 0, None).get(60)
     start = max(e.seq for e in events if e.type == "session_start")
-    return [e.data["type"] for e in events if e.seq > start and e.type == "message"]
+    return [e for e in events if e.seq >= start]
+
+
+def _turn_messages(registry: RegistryClient, sid: str) -> list[str]:
+    """The Agent SDK message types of the session's last turn, as stored."""
+    return [e.data["type"] for e in _turn_events(registry, sid) if e.type == "message"]
