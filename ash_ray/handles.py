@@ -308,6 +308,10 @@ class WorkerClient(WorkerFilesCalls):
     def release(self, status: str) -> Call[SessionRecord]:
         return self._call(WorkerApi.release, status)
 
+    def release_idle(self, status: str) -> Call[SessionRecord | None]:
+        """:meth:`release` unless a turn runs or waits there (None: nothing changed)."""
+        return self._call(WorkerApi.release_idle, status)
+
     def send(self, prompt: str, options: dict[str, Any]) -> Call[int]:
         return self._call(WorkerApi.send, prompt, options)
 

@@ -137,6 +137,11 @@ class TurnRunner:
     def _busy(self) -> bool:
         return self.open or bool(self.line)
 
+    def idle(self) -> bool:
+        """No turn runs, waits in line, or is finishing (its end-of-turn snapshot, which
+        a message sent meanwhile waits for before its turn starts)."""
+        return not self._busy() and (self.task is None or self.task.done())
+
     async def start(self, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn (or wait in line for it); returns the seq of its ``session_start``."""
         s = self.session
