@@ -49,6 +49,8 @@ from ash_ray.models import (
 )
 from ash_ray.names import DEFAULT_NAMESPACE, REGISTRY_NAME
 from ash_ray.tenants import ApiKeyRecord, CredentialRecord
+from ash_ray.turn_follow import event as _event
+from ash_ray.turn_follow import follow
 
 __all__ = [
     "Attached", "Call", "DrainResult", "Event", "ExecOutput", "RegistryApi", "RegistryClient",
@@ -306,6 +308,10 @@ class WorkerClient(WorkerFilesCalls):
     def release(self, status: str) -> Call[SessionRecord]:
         return self._call(WorkerApi.release, status)
 
+    def release_idle(self, status: str) -> Call[SessionRecord | None]:
+        """:meth:`release` unless a turn runs or waits there (None: nothing changed)."""
+        return self._call(WorkerApi.release_idle, status)
+
     def send(self, prompt: str, options: dict[str, Any]) -> Call[int]:
         return self._call(WorkerApi.send, prompt, options)
 
@@ -393,17 +399,30 @@ class SessionClient(WorkerClient):
         attached = self.registry.attach(self.session.id).get()
         self.session, self.handle = attached.session, attached.worker
 
+    def event_batches(
+        self, after: int, heartbeat_s: float, timeout_s: float | None = None
+    ) -> Iterator[list[Event]]:
+        """Blocking :meth:`stream_events` (for drivers): batches until ``done``."""
+        for ref in self._stream(WorkerApi.stream_events, after, heartbeat_s):
+            try:
+                batch: list[Event] = ray.get(ref, timeout=timeout_s)
+            except ray.exceptions.RayTaskError as exc:
+                raise unwrap(exc) from None
+            yield batch
+
     def ask_events(
         self, prompt: str, options: dict[str, Any], timeout_s: float | None = None
     ) -> Iterator[Event]:
         """Blocking: the turn's events as they happen (for drivers); ends after ``done``.
 
-        A worker found gone before the first event is re-attached and the turn sent again.
+        A worker found gone before the first event is re-attached and the turn sent again;
+        one lost during the turn is followed to the worker the turn continues on
+        (:mod:`ash_ray.turn_follow`), or the stream ends with the turn's ``error``.
         """
         for attempt in (1, 2):
             refs = self.ask_stream(prompt, options)
             try:
-                first = ray.get(next(refs), timeout=timeout_s)
+                first = _event(ray.get(next(refs), timeout=timeout_s))
                 break
             except STALE:
                 if attempt == 2:
@@ -411,14 +430,14 @@ class SessionClient(WorkerClient):
                 self.again_sync()
             except ray.exceptions.RayTaskError as exc:
                 raise unwrap(exc) from None
-        yield _event(first)
-        for ref in refs:
-            try:
-                yield _event(ray.get(ref, timeout=timeout_s))
-            except ray.exceptions.RayTaskError as exc:
-                raise unwrap(exc) from None
-
-
-def _event(raw: Any) -> Event:
-    seq, type_, data = raw
-    return int(seq), str(type_), dict(data)
+        yield first
+        last = first
+        try:
+            for ref in refs:
+                last = _event(ray.get(ref, timeout=timeout_s))
+                yield last
+        except STALE:
+            if last[1] != "done":
+                yield from follow(self, last[0], timeout_s)
+        except ray.exceptions.RayTaskError as exc:
+            raise unwrap(exc) from None

@@ -11,6 +11,7 @@ import ray
 
 from ash_ray.errors import AshError
 from ash_ray.handles import Event, RegistryClient, Turn, WorkerClient, unwrap
+from ash_ray.turn_follow import MAX_RECOVERIES
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,6 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 HEARTBEAT = b": ping\n\n"
-# Workers a stream follows its turn across before it gives up (each one lost mid-turn).
-MAX_RECOVERIES = 3
 
 def frame(seq: int, type_: str, data: Any) -> bytes:
     payload = json.dumps(data, separators=(",", ":"))

@@ -244,24 +244,10 @@ class Registry(RegistryFiles):
     async def record(self, batch: WriteBatch, stats: dict[str, Any]) -> None:
         """Persist what a worker produced; returns once it is committed."""
         core = (await self._ready()).core
-        for i, rec in enumerate(batch.sessions):
-            live = core.live.get(rec.id)
-            if live is None:
-                continue
-            if live.pending_status is not None:
-                if rec.status == live.pending_status:
-                    live.pending_status = None
-                else:  # a flush sent before the worker heard of the new status
-                    rec = batch.sessions[i] = rec.model_copy(
-                        update={"status": live.pending_status}
-                    )
-            live.record = rec
-            if "running" in stats:
-                live.running = bool(stats["running"])
         if stats:
             self.stats.observe_turn(stats)
         self.stats.events.inc(len(batch.events))
-        await core.writer.submit(batch)
+        await core.record(batch, stats)
 
     async def put_snapshot(self, session_id: str, data: bytes) -> None:
         await (await self._ready()).core.store.put_snapshot(session_id, data)

@@ -15,7 +15,7 @@ from tenacity import (
 
 from ash_ray.errors import AtCapacity
 from ash_ray.registry.pool import Placement, Worker, WorkerPool
-from ash_ray.registry.state import Core
+from ash_ray.registry.state import Core, Live
 
 logger = logging.getLogger(__name__)
 
@@ -113,17 +113,25 @@ class Capacity:
         # usually on its way (a create answers before the worker exists). Evicting it
         # would waste the start, and creates competing for slots would evict each other.
         # The same holds for a few seconds after its create or resume (ASH_EVICT_GRACE_S).
+        # The worker has the last word: one that has just started a turn (the registry
+        # has not heard yet) refuses, and the next LRU one is asked.
+        refused: set[str] = set()
+        while idle := self._idle(refused):
+            victim = min(idle, key=lambda lv: lv.record.last_active_at)
+            logger.info("evicting idle session %s to make room", victim.record.id)
+            async with victim.lock:  # a concurrent create picks another one
+                if await self.core.release_idle(victim):
+                    return True
+            refused.add(victim.record.id)
+        return False
+
+    def _idle(self, refused: set[str]) -> list[Live]:
         now = time.monotonic()
-        idle = [
+        return [
             lv for lv in self.core.live.values()
             if lv.node_id and not lv.running and not lv.lock.locked() and lv.fresh_until <= now
+            and lv.record.id not in refused
         ]  # fmt: skip
-        if not idle:
-            return False
-        victim = min(idle, key=lambda lv: lv.record.last_active_at)
-        logger.info("evicting idle session %s to make room", victim.record.id)
-        await self.core.release(victim, "paused")
-        return True
 
     def figures(self) -> dict[str, int]:
         """The ``pool`` object of /health (Ash's names)."""

@@ -133,6 +133,25 @@ class Core:
             live.running, live.fresh_until = True, 0.0
         await self.store.put_turn(item)
 
+    async def record(self, batch: WriteBatch, stats: dict[str, Any]) -> None:
+        """A worker's flush: its record (a status set here without waiting for the worker
+        wins until the worker carries it) and whether it runs a turn; then the store."""
+        for i, rec in enumerate(batch.sessions):
+            live = self.live.get(rec.id)
+            if live is None:
+                continue
+            if live.pending_status is not None:
+                if rec.status == live.pending_status:
+                    live.pending_status = None
+                else:  # a flush sent before the worker heard of the new status
+                    rec = batch.sessions[i] = rec.model_copy(
+                        update={"status": live.pending_status}
+                    )
+            live.record = rec
+            if "running" in stats:
+                live.running = bool(stats["running"])
+        await self.writer.submit(batch)
+
     def check_accepting(self) -> None:
         if not self.accepting:
             raise Unavailable("ash-ray is shutting down; retry on another instance")
@@ -159,18 +178,38 @@ class Core:
 
     async def release(self, live: Live, status: str) -> SessionRecord:
         """Save and snapshot a session, then kill its worker: the session goes cold."""
-        live.pending_status = None  # the worker's release sets the status now
+        rec = await self._release(live, status, idle_only=False)
+        assert rec is not None  # only an idle-only release is refused
+        return rec
+
+    async def release_idle(self, live: Live, status: str = "paused") -> bool:
+        """:meth:`release` for an eviction or the idle sweep, which go by ``live.running``.
+        That lags the worker, which refuses when a turn runs, waits or is finishing there:
+        False, the session stays live, and the worker's flush before its answer has
+        marked it running (:meth:`record`)."""
+        return await self._release(live, status, idle_only=True) is not None
+
+    async def _release(self, live: Live, status: str, idle_only: bool) -> SessionRecord | None:
+        # The worker's release sets the status now (a refused one leaves it as it was).
+        pending, live.pending_status = live.pending_status, None
+        rec: SessionRecord | None
         try:
             if not live.node_id and not live.running:
                 # Not bound yet (its process may still be starting): it holds nothing
                 # the store lacks; waiting for it to start only to kill it would hold a
                 # stop, or an eviction that a create waits for, for seconds.
                 rec = await self.set_cold_status(live.record, status)
+            elif idle_only:
+                rec = await live.worker.release_idle(status)
             else:
                 rec = await live.worker.release(status)
         except Exception:
             logger.warning("session %s: release failed; marking it %s", live.record.id, status)
             rec = await self.set_cold_status(live.record, status)
+        if rec is None:
+            live.pending_status = live.pending_status or pending
+            logger.info("session %s runs a turn: not released", live.record.id)
+            return None
         if self.live.get(live.record.id) is live:
             self.live.pop(live.record.id)
         await self.ray.kill(live.worker)

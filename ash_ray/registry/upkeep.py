@@ -57,8 +57,9 @@ class Upkeep:
             if live.running or live.lock.locked() or idle < limit:
                 continue
             async with live.lock:
-                await self.core.release(live, "paused")
-                swept += 1
+                # Refused by a worker whose turn has just started (the registry's view lags).
+                if await self.core.release_idle(live):
+                    swept += 1
         keep = set(self.core.live)
         await asyncio.to_thread(remove_stale_workspaces, settings.workspaces_dir,
                                 settings.cold_ttl_s, keep)

@@ -237,6 +237,21 @@ class SessionWorker(WorkerFiles):
     @bound
     async def release(self, s: Bound, status: str) -> SessionRecord:
         """Finish before the registry kills this worker: stop the turn, save, snapshot."""
+        return await self._release(s, status)
+
+    @bound
+    async def release_idle(self, s: Bound, status: str) -> SessionRecord | None:
+        """:meth:`release` if no turn runs, waits in line or is finishing, else None (and
+        nothing changes): an eviction or idle sweep is decided on the registry's view of
+        this worker, which lags it; a turn that has just started must not be stopped."""
+        assert self.turns is not None and self.persist is not None
+        if not self.turns.idle():
+            await self.persist.flush(wait=True)  # the registry hears of the turn first
+            return None
+        # No await before ``stop`` marks the runner closing: a turn cannot slip in.
+        return await self._release(s, status)
+
+    async def _release(self, s: Bound, status: str) -> SessionRecord:
         assert self.turns is not None and self.persist is not None
         await self.turns.stop(self.settings.drain_timeout_s)
         s.record = s.record.model_copy(update={"status": status})

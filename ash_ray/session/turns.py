@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 _TURN_FIELDS = {f.name for f in dataclasses.fields(TurnOptions)}
 IF_BUSY = ("queue", "reject", "interrupt")
+# How many ended turns a worker knows by message id (for calls re-sent to it).
+ENDED_KEPT = 64
 
 
 def turn_options(options: dict[str, Any], config: SessionConfig, settings: Settings) -> TurnOptions:
@@ -132,10 +134,19 @@ class TurnRunner:
         # Messages whose turn a lost worker ran and that were not continued: a caller
         # re-sending one (its call is retried once) hears so instead of a second answer.
         self.lost: set[str] = set()
+        # The first seq of the last turns that ended here, by message: a call re-sent
+        # after its worker was lost (the turn continued here and ended before the call
+        # came) gets that turn's events again, not a second answer.
+        self.ended: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     def _busy(self) -> bool:
         return self.open or bool(self.line)
+
+    def idle(self) -> bool:
+        """No turn runs, waits in line, or is finishing (its end-of-turn snapshot, which
+        a message sent meanwhile waits for before its turn starts)."""
+        return not self._busy() and (self.task is None or self.task.done())
 
     async def start(self, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn (or wait in line for it); returns the seq of its ``session_start``."""
@@ -186,6 +197,10 @@ class TurnRunner:
         for item, waiting in self.line:
             if item.message_id == message_id:
                 return asyncio.shield(waiting)
+        if message_id in self.ended:
+            turn = asyncio.get_running_loop().create_future()
+            turn.set_result(self.ended[message_id])
+            return turn
         return None
 
     def _begin(self, item: QueuedTurn, continued: bool = False) -> int:
@@ -350,6 +365,9 @@ class TurnRunner:
         self.open = False
         if self.current is not None:
             self._spawn(self.inbox.delete_turn(rec.id, self.current.message_id))
+            self.ended[self.current.message_id] = self.current_start
+            while len(self.ended) > ENDED_KEPT:
+                del self.ended[next(iter(self.ended))]
         try:
             await self.persist.flush(wait=True)
         except Exception:

@@ -13,14 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ash_ray.handles import WorkerClient
-from ash_ray.models import SessionRecord, utcnow
+from ash_ray.models import SessionRecord, WriteBatch, utcnow
 
 
 class WorkerDied(Exception):
     """What a call to a killed fake worker raises (a RayActorError in real life)."""
 
 
-Sink = Callable[[SessionRecord], Awaitable[None]]
+Sink = Callable[[WriteBatch, dict[str, Any]], Awaitable[None]]
 
 
 class FakeWorker:
@@ -102,10 +102,19 @@ class FakeWorker:
         self.record = self.record.model_copy(update={"status": status})
         return await self._save()
 
-    async def _save(self) -> SessionRecord:
+    async def release_idle(self, status: str) -> SessionRecord | None:
+        """Refused (None) while this worker runs a turn, whatever the registry thinks;
+        it says so in a flush first, as a real worker does."""
+        self._check("release_idle")
+        if self.running:
+            await self._save({"running": True})
+            return None
+        return await self.release(status)
+
+    async def _save(self, stats: dict[str, Any] | None = None) -> SessionRecord:
         assert self.record is not None
         if self.sink is not None:
-            await self.sink(self.record)
+            await self.sink(WriteBatch(sessions=[self.record]), stats or {})
         return self.record
 
 

@@ -46,9 +46,9 @@ async def start(settings: Settings, ray_ops: FakeRayOps) -> Services:
     store = open_store(settings)
     await store.open()
     svc = Services.build(settings, store, ray_ops, RegistryStats())  # type: ignore[arg-type]
-    ray_ops.sink = svc.core.submit
+    ray_ops.sink = svc.core.record
     for worker in ray_ops.workers.values():
-        worker.sink = svc.core.submit
+        worker.sink = svc.core.record
     await svc.start()
     return svc
 
@@ -188,6 +188,38 @@ async def test_a_turn_the_worker_reports_makes_its_session_unevictable(
     )
     c = await create(svc)  # a runs a turn (the store has it): b is evicted, not a
     assert set(svc.core.live) == {a, c} and ray_ops.killed == [b]
+
+
+async def test_eviction_spares_a_session_whose_worker_has_just_started_a_turn(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    a, b = await create(svc), await create(svc)
+    await bound(svc, a, b)
+    # a's worker has started a turn; its first flush has not reached the registry yet.
+    ray_ops.workers[a].running = True
+    assert not svc.core.live[a].running
+    c = await create(svc)  # a is the LRU "idle" one, refuses; b goes instead
+    assert set(svc.core.live) == {a, c} and ray_ops.killed == [b]
+    assert "release" not in ray_ops.workers[a].calls  # its turn was not stopped
+    assert svc.core.live[a].running and await status(svc, a) == "active"
+    # Every worker runs a turn: the 503 counts them (the registry knew of neither).
+    ray_ops.workers[c].running = True
+    with pytest.raises(AtCapacity) as full:
+        await create(svc)
+    assert "2 live sessions of at most 2, 2 running a turn" in str(full.value)
+    assert set(svc.core.live) == {a, c} and ray_ops.killed == [b]
+    assert svc.capacity.figures()["running"] == 2
+
+
+async def test_the_idle_sweep_spares_a_session_whose_worker_has_just_started_a_turn(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    busy, idle = await create(svc), await create(svc)
+    await bound(svc, busy, idle)
+    ray_ops.workers[busy].running = True  # the registry has not heard yet
+    assert await svc.upkeep.sweep(idle_timeout_s=0) == 1
+    assert set(svc.core.live) == {busy} and await status(svc, busy) == "active"
+    assert await status(svc, idle) == "paused"
 
 
 async def test_a_create_answers_before_its_new_worker_has_started(

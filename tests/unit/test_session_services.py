@@ -21,6 +21,7 @@ from ash_ray.session.persist import Persister
 from ash_ray.session.state import BindGuard, Bound, HasGuard, bound, bound_stream
 from ash_ray.session.streams import events, follow
 from ash_ray.session.turns import repair_conversation, turn_options
+from tests.unit.test_turn_queue import _result, _runner, _until
 
 # Worker methods that never wait for a bind: the probe, the bind itself, the death watch,
 # and `describe` (an operator's view of an unbound pool worker must not hang).
@@ -218,3 +219,38 @@ async def test_persister_sends_new_rows_once_and_resends_after_a_failure() -> No
     assert batch.sessions[0].last_seq == 2
     await persist.flush()
     assert not sink.batches[-1].messages and not sink.batches[-1].events
+
+
+# ---------------------------------------------------------------- release
+
+
+async def test_an_evictions_release_is_refused_while_a_turn_runs_or_finishes() -> None:
+    runner, loop, _registry = _runner()
+    worker = SessionWorker.__new__(SessionWorker)  # the shell around a runner, no Ray
+    worker.settings, worker.turns, worker.persist = runner.settings, runner, runner.persist
+    worker.guard = BindGuard()
+    worker.guard.settle(runner.session)
+    released: list[str] = []
+
+    async def release(s: Bound, status: str) -> SessionRecord:
+        released.append(status)
+        return s.record
+
+    worker._release = release  # type: ignore[method-assign]  # (the sandbox part)
+    first = await runner.start("one", {})
+    assert await worker.release_idle("paused") is None  # it has just started a turn
+    finishing = asyncio.Event()
+
+    async def snapshot_after_turn() -> None:
+        await finishing.wait()
+
+    runner.after_turn = snapshot_after_turn
+    loop.latch("one").set()
+    await _until(lambda: not runner.open)
+    assert await worker.release_idle("paused") is None  # a message would wait for this
+    finishing.set()
+    assert await _result(runner, first) == "answer to one"
+    assert not runner.interrupt_flag.is_set() and released == []  # the turn ran to its end
+    await _until(runner.idle)
+    assert await worker.release_idle("paused") == runner.session.record
+    assert released == ["paused"]

@@ -180,6 +180,19 @@ async def test_a_lost_workers_turn_continues_after_its_finished_steps() -> None:
     await _until(lambda: loop.started == [None, "then test"])
 
 
+async def test_a_call_resent_after_its_continued_turn_ended_gets_that_turn_again() -> None:
+    runner, loop, _ = _runner([{"role": "user", "content": "build it"}])
+    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="build it",
+                         state="running")
+    runner.recover([running], turn_open=True)
+    loop.latch(None).set()
+    await _until(lambda: not runner.open)  # it ended before the re-sent call came
+    again = await runner.start("build it", {"message_id": "m1"})
+    assert not runner.open  # not run a second time
+    assert await _result(runner, again) == "answer to None"
+    assert loop.started == [None]
+
+
 async def test_with_recovery_interrupt_the_turn_is_closed_and_a_resend_is_refused() -> None:
     stored = [{"role": "user", "content": "build it"}]
     runner, loop, registry = _runner(stored, recovery="interrupt")
