@@ -5,7 +5,8 @@
 capacity applies as it does over HTTP. Every session the pipeline opens is written to a
 small ledger actor (:mod:`ash_ray.pipeline.ledger`) that creates them; when the pipeline
 closes (finished, failed or interrupted) the ledger ends whatever is still open, because
-Ray Data does not promise to run a map worker's finaliser.
+Ray Data does not promise to run a map worker's finaliser. Consumed lazily, the map runs
+at most ``max_rows_ahead`` rows ahead of its consumer (:mod:`ash_ray.pipeline.run_ahead`).
 """
 
 from __future__ import annotations
