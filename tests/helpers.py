@@ -39,6 +39,21 @@ def wait_for(
         time.sleep(interval_s)
 
 
+def settled(read: Callable[[], T], quiet_s: float) -> Callable[[], tuple[T] | None]:
+    """A :func:`wait_for` predicate: ``(value,)`` once ``read()`` has kept one value for
+    ``quiet_s`` (for "it stopped making progress", which nothing announces), else None."""
+    seen: list[tuple[T, float]] = []
+
+    def check() -> tuple[T] | None:
+        value, now = read(), time.monotonic()
+        if not seen or seen[-1][0] != value:
+            seen[:] = [(value, now)]
+            return None
+        return (value,) if now - seen[-1][1] >= quiet_s else None
+
+    return check
+
+
 async def wait_for_async(
     predicate: Callable[[], T | Awaitable[T]],
     timeout_s: float = 30,

@@ -5,7 +5,8 @@
 capacity applies as it does over HTTP. Every session the pipeline opens is written to a
 small ledger actor (:mod:`ash_ray.pipeline.ledger`) that creates them; when the pipeline
 closes (finished, failed or interrupted) the ledger ends whatever is still open, because
-Ray Data does not promise to run a map worker's finaliser.
+Ray Data does not promise to run a map worker's finaliser. Consumed lazily, the map runs
+at most ``max_rows_ahead`` rows ahead of its consumer (:mod:`ash_ray.pipeline.run_ahead`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ash_ray.pipeline.client import (
     turn_options,
 )
 from ash_ray.pipeline.ledger import start_ledger
+from ash_ray.pipeline.run_ahead import RUN_AHEAD_KWARG, RunAhead, default_max_rows_ahead, install
 from ash_ray.registry.recovery import WORKER_LOST
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,9 @@ class PromptRunner:
         options: dict[str, Any],
         on_error: OnError,
         capacity_wait_s: float,
+        run_ahead: RunAhead | None = None,
     ) -> None:
+        # ``run_ahead`` is read from the plan by the backpressure policy, not used here.
         self.ash = AshRay(RegistryClient(namespace))
         self.ledger = ledger
         self.session_per = session_per
@@ -146,6 +150,22 @@ class PromptRunner:
         return out
 
 
+def run_ahead_bound(concurrency: int, batch_size: int, max_rows_ahead: int | None) -> RunAhead:
+    """The map's run-ahead bound, or InvalidInput naming the setting to fix."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInput(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if max_rows_ahead is None:
+        return RunAhead(default_max_rows_ahead(concurrency, batch_size), batch_size)
+    if isinstance(max_rows_ahead, bool) or not isinstance(max_rows_ahead, int):
+        raise InvalidInput(f"max_rows_ahead must be an integer, got {max_rows_ahead!r}")
+    if max_rows_ahead < batch_size:
+        raise InvalidInput(
+            f"max_rows_ahead must be at least batch_size ({batch_size}) for a batch to "
+            f"start, got {max_rows_ahead}; leave it out for {concurrency} workers x 2 batches"
+        )
+    return RunAhead(max_rows_ahead, batch_size)
+
+
 class PipelineSessions:
     """A context manager for lazy pipelines; every session it opened is ended on exit.
 
@@ -194,16 +214,22 @@ class PipelineSessions:
         prompt_column: str = "prompt",
         output_column: str = "answer",
         batch_size: int = 8,
+        max_rows_ahead: int | None = None,
         num_cpus: float = 0.05,
         on_error: OnError = "record",
         **options: Any,
     ) -> ray.data.Dataset:
         """``ds`` with the answers added (lazy); ``options`` are turn options (``model``,
-        ``max_turns``, ``output_format``, ...)."""
+        ``max_turns``, ``output_format``, ...).
+
+        Consumed lazily, the map starts no batch that would put more than
+        ``max_rows_ahead`` rows (default ``2 * concurrency * batch_size``) between its
+        consumer and the rows it has started: a slow consumer holds the turns back."""
         if self.ledger is None:
             raise InvalidInput("use PipelineSessions as a context manager: `with ... as stage`")
         checked = turn_options("-", options)  # bad options fail here, not in a worker
-        return ds.map_batches(
+        run_ahead = run_ahead_bound(self.concurrency, batch_size, max_rows_ahead)
+        out = ds.map_batches(
             PromptRunner,
             fn_constructor_kwargs={
                 "ledger": self.ledger,
@@ -215,6 +241,7 @@ class PipelineSessions:
                 "options": checked,
                 "on_error": on_error,
                 "capacity_wait_s": self.capacity_wait_s,
+                RUN_AHEAD_KWARG: run_ahead,
             },
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(
@@ -222,6 +249,8 @@ class PipelineSessions:
             ),
             num_cpus=num_cpus,
         )
+        install(out.context)
+        return out
 
     def close(self) -> dict[str, Any]:
         """End every session the pipeline still holds; idempotent."""

@@ -6,7 +6,9 @@ sessions over HTTP), the registry, session workers and the fake model.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from ash_ray.errors import (
 )
 from ash_ray.names import REGISTRY_NAME
 from ash_ray.pipeline import AgentSession, AshRay, PipelineSessions, ask, connect, run_prompts
-from tests.helpers import wait_for
+from tests.helpers import settled, wait_for
 from tests.integration.sse import frames, new_session, send
 
 pytestmark = pytest.mark.ray
@@ -283,6 +285,40 @@ def test_lazy_pipeline_with_context_manager_and_recorded_errors(
     with PipelineSessions(name) as unused, pytest.raises(AshError, match="unknown turn option"):
         unused.map(ds, temperature=0.2)
     assert unused.summary == {"created": 0, "ended": 0, "failed": []}
+
+
+def prompts_asked(fake_model, marker: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """The rows ``"<marker> <n>"`` whose prompt reached the model, once per request."""
+    found = re.compile(rf"{marker} (\d+)")
+    newest = (json.dumps(body["messages"][-1]) for body in fake_model.message_requests)
+    return [int(m.group(1)) for text in newest for m in found.finditer(text)]
+
+
+def test_a_slow_consumer_holds_the_pipeline_a_bounded_number_of_rows_ahead(
+    ash: AshRay, http: httpx.Client, agent_dir: Path, fake_model
+) -> None:  # type: ignore[no-untyped-def]
+    name = deploy(http, "pipe-ahead", agent_dir)
+    rows = [{"id": i, "prompt": f"ahead {i}"} for i in range(40)]
+    ds = ray.data.from_items(rows, override_num_blocks=20)
+    asked = lambda: len(set(prompts_asked(fake_model, "ahead")))  # noqa: E731
+    with PipelineSessions(name, concurrency=2) as stage:
+        batches = iter(stage.map(ds, batch_size=2).iter_batches(batch_size=2))
+        got = [next(batches)]
+        # The consumer reads nothing more: the turns stop at the bound and wait for it.
+        (paused,) = wait_for(settled(asked, quiet_s=8), timeout_s=180, what="turns to stop")
+        print(f"rows asked while the consumer paused after one batch: {paused} of 40")
+        # The batch read, what iter_batches buffers on its side (3 batches with its default
+        # prefetch_batches=1), and max_rows_ahead: by default 2 workers x 2 batches x 2 rows.
+        assert 2 + 8 <= paused <= 2 + 3 * 2 + 8, f"{paused} rows asked for 2 read"
+        got += list(batches)  # ... and they resume when it reads on
+    out = [row for batch in got for row in zip(batch["id"], batch["answer"], strict=True)]
+    assert sorted(i for i, _ in out) == list(range(40))
+    assert all(answer == f"echo: ahead {i}" for i, answer in out), out
+    assert sorted(prompts_asked(fake_model, "ahead")) == list(range(40)), "each asked once"
+    assert stage.summary is not None and stage.summary["failed"] == []
+    assert stage.summary["created"] == stage.summary["ended"] <= 2
+    assert {s["status"] for s in ash.list_sessions(agent=name)} == {"ended"}
+    assert live_of(ash, name) == []
 
 
 def test_run_prompts_with_structured_output(
