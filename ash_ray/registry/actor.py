@@ -252,6 +252,8 @@ class Registry(RegistryFiles):
             live.record = rec
             if "running" in stats:
                 live.running = bool(stats["running"])
+        for item in batch.turns:
+            core.note_turn(item)
         if stats:
             self.stats.observe_turn(stats)
         self.stats.events.inc(len(batch.events))

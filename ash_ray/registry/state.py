@@ -127,11 +127,14 @@ class Core:
 
     async def put_turn(self, item: QueuedTurn) -> None:
         """Store a queued or running message; a running one marks its session busy."""
+        self.note_turn(item)
+        await self.store.put_turn(item)
+
+    def note_turn(self, item: QueuedTurn) -> None:
         live = self.live.get(item.session_id)
         if live is not None and item.state == "running":
             # Not evictable from now on; the worker's later flushes say when it ends.
             live.running, live.fresh_until = True, 0.0
-        await self.store.put_turn(item)
 
     def check_accepting(self) -> None:
         if not self.accepting:
