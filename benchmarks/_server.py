@@ -227,27 +227,39 @@ class Profiles:
         )
 
 
+# Leaf frames of threads that wait (in C: locks, queues, Ray's task loop, the thread
+# of a C function): py-spy without --native cannot tell them from work, so they are
+# left out and the percentages are of the samples in Python code.
+WAITING = (
+    "Condition.wait", "Queue.get", "Event.wait", "_connection_worker_thread",
+    "Worker.main_loop", "Thread.run", "_worker (",
+)
+
+
 def summarize(path: Path, title: str, top: int = 12) -> str:
-    """Top functions of a raw py-spy profile: self samples and inclusive samples, in %."""
+    """Top functions of a raw py-spy profile: self and inclusive share of the samples
+    in Python code (waiting threads left out), in %."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
-    total = 0
+    total = left_out = 0
     for line in path.read_text().splitlines() if path.exists() else []:
         stack, _, count = line.rpartition(" ")
         n = int(count)
         frames = [_short(f) for f in stack.split(";")[1:]]  # the first is the thread
+        if not frames or frames[-1].startswith(WAITING):
+            left_out += n
+            continue
         total += n
-        if frames:
-            own[frames[-1]] += n
+        own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    lines = [f"{title}: {total} samples on CPU", "  self%  incl%  function"]
+    lines = [
+        f"{title}: {total} samples in Python code ({left_out} of waiting threads left out)",
+        "  self%  incl%  function",
+    ]
     share = 100 / max(total, 1)
     for name, n in own.most_common(top):
         lines.append(f"  {n * share:5.1f}  {incl[name] * share:5.1f}  {name}")
-    lines.append("  (inclusive, top)")
-    for name, n in incl.most_common(top + 10):
-        lines.append(f"  {'':5}  {n * share:5.1f}  {name}")
     return "\n".join(lines)
 
 
