@@ -224,6 +224,13 @@ class WriteBatch(BaseModel):
     messages: list[MessageRecord] = Field(default_factory=list)
     events: list[EventRecord] = Field(default_factory=list)
     usage: list[UsageRecord] = Field(default_factory=list)
+    # The turn queue: messages upserted (a turn that starts running), then the ones
+    # deleted as (session_id, message_id) (a turn that ended), in the same transaction.
+    turns: list[QueuedTurn] = Field(default_factory=list)
+    turns_done: list[tuple[str, str]] = Field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.sessions or self.messages or self.events or self.usage)
+        return not (
+            self.sessions or self.messages or self.events or self.usage
+            or self.turns or self.turns_done
+        )

@@ -127,11 +127,14 @@ class Core:
 
     async def put_turn(self, item: QueuedTurn) -> None:
         """Store a queued or running message; a running one marks its session busy."""
+        self.note_turn(item)
+        await self.store.put_turn(item)
+
+    def note_turn(self, item: QueuedTurn) -> None:
         live = self.live.get(item.session_id)
         if live is not None and item.state == "running":
             # Not evictable from now on; the worker's later flushes say when it ends.
             live.running, live.fresh_until = True, 0.0
-        await self.store.put_turn(item)
 
     async def record(self, batch: WriteBatch, stats: dict[str, Any]) -> None:
         """A worker's flush: its record (a status set here without waiting for the worker
@@ -150,6 +153,8 @@ class Core:
             live.record = rec
             if "running" in stats:
                 live.running = bool(stats["running"])
+        for item in batch.turns:  # a turn that starts running travels in the flush
+            self.note_turn(item)
         await self.writer.submit(batch)
 
     def check_accepting(self) -> None:

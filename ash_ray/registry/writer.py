@@ -93,4 +93,6 @@ class _Merged:
             out.messages.extend(part.messages)
             out.events.extend(part.events)
             out.usage.extend(part.usage)
+            out.turns.extend(part.turns)
+            out.turns_done.extend(part.turns_done)
         return out

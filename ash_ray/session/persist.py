@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ash_ray.models import MessageRecord, UsageRecord, WriteBatch, new_id, utcnow
+from ash_ray.models import MessageRecord, QueuedTurn, UsageRecord, WriteBatch, new_id, utcnow
 from ash_ray.session.state import Bound
 
 logger = logging.getLogger(__name__)
@@ -35,21 +35,37 @@ class Persister:
         self.running = running
         self.saved_messages = len(session.conversation)
         self.pending_usage: list[UsageRecord] = []
+        self.pending_turns: list[QueuedTurn] = []
+        self.pending_done: list[tuple[str, str]] = []
         self.turn_stats: dict[str, Any] = {}
         self.dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._unsent: WriteBatch | None = None
+        # What the registry last got of the session row and the running flag: a flush
+        # with nothing new sends nothing (one Ray call and one transaction fewer).
+        self._sent: tuple[Any, bool] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._flush_forever())
 
+    def turn_running(self, item: QueuedTurn) -> None:
+        """Keep the running turn in the store with the next flush (a new worker
+        continues it if this one is lost)."""
+        self.pending_turns.append(item)
+
+    def turn_done(self, session_id: str, message_id: str) -> None:
+        """Remove the turn from the store's queue with the next flush; a running row not
+        sent yet is not sent at all."""
+        self.pending_turns = [t for t in self.pending_turns if t.message_id != message_id]
+        self.pending_done.append((session_id, message_id))
+
     def soon(self) -> None:
         """Flush in the background, at most every FLUSH_INTERVAL_S."""
         self.dirty.set()
 
-    def _collect(self) -> tuple[WriteBatch, dict[str, Any]]:
+    def _collect(self) -> tuple[WriteBatch, dict[str, Any]] | None:
         s = self.session
         now = utcnow()
         messages = [
@@ -61,22 +77,37 @@ class Persister:
         ]
         self.saved_messages = len(s.conversation)
         events = s.log.take_unsaved()
-        session = s.record.model_copy(update={"last_seq": s.log.last_seq})
         usage, self.pending_usage = self.pending_usage, []
+        turns, self.pending_turns = self.pending_turns, []
+        done, self.pending_done = self.pending_done, []
         stats, self.turn_stats = {**self.turn_stats, "running": self.running()}, {}
-        return WriteBatch(sessions=[session], messages=messages, events=events, usage=usage), stats
+        sent, self._sent = self._sent, (s.record, stats["running"])
+        new = messages or events or usage or turns or done or len(stats) > 1
+        if not new and sent == self._sent:
+            return None  # the record is replaced, never changed in place: `==` is cheap
+        session = s.record.model_copy(update={"last_seq": s.log.last_seq})
+        batch = WriteBatch(
+            sessions=[session], messages=messages, events=events, usage=usage,
+            turns=turns, turns_done=done,
+        )
+        return batch, stats
 
     async def flush(self, wait: bool = True) -> None:
         """Send what is new; with ``wait``, return once the registry committed it."""
         async with self._lock:
-            batch, stats = self._collect()
+            collected = self._collect()
+            if collected is None and self._unsent is None:
+                return
+            batch, stats = collected or (WriteBatch(), {"running": self.running()})
             if self._unsent is not None:
                 prior = self._unsent
                 batch = WriteBatch(
-                    sessions=batch.sessions,
+                    sessions=batch.sessions or prior.sessions,
                     messages=prior.messages + batch.messages,
                     events=prior.events + batch.events,
                     usage=prior.usage + batch.usage,
+                    turns=prior.turns + batch.turns,
+                    turns_done=prior.turns_done + batch.turns_done,
                 )
             self._unsent = batch
             call = self.sink.record(batch, stats)

@@ -218,10 +218,11 @@ class TurnRunner:
                 "session_start", {"sessionId": s.record.id, "version": __version__}
             )
             prompt = item.prompt
-        # Kept while it runs: a new worker continues it if this one is lost.
-        self._spawn(self.inbox.put_turn(self.current))
+        # Kept while it runs (a new worker continues it if this one is lost): saved with
+        # the prompt, in one flush sent now, before the model answers.
+        self.persist.turn_running(self.current)
         self.task = asyncio.create_task(self._run(prompt, item.options))
-        self.persist.soon()  # the prompt and "running" reach the store before the model answers
+        self._spawn(self.persist.flush())
         return self.current_start
 
     def _next(self) -> None:
@@ -363,8 +364,8 @@ class TurnRunner:
         # reaches the streams once they are.
         done = s.log.emit("done", {"sessionId": rec.id}, publish=False)
         self.open = False
-        if self.current is not None:
-            self._spawn(self.inbox.delete_turn(rec.id, self.current.message_id))
+        if self.current is not None:  # saved with the turn's last rows
+            self.persist.turn_done(rec.id, self.current.message_id)
             self.ended[self.current.message_id] = self.current_start
             while len(self.ended) > ENDED_KEPT:
                 del self.ended[next(iter(self.ended))]

@@ -43,7 +43,7 @@ from ash_ray.store.agent_dialects import PostgresAgentData
 from ash_ray.store.extras_postgres import PostgresExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 from ash_ray.store.tenancy import TenancyStore, numbered
-from ash_ray.store.turn_queue import PostgresTurnQueue
+from ash_ray.store.turn_queue import PostgresTurnQueue, write_turns_postgres
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +301,12 @@ class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue, Tenanc
         arrays = batch_arrays(batch, _ts)
 
         async def fn(conn: asyncpg.Connection) -> None:
-            await conn.execute(WRITE_BATCH, *arrays)
+            if not (batch.turns or batch.turns_done):
+                await conn.execute(WRITE_BATCH, *arrays)  # one statement, one transaction
+                return
+            async with conn.transaction():
+                await conn.execute(WRITE_BATCH, *arrays)
+                await write_turns_postgres(conn, batch)
 
         await self._run("write", fn)
 

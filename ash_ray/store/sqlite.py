@@ -41,7 +41,7 @@ from ash_ray.store.agent_dialects import SqliteAgentData
 from ash_ray.store.extras_sqlite import SqliteExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 from ash_ray.store.tenancy import TenancyStore
-from ash_ray.store.turn_queue import SqliteTurnQueue
+from ash_ray.store.turn_queue import SqliteTurnQueue, write_turns_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +298,7 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
                 ):
                     if params:
                         await tx.executemany(sql, params)
+                await write_turns_sqlite(tx, batch)
 
         await self._retry("write", op)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ash_ray.models import QueuedTurn
+from ash_ray.models import QueuedTurn, WriteBatch
 
 _COLS = "session_id, message_id, position, prompt, options, state"
 _SELECT = f"SELECT {_COLS} FROM turn_queue WHERE session_id = {{p}} ORDER BY position"
@@ -35,6 +35,23 @@ def _item(row: Any) -> QueuedTurn:
         position=int(row["position"]), prompt=json.loads(row["prompt"]),
         options=json.loads(row["options"]), state=row["state"],
     )
+
+
+async def write_turns_sqlite(tx: Any, batch: WriteBatch) -> None:
+    """The batch's turn-queue rows, inside the caller's transaction (upserts first)."""
+    if batch.turns:
+        await tx.executemany(_UPSERT.format(marks="?, ?, ?, ?, ?, ?"), map(_args, batch.turns))
+    if batch.turns_done:
+        await tx.executemany(_DELETE.format(p="?", q="?"), batch.turns_done)
+
+
+async def write_turns_postgres(conn: Any, batch: WriteBatch) -> None:
+    """The batch's turn-queue rows, inside the caller's transaction (upserts first)."""
+    if batch.turns:
+        upsert = _UPSERT.format(marks="$1, $2, $3, $4, $5, $6")
+        await conn.executemany(upsert, [_args(i) for i in batch.turns])
+    if batch.turns_done:
+        await conn.executemany(_DELETE.format(p="$1", q="$2"), batch.turns_done)
 
 
 class SqliteTurnQueue:

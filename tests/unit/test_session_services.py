@@ -218,7 +218,11 @@ async def test_persister_sends_new_rows_once_and_resends_after_a_failure() -> No
     assert [e.type for e in batch.events] == ["session_start", "done"]
     assert batch.sessions[0].last_seq == 2
     await persist.flush()
+    assert len(sink.batches) == 1  # nothing new: nothing sent (no call, no transaction)
+    session.record = session.record.model_copy(update={"status": "paused"})
+    await persist.flush()
     assert not sink.batches[-1].messages and not sink.batches[-1].events
+    assert sink.batches[-1].sessions[0].status == "paused"
 
 
 # ---------------------------------------------------------------- release

@@ -61,17 +61,24 @@ class Registry:
     def __init__(self) -> None:
         self.queue: dict[str, QueuedTurn] = {}
         self.batches: list[WriteBatch] = []
+        self.calls = 0  # put_turn and delete_turn calls (each a Ray call and a transaction)
 
     def record(self, batch: WriteBatch, stats: dict[str, Any]) -> Any:
         async def call() -> None:
             self.batches.append(batch)
+            for item in batch.turns:  # as the store applies them: upserts, then deletes
+                self.queue[item.message_id] = item
+            for _sid, message_id in batch.turns_done:
+                self.queue.pop(message_id, None)
 
         return call()
 
     async def put_turn(self, item: QueuedTurn) -> None:
+        self.calls += 1
         self.queue[item.message_id] = item
 
     async def delete_turn(self, session_id: str, message_id: str) -> None:
+        self.calls += 1
         self.queue.pop(message_id, None)
 
 
@@ -130,6 +137,21 @@ async def test_queued_messages_run_in_order_each_as_its_own_turn() -> None:
     assert loop.started == ["one", "two", "three"]
     await runner.task  # type: ignore[misc]
     await _until(lambda: not registry.queue)
+
+
+async def test_a_turn_is_stored_as_running_while_it_runs_within_the_flushes() -> None:
+    runner, loop, registry = _runner()
+    await runner.start("one", {})
+    await _until(lambda: "one" in [i.prompt for i in registry.queue.values()])
+    (item,) = registry.queue.values()
+    assert item.state == "running"
+    assert any(item in b.turns and b.events for b in registry.batches)  # with the prompt
+    loop.latch("one").set()
+    await runner.task  # type: ignore[misc]
+    assert not registry.queue
+    ended = [b for b in registry.batches if b.turns_done]
+    assert [e.type for e in ended[-1].events][-1] == "done"  # removed with the turn's end
+    assert registry.calls == 0  # no write of its own
 
 
 async def test_reject_is_a_409_and_interrupt_stops_the_running_turn_first() -> None:
