@@ -58,9 +58,11 @@ class SessionRunner:
     async def get_session(self, session_id: str) -> SessionRecord:
         return await self.registry.get_session(session_id)
 
-    async def ask(self, session_id: str, prompt: str) -> TurnOutcome:
+    async def ask(
+        self, session_id: str, prompt: str, message_id: str | None = None
+    ) -> TurnOutcome:
         client = await self.registry.session(session_id)
-        return await client.ask(prompt, {})
+        return await client.ask(prompt, {"message_id": message_id} if message_id else {})
 
     async def pause(self, session_id: str) -> None:
         await self.registry.pause(session_id)

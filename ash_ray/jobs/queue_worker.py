@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -59,8 +60,19 @@ class Runner(Protocol):
 
     async def create_session(self, agent_name: str, tenant: str) -> SessionRecord: ...
     async def get_session(self, session_id: str) -> SessionRecord: ...
-    async def ask(self, session_id: str, prompt: str) -> TurnOutcome: ...
+    async def ask(
+        self, session_id: str, prompt: str, message_id: str | None = None
+    ) -> TurnOutcome: ...
     async def stop(self, session_id: str) -> None: ...
+
+
+def attempt_message_id(item_id: str, base: int) -> str:
+    """The message id of an item's attempt on its session (``base``: the session's turns
+    before it). A queue worker that asks again after a restart sends the same id, so the
+    session worker joins the turn still running (or replays the one it just ended)
+    instead of queueing the prompt a second time; a retry after a failed turn has a new
+    baseline, so a new id, and runs again."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ash-queue:{item_id}:{base}"))
 
 
 def retry_delay_s(settings: Settings, retry: int) -> float:
@@ -188,7 +200,7 @@ class QueueWorker:
             base = session.num_turns
             await self.queue.set_session(item["id"], self.owner, session_id, base, own)
             try:
-                return await self._ask(item["id"], session_id, item["prompt"])
+                return await self._ask(item["id"], session_id, item["prompt"], base)
             except SessionBusy:  # another turn on a given session: wait for it
                 await asyncio.sleep(self.settings.queue_poll_s)
 
@@ -197,13 +209,13 @@ class QueueWorker:
         while True:
             if (await self.runner.get_session(session_id)).num_turns > base:
                 return None  # the item's turn ended before the restart: never run it twice
-            try:
-                return await self._ask(item_id, session_id, prompt)
-            except SessionBusy:  # most likely the item's own turn, still running
+            try:  # the same message id: a turn of it still running is joined, not re-run
+                return await self._ask(item_id, session_id, prompt, base)
+            except SessionBusy:  # another message's turn
                 await asyncio.sleep(self.settings.queue_poll_s)
 
-    async def _ask(self, item_id: str, session_id: str, prompt: str) -> str | None:
-        outcome = await self.runner.ask(session_id, prompt)
+    async def _ask(self, item_id: str, session_id: str, prompt: str, base: int) -> str | None:
+        outcome = await self.runner.ask(session_id, prompt, attempt_message_id(item_id, base))
         if outcome.get("error") or outcome.get("isError"):
             # The failed turn is counted too: the next attempt needs a new baseline.
             turns = (await self.runner.get_session(session_id)).num_turns

@@ -15,7 +15,7 @@ import pytest
 from ash_ray.actor_api import TurnOutcome
 from ash_ray.config import Settings, load_settings
 from ash_ray.jobs.evals import EvalRunner
-from ash_ray.jobs.queue_worker import QueueWorker
+from ash_ray.jobs.queue_worker import QueueWorker, attempt_message_id
 from ash_ray.models import SessionRecord, utcnow
 from ash_ray.store import SqliteStore
 from ash_ray.store._sql import Db
@@ -30,6 +30,7 @@ class Sessions:
         self.sessions: dict[str, SessionRecord] = {}
         self.created: list[tuple[str, str, dict[str, Any]]] = []
         self.asked: list[tuple[str, str]] = []
+        self.message_ids: list[str | None] = []
 
     def add(self, agent: str, tenant: str) -> SessionRecord:
         sid, now = str(uuid.uuid4()), utcnow()
@@ -46,8 +47,11 @@ class Sessions:
     async def get_session(self, session_id: str) -> SessionRecord:
         return self.sessions[session_id]
 
-    async def ask(self, session_id: str, prompt: str) -> TurnOutcome:
+    async def ask(
+        self, session_id: str, prompt: str, message_id: str | None = None
+    ) -> TurnOutcome:
         self.asked.append((session_id, prompt))
+        self.message_ids.append(message_id)
         rec = self.sessions[session_id]
         self.sessions[session_id] = rec.model_copy(update={"num_turns": rec.num_turns + 1})
         return {"result": f"answer to {prompt}"}  # type: ignore[typeddict-item]
@@ -118,3 +122,26 @@ async def test_an_eval_run_opens_its_sessions_as_its_tenant(db: Db, tmp_path: Pa
     assert sorted((a, t) for a, t, _ in sessions.created) == [("bot", "acme")] * 2
     done = await ev.get_run("bot", run["id"], tenant="acme")
     assert done is not None and done["status"] == "completed" and done["completedCases"] == 2
+
+
+async def test_a_restarted_queue_worker_asks_again_with_the_same_message_id(
+    db: Db, tmp_path: Path
+) -> None:
+    """So that the session worker joins the item's turn if it still runs (or replays it if
+    it just ended) instead of running the prompt twice; a retry after a failed turn has a
+    new baseline and so a new message id, and runs again."""
+    q, sessions = QueueStore(db), Sessions()
+    mine = sessions.add("bot", "default")
+    item = await q.add(agent_name="bot", prompt="once", session_id=mine.id, priority=0,
+                       max_retries=1)
+    claimed = await q.claim("w", 60)
+    assert claimed is not None
+    await QueueWorker(_settings(tmp_path), q, sessions, "w")._attempt(claimed)
+    # The queue worker dies while that turn still runs: the session has not counted it.
+    sessions.sessions[mine.id] = mine.model_copy(update={"num_turns": 0})
+    row = await q.get(item["id"])
+    assert row is not None and row["turn_base"] == 0
+    await QueueWorker(_settings(tmp_path), q, sessions, "w")._attempt(row)
+    first, again = sessions.message_ids
+    assert first == again == attempt_message_id(item["id"], 0)
+    assert attempt_message_id(item["id"], 1) != first  # the retry's, after a failed turn
