@@ -57,13 +57,15 @@ def without_trailing_lifecycle(events: Sequence[EventRecord]) -> list[EventRecor
 
 async def turn_open(read: ReadEvents, last_seq: int) -> bool:
     """Whether the log up to ``last_seq`` leaves a turn open: its newest event that is
-    not a lifecycle one exists and is not ``done``. Reads back a window at a time."""
-    top = last_seq
+    not a lifecycle one exists and is not ``done``. Reads back a window at a time; an
+    empty window doubles the next (numbers left unused after a lost worker)."""
+    top, size = last_seq, WINDOW
     while top > 0:
-        after = max(0, top - WINDOW)
+        after = max(0, top - size)
         window = [e for e in await read(after, top - after) if e.seq <= top]
         turn = without_trailing_lifecycle(window)
         if turn:
             return turn[-1].type != "done"
         top = after
+        size = size if window else size * 2
     return False

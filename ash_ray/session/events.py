@@ -55,6 +55,17 @@ class EventLog:
         self._new.set()
         self._new = asyncio.Event()
 
+    def skip(self, count: int) -> None:
+        """Leave ``count`` numbers unused: a lost worker may have shown a client events it
+        never saved, numbered after the store's last; the turn continued here must not
+        reuse those numbers (a client following with ``Last-Event-ID`` would skip its
+        events as seen). Readers of the events before the gap get them from the store
+        (``since`` counts positions by number, so the memory holds no gap)."""
+        assert not self._held, "skip() before any held event"
+        self._events.clear()
+        self.last_seq += count
+        self._published = self.last_seq
+
     def take_unsaved(self) -> list[EventRecord]:
         out, self._unsaved = self._unsaved, []
         return out

@@ -100,6 +100,11 @@ class Inbox(Protocol):
     def delete_turn(self, session_id: str, message_id: str) -> Awaitable[None]: ...
 
 
+# Numbers left unused after a worker lost mid-turn: more than it can have numbered and
+# shown but not saved (it saves every 20 ms; one save in flight, one pending).
+UNSAVED_SEQ_MARGIN = 10_000
+
+
 class TurnRunner:
     """Starts turns, feeds their events to the log, and closes them (``done``) saved.
 
@@ -247,6 +252,8 @@ class TurnRunner:
             if item.state == "queued":
                 self.line.append((item, loop.create_future()))
         running = [item for item in stored if item.state == "running"]
+        if turn_open:  # cut off mid-turn: its last events may have been seen, not saved
+            s.log.skip(UNSAVED_SEQ_MARGIN)
         go_on = turn_open and self.settings.turn_recovery == "continue"
         if running and go_on and continuable(s.conversation):
             self._begin(running[0], continued=True)

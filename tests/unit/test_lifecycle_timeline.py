@@ -94,3 +94,18 @@ async def test_a_lifecycle_event_waits_behind_a_done_held_for_its_save() -> None
     async for batch in follow(log_, 0, heartbeat_s=0.01):
         got += [e[1] for e in batch]
     assert got == ["session_start", "done"]  # the stream of the turn still ends at done
+
+
+async def test_numbers_left_unused_are_read_past_in_few_reads() -> None:
+    # A worker lost right after it left numbers unused (a continued turn's gap), before
+    # it numbered anything: the open turn below the gap is still found, and quickly.
+    rows = records(["session_start", "message"])
+    reads: list[int] = []
+    inner = reader(rows)
+
+    async def read(after: int, limit: int) -> list[EventRecord]:
+        reads.append(after)
+        return await inner(after, limit)
+
+    assert await turn_open(read, 2 + 10_000)
+    assert len(reads) < 12  # windows double across the gap (10,000 / 32 would be 313)

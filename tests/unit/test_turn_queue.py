@@ -19,7 +19,7 @@ from ash_ray.session.persist import Persister
 from ash_ray.session.recovery import LOST_TOOL
 from ash_ray.session.state import Bound
 from ash_ray.session.streams import events, follow
-from ash_ray.session.turns import TurnRunner
+from ash_ray.session.turns import UNSAVED_SEQ_MARGIN, TurnRunner
 
 
 class Loop:
@@ -193,7 +193,10 @@ async def test_a_lost_workers_turn_continues_after_its_finished_steps() -> None:
     assert sent[:2] == stored  # the finished reply is kept
     (lost,) = sent[2]["content"]  # the running tool gets an error result; it is not re-run
     assert lost["tool_use_id"] == "t1" and lost["is_error"] and lost["content"] == LOST_TOOL
-    assert runner.session.log.since(7)[0][0] == 8  # the same numbering, after the stored events
+    # The same numbering, after the stored events and the numbers the lost worker may
+    # have shown a client without saving them.
+    log = runner.session.log
+    assert log.since(7)[0][0] == log.oldest_seq() == 7 + UNSAVED_SEQ_MARGIN + 1
     # The caller whose call is re-sent (same message id) follows the continued turn.
     again = await runner.start("build it", {"message_id": "m1"})
     loop.latch(None).set()
@@ -240,3 +243,16 @@ async def test_a_stream_ends_at_its_done_when_the_next_turn_starts_at_once() -> 
     seqs = [e[0] for b in batches for e in b]
     assert batches[-1][-1][1] == "done" and second not in seqs
     loop.latch("two").set()
+
+
+def test_a_skip_leaves_numbers_unused_and_readers_of_older_events_to_the_store() -> None:
+    log = EventLog("s1", last_seq=5)
+    log.emit("lifecycle", {})  # 6: in memory, and unsaved
+    log.skip(100)
+    first, _, _ = log.emit("text_delta", {"text": "a"})
+    log.emit("done", {})
+    assert first == 107 and log.oldest_seq() == 107  # 6 is read from the store now
+    assert [e[0] for e in log.since(3)] == [107, 108]  # after a number before the gap
+    assert [e[0] for e in log.since(50)] == [107, 108]  # a number inside the gap
+    assert [e[0] for e in log.since(107)] == [108]
+    assert [r.seq for r in log.take_unsaved()] == [6, 107, 108]  # nothing is lost
