@@ -13,12 +13,14 @@ from typing import Any, Generic, Protocol, TypeVar
 import ray
 from ray.actor import ActorHandle
 
-from ash_ray.errors import AshError
+from ash_ray.errors import AshError, WorkerReleasing
 
 T = TypeVar("T")
 
 # The worker process is gone (or going): a fresh worker is one attach away.
 STALE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+# ... or it is releasing its session (a pause or eviction under way): attach again too.
+REATTACH = (*STALE, WorkerReleasing)
 
 
 
@@ -66,7 +68,7 @@ class Call(Generic[T]):
             try:
                 result: T = await self._submit()
                 return result
-            except STALE:
+            except REATTACH:
                 if self._refresh is None:
                     raise
                 await self._refresh.again()
@@ -80,7 +82,7 @@ class Call(Generic[T]):
             try:
                 result: T = ray.get(self._submit(), timeout=timeout_s)
                 return result
-            except STALE:
+            except REATTACH:
                 if self._refresh is None:
                     raise
                 self._refresh.again_sync()

@@ -20,6 +20,7 @@
     ├── PayloadTooLarge              413
     ├── AtCapacity                   503  every sandbox slot runs a turn
     ├── Unavailable                  503  the cluster or store cannot serve right now
+    │   └── WorkerReleasing          503  the worker is releasing the session: attach again
     ├── StoreError                   500  the database failed after retries
     ├── SandboxError                 500  a sandbox could not be set up
     └── TurnFailed                   500  a turn ended in error (model API, tool crash)
@@ -124,6 +125,11 @@ class AtCapacity(AshError):
 
 class Unavailable(AshError):
     http_status = 503
+
+
+class WorkerReleasing(Unavailable):
+    """The session's worker is being released (paused, stopped, evicted, swept): callers
+    re-attach through the registry, which resumes the session, and send again."""
 
 
 class StoreError(AshError):

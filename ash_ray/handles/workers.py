@@ -16,7 +16,7 @@ from ash_ray.actor_api import (
     TurnOutcome,
     WorkerApi,
 )
-from ash_ray.calls import STALE, Call, _method, _Refresh, unwrap
+from ash_ray.calls import REATTACH, STALE, Call, _method, _Refresh, unwrap
 from ash_ray.files_api import WorkerFilesCalls
 from ash_ray.models import (
     AgentRef,
@@ -138,7 +138,7 @@ class WorkerClient(WorkerFilesCalls):
             try:
                 first: list[Event] = await (await rest.__anext__())
                 return Turn(first, rest)
-            except STALE:
+            except REATTACH:
                 refresh = self._refresh()
                 if attempt == 2 or refresh is None:
                     raise
@@ -213,7 +213,7 @@ class SessionClient(WorkerClient):
             try:
                 first = _event(ray.get(next(refs), timeout=timeout_s))
                 break
-            except STALE:
+            except REATTACH:
                 if attempt == 2:
                     raise
                 self.again_sync()

@@ -155,8 +155,12 @@ class Lifecycle:
     # ------------------------------------------------------------------ attach and resume
 
     async def attach(self, session_id: str) -> Live:
-        """The live session, resuming it first when it is cold or paused."""
+        """The live session, resuming it first when it is cold or paused (after a release
+        under way, whose worker refuses new turns: :class:`WorkerReleasing`)."""
         live = self.core.live.get(session_id)
+        if live is not None and live.releasing is not None:
+            await live.releasing.wait()
+            live = self.core.live.get(session_id)  # gone, or kept (an eviction refused)
         if live is not None and live.record.status == "active" and not live.dead:
             return live
         await self.resume(session_id, auto=True)

@@ -39,6 +39,8 @@ class Live:
     pending_status: str | None = None
     # Not evicted before this time.monotonic() (just created or resumed) unless it ran a turn.
     fresh_until: float = 0.0
+    # Set while a release (pause, stop, eviction, sweep) runs; set() once it is over.
+    releasing: asyncio.Event | None = None
 
 
 class Locks:
@@ -195,6 +197,17 @@ class Core:
         return await self._release(live, status, idle_only=True) is not None
 
     async def _release(self, live: Live, status: str, idle_only: bool) -> SessionRecord | None:
+        """Release, announced to attaches meanwhile (:meth:`Lifecycle.attach` waits)."""
+        live.releasing = done = asyncio.Event()
+        try:
+            return await self._release_worker(live, status, idle_only)
+        finally:
+            live.releasing = None
+            done.set()
+
+    async def _release_worker(
+        self, live: Live, status: str, idle_only: bool
+    ) -> SessionRecord | None:
         # The worker's release sets the status now (a refused one leaves it as it was).
         pending, live.pending_status = live.pending_status, None
         rec: SessionRecord | None

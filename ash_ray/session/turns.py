@@ -20,7 +20,14 @@ from ash_ray import __version__
 from ash_ray.agent import TurnOptions
 from ash_ray.config import Settings
 from ash_ray.content import Prompt
-from ash_ray.errors import AshError, InvalidInput, SessionBusy, SessionEnded, WorkerLost
+from ash_ray.errors import (
+    AshError,
+    InvalidInput,
+    SessionBusy,
+    SessionEnded,
+    WorkerLost,
+    WorkerReleasing,
+)
 from ash_ray.models import QueuedTurn, SessionConfig, Usage, UsageRecord, new_id, utcnow
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
@@ -156,8 +163,7 @@ class TurnRunner:
     async def start(self, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn (or wait in line for it); returns the seq of its ``session_start``."""
         s = self.session
-        if s.record.status == "ended" or self.closing:
-            raise SessionEnded(f"session {s.record.id} has ended", session_id=s.record.id)
+        self._check_open()
         if_busy = options.get("if_busy") or "reject"
         if if_busy not in IF_BUSY:
             raise InvalidInput(f"ifBusy must be one of {', '.join(IF_BUSY)}, got {if_busy!r}")
@@ -178,6 +184,7 @@ class TurnRunner:
             if self.task is None or self.task.done():
                 return self._begin(item)
             await asyncio.wait({self.task})  # only the end-of-turn snapshot is left
+            self._check_open()  # a release may have begun meanwhile
         if if_busy == "reject":
             raise SessionBusy(
                 f"session {s.record.id} is running a turn; wait for it, interrupt it, "
@@ -193,6 +200,16 @@ class TurnRunner:
         self.line.append((item, turn))
         # The caller may go away; its turn still runs when its time comes.
         return await asyncio.shield(turn)
+
+    def _check_open(self) -> None:
+        s = self.session
+        if s.record.status == "ended":
+            raise SessionEnded(f"session {s.record.id} has ended", session_id=s.record.id)
+        if self.closing:
+            raise WorkerReleasing(
+                f"session {s.record.id}'s worker is being released; attach again and resend",
+                session_id=s.record.id,
+            )
 
     def _known(self, message_id: str) -> Awaitable[int] | None:
         if self.open and self.current is not None and self.current.message_id == message_id:

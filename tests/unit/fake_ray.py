@@ -36,6 +36,7 @@ class FakeWorker:
         self.snapshot_data: bytes | None = b"tar"
         self.calls: list[str] = []
         self.start_gate: asyncio.Event | None = None
+        self.release_gate: asyncio.Event | None = None  # a release waits for it when set
         # The lifecycle entries this worker was asked to number into its log.
         self.lifecycle: list[dict[str, Any]] = []
         self._died = asyncio.get_running_loop().create_future()
@@ -98,6 +99,8 @@ class FakeWorker:
     async def release(self, status: str) -> SessionRecord:
         self._check("release")
         assert self.record is not None
+        if self.release_gate is not None:  # its snapshot is still being saved
+            await self.release_gate.wait()
         self.lifecycle.append({"action": status})
         self.record = self.record.model_copy(update={"status": status})
         return await self._save()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import ray
 
-from ash_ray.errors import SessionNotFound
+from ash_ray.errors import SessionNotFound, WorkerReleasing
 from ash_ray.handles import Call, RegistryApi, RegistryClient, WorkerApi, WorkerClient, unwrap
 from ash_ray.registry.actor import Registry
 from ash_ray.session.actor import SessionWorker
@@ -54,6 +54,25 @@ async def test_a_stale_worker_is_reattached_and_the_call_sent_once_more() -> Non
             return "ok"
 
         return answer()
+
+    refresh = Refresh()
+    assert await Call(submit, refresh) == "ok"
+    assert refresh.count == 1 and len(sent) == 2
+
+
+async def test_a_worker_releasing_its_session_is_left_for_a_new_one() -> None:
+    sent: list[int] = []
+
+    async def releasing() -> str:
+        # As ray.get raises an actor's error: an instance of both RayTaskError and ours.
+        raise _task_error(WorkerReleasing("being released", session_id="x")).as_instanceof_cause()
+
+    async def answer() -> str:
+        return "ok"
+
+    def submit() -> Any:
+        sent.append(1)
+        return releasing() if len(sent) == 1 else answer()
 
     refresh = Refresh()
     assert await Call(submit, refresh) == "ok"

@@ -222,6 +222,31 @@ async def test_the_idle_sweep_spares_a_session_whose_worker_has_just_started_a_t
     assert await status(svc, idle) == "paused"
 
 
+async def test_an_attach_during_a_release_waits_for_it_then_resumes_on_a_new_worker(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    # A message reaching a worker that releases its session gets WorkerReleasing and
+    # attaches again: that attach must not hand back the releasing worker.
+    sid = await create(svc)
+    await bound(svc, sid)
+    old = svc.core.live[sid]
+    ray_ops.workers[sid].release_gate = gate = asyncio.Event()
+    sweeping = asyncio.create_task(svc.upkeep.sweep(idle_timeout_s=0))  # idle: released
+    for _ in range(1000):
+        if "release" in ray_ops.workers[sid].calls:
+            break
+        await asyncio.sleep(0.01)
+    assert old.releasing is not None
+    attaching = asyncio.create_task(svc.lifecycle.attach(sid))
+    await asyncio.sleep(0)  # (a turn of the loop: the attach is now waiting, not done)
+    assert not attaching.done()
+    gate.set()
+    assert await sweeping == 1
+    live = await asyncio.wait_for(attaching, 10)
+    assert live is not old and live.worker is not old.worker  # a new worker, resumed
+    assert svc.core.live[sid] is live and await status(svc, sid) == "active"
+
+
 async def test_a_create_answers_before_its_new_worker_has_started(
     svc: Services, ray_ops: FakeRayOps
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from ash_ray.agent.messages import AgentEvent
 from ash_ray.config import load_settings
-from ash_ray.errors import SessionBusy, WorkerLost
+from ash_ray.errors import SessionBusy, SessionEnded, WorkerLost, WorkerReleasing
 from ash_ray.models import QueuedTurn, SessionRecord, WriteBatch, utcnow
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
@@ -256,3 +256,37 @@ def test_a_skip_leaves_numbers_unused_and_readers_of_older_events_to_the_store()
     assert [e[0] for e in log.since(50)] == [107, 108]  # a number inside the gap
     assert [e[0] for e in log.since(107)] == [108]
     assert [r.seq for r in log.take_unsaved()] == [6, 107, 108]  # nothing is lost
+
+
+async def test_a_message_to_a_releasing_worker_is_sent_elsewhere_not_told_ended() -> None:
+    # A pause or an eviction under way: the caller re-attaches (the registry resumes the
+    # session on a new worker) instead of hearing "ended" (410) of a live session.
+    runner, _loop, _ = _runner()
+    await runner.stop(1)
+    with pytest.raises(WorkerReleasing):
+        await runner.start("hello", {})
+    runner.session.record = runner.session.record.model_copy(update={"status": "ended"})
+    with pytest.raises(SessionEnded):
+        await runner.start("hello", {})
+
+
+async def test_a_message_waiting_for_the_last_snapshot_sees_a_release_that_began() -> None:
+    runner, loop, _ = _runner()
+    finishing = asyncio.Event()
+
+    async def snapshot_after_turn() -> None:
+        await finishing.wait()
+
+    runner.after_turn = snapshot_after_turn
+    await runner.start("one", {})
+    loop.latch("one").set()
+    await _until(lambda: not runner.open)  # only its end-of-turn snapshot is left
+    waiting = asyncio.create_task(runner.start("two", {}))
+    await _until(lambda: not waiting.done() and runner.task is not None)
+    stopping = asyncio.create_task(runner.stop(5))
+    await _until(lambda: runner.closing)
+    finishing.set()
+    with pytest.raises(WorkerReleasing):
+        await waiting
+    await stopping
+    assert loop.started == ["one"]  # "two" never started on the closing worker
