@@ -128,8 +128,8 @@ class Unavailable(AshError):
 
 
 class WorkerReleasing(Unavailable):
-    """The session's worker is being released (paused, stopped, evicted, swept): callers
-    re-attach through the registry, which resumes the session, and send again."""
+    """The session's worker is being released (stopped, evicted, swept idle, drained):
+    callers re-attach through the registry, which resumes the session, and send again."""
 
 
 class StoreError(AshError):
