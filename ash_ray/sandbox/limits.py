@@ -110,12 +110,16 @@ def build_rlimits(settings: Settings, mode: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def child_setup(rlimits: tuple[tuple[int, int], ...], join_files: tuple[str, ...]) -> None:
-    """Run in the forked child before exec: enter the cgroup, then lower the limits.
+def child_setup(
+    rlimits: tuple[tuple[int, int], ...], join_files: tuple[str, ...], keep: tuple[int, ...] = ()
+) -> None:
+    """Run in the forked child before exec: seal the worker's descriptors, enter the
+    cgroup, then lower the limits.
 
     Entering the cgroup here, before exec, means no descendant can be forked outside
     it. Kept to raw syscalls because it runs between fork and exec.
     """
+    seal_descriptors(keep)
     pid = str(os.getpid()).encode()
     for path in join_files:
         fd = os.open(path, os.O_WRONLY)
@@ -125,3 +129,21 @@ def child_setup(rlimits: tuple[tuple[int, int], ...], join_files: tuple[str, ...
             os.close(fd)
     for res, value in rlimits:
         resource.setrlimit(res, (value, value))
+
+
+def seal_descriptors(keep: tuple[int, ...]) -> None:
+    """Mark every descriptor from 3 up, but ``keep``, close-on-exec.
+
+    Inside a Ray worker, ``close_fds`` does not keep the worker's descriptors from the
+    child (measured: the core worker's log files, the raylet's event log and its pipes
+    reached a sandboxed ``ls /proc/self/fd``), and bubblewrap hands every descriptor it
+    gets to the command. Close-on-exec, not close: Python's own error pipe must last
+    until the exec.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory listing's own descriptor, closed by now

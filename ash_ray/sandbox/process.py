@@ -160,7 +160,10 @@ class ProcessSandbox:
         cgroup = self._acquire_cgroup()
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
-            setup = functools.partial(child_setup, rlimits, cgroup.join_files if cgroup else ())
+            keep = shake.child_fds() if shake else ()
+            setup = functools.partial(
+                child_setup, rlimits, cgroup.join_files if cgroup else (), tuple(keep)
+            )
             try:
                 proc = await _start(
                     *argv,
@@ -171,7 +174,7 @@ class ProcessSandbox:
                     env=launch_env,
                     start_new_session=True,
                     preexec_fn=setup,
-                    pass_fds=shake.child_fds() if shake else (),
+                    pass_fds=keep,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 raise SandboxError(
@@ -202,7 +205,10 @@ class ProcessSandbox:
         cgroup = self._acquire_cgroup()
         try:
             rlimits = build_rlimits(self._settings, self._limit_mode)
-            setup = functools.partial(child_setup, rlimits, cgroup.join_files if cgroup else ())
+            keep = shake.child_fds() if shake else ()
+            setup = functools.partial(
+                child_setup, rlimits, cgroup.join_files if cgroup else (), tuple(keep)
+            )
             proc = await _start(
                 *argv,
                 stdin=subprocess.PIPE,
@@ -212,7 +218,7 @@ class ProcessSandbox:
                 env=launch_env,
                 start_new_session=True,
                 preexec_fn=setup,
-                pass_fds=shake.child_fds() if shake else (),
+                pass_fds=keep,
                 limit=_SPAWN_LINE_LIMIT,
             )
         except (OSError, subprocess.SubprocessError) as exc:

@@ -409,6 +409,25 @@ def test_exec_over_http_cannot_reach_secrets_or_ports(
     another_session_turn_works(http, agent)
 
 
+def test_a_tool_process_holds_no_descriptor_of_its_worker(
+    http: httpx.Client, agent: str
+) -> None:
+    """Inside a Ray worker, a child inherited the worker's descriptors (close_fds did not
+    hold): the core worker's and the raylet's log files, writable, and Ray's pipes. Only
+    the command's own stdin, stdout and stderr may reach it."""
+    sid = new_session(http, agent)
+    command = 'for f in /proc/self/fd/*; do echo "$f -> $(readlink "$f")"; done'
+    with attack("descriptors inherited from the worker (Ray's log files)"):
+        r = http.post(f"/api/sessions/{sid}/exec", json={"command": command, "timeout": 20000})
+        assert r.status_code == 200, r.text
+        lines = [line for line in r.json()["stdout"].splitlines() if " -> " in line]
+        fds = {line.split(" -> ")[0].rsplit("/", 1)[-1] for line in lines}
+        targets = [line.split(" -> ")[1] for line in lines]
+        assert fds <= {"0", "1", "2", "3"}, lines  # 3: the glob's own directory
+        assert not [t for t in targets if t.startswith("/tmp") or "ray" in t], lines
+    another_session_turn_works(http, agent)
+
+
 def test_bash_tool_bombs_then_another_session_turn(http: httpx.Client, agent: str) -> None:
     require(
         available_limit_modes()[0] != "rlimit" or os.geteuid() != 0, "root without a pids cgroup"
