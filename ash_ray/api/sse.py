@@ -57,6 +57,9 @@ async def pump(
     """
     client, reg = worker, registry
     seen = after
+    # After a lost worker the stream ends at the first ``done`` after what it saw: the
+    # continued turn's, even when a queued turn already runs on the new worker.
+    continued = False
     for _attempt in range(MAX_RECOVERIES + 1):
         try:
             if turn is not None:
@@ -70,13 +73,19 @@ async def pump(
                         for e in await reg.list_events(session_id, seen, oldest - seen - 1):
                             yield frame(e.seq, e.type, e.data)
                             seen = e.seq
+                            if continued and e.type == "done":
+                                return
                 batches = client.stream_events(seen, heartbeat_s)
             async for batch in batches:
                 if not batch:
                     yield HEARTBEAT
                     continue
+                if continued:
+                    batch = _to_done(batch)
                 yield _frames(batch)
                 seen = batch[-1][0]
+                if continued and batch[-1][1] == "done":
+                    return
             return
         except (ray.exceptions.RayError, AshError):
             logger.warning("session %s worker died mid-stream", session_id)
@@ -87,9 +96,15 @@ async def pump(
                 return
         # The turn continues on a new worker (ASH_TURN_RECOVERY=continue): follow it
         # there, in the same numbering, from the store for what it has already done.
-        client, turn, replay = await reg.session(session_id), None, True
+        client, turn, replay, continued = await reg.session(session_id), None, True, True
     for seq, type_, data in await reg.worker_failed(session_id, seen):
         yield frame(seq, type_, data)
+
+
+def _to_done(batch: list[Event]) -> list[Event]:
+    """The batch up to and including its first ``done`` (all of it when it has none)."""
+    end = next((i for i, event in enumerate(batch) if event[1] == "done"), len(batch) - 1)
+    return batch[: end + 1]
 
 
 async def _batches(refs: ray.ObjectRefGenerator) -> AsyncIterator[list[Event]]:
