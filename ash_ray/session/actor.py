@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -41,6 +42,8 @@ from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
 from ash_ray.session.turns import TurnRunner
 from ash_ray.session.worker_files import WorkerFiles
 from ash_ray.tenants import CredentialRecord
+
+logger = logging.getLogger(__name__)
 
 
 class SessionWorker(WorkerFiles):
@@ -282,8 +285,13 @@ class SessionWorker(WorkerFiles):
 
         The first batch holds ``session_start``; a refusal (busy, ended) raises before it.
         """
-        assert self.turns is not None
+        assert self.turns is not None and self.persist is not None
         start = await self.turns.start(prompt, options)
+        try:  # the prompt is saved before the client hears of its turn
+            await self.persist.flush()
+        except Exception:
+            logger.warning("session %s: the turn's start is not saved yet", s.record.id,
+                           exc_info=True)
         async for batch in streams.follow(s.log, start - 1, heartbeat_s):
             yield batch
 
