@@ -274,8 +274,19 @@ class SessionWorker(WorkerFiles):
     @bound
     async def send(self, s: Bound, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn; returns the sequence number of its ``session_start`` event."""
-        assert self.turns is not None
-        return await self.turns.start(prompt, options)
+        return await self._start(s, prompt, options)
+
+    async def _start(self, s: Bound, prompt: Prompt, options: dict[str, Any]) -> int:
+        """Start a turn (or wait in line for it), its prompt saved before any caller hears
+        of it: a whole-server crash right after must not lose an acknowledged message."""
+        assert self.turns is not None and self.persist is not None
+        start = await self.turns.start(prompt, options)
+        try:
+            await self.persist.flush()
+        except Exception:
+            logger.warning("session %s: the turn's start is not saved yet", s.record.id,
+                           exc_info=True)
+        return start
 
     @bound_stream
     async def run_turn(
@@ -285,13 +296,7 @@ class SessionWorker(WorkerFiles):
 
         The first batch holds ``session_start``; a refusal (busy, ended) raises before it.
         """
-        assert self.turns is not None and self.persist is not None
-        start = await self.turns.start(prompt, options)
-        try:  # the prompt is saved before the client hears of its turn
-            await self.persist.flush()
-        except Exception:
-            logger.warning("session %s: the turn's start is not saved yet", s.record.id,
-                           exc_info=True)
+        start = await self._start(s, prompt, options)
         async for batch in streams.follow(s.log, start - 1, heartbeat_s):
             yield batch
 
@@ -332,8 +337,7 @@ class SessionWorker(WorkerFiles):
     async def _turn_events(
         self, s: Bound, prompt: Prompt, options: dict[str, Any]
     ) -> AsyncIterator[Event]:
-        assert self.turns is not None
-        start = await self.turns.start(prompt, options)
+        start = await self._start(s, prompt, options)
         async for event in streams.events(s.log, start - 1):
             yield event
 
