@@ -21,7 +21,7 @@ from ash_ray.errors import Forbidden
 from ash_ray.models import AGENT_NAME_RE
 
 
-def _context(request: Request) -> IngressContext:
+async def _context(request: Request) -> IngressContext:
     ctx: IngressContext = request.app.state.ctx
     return ctx
 
@@ -29,7 +29,7 @@ def _context(request: Request) -> IngressContext:
 Ctx = Annotated[IngressContext, Depends(_context)]
 
 
-def _gatekeeper(request: Request) -> Gatekeeper:
+async def _gatekeeper(request: Request) -> Gatekeeper:
     gate: Gatekeeper = request.app.state.gate
     return gate
 
@@ -52,7 +52,7 @@ async def require_key(
 Caller = Annotated[Principal, Depends(require_key)]
 
 
-def require_admin(caller: Caller, ctx: Ctx) -> Principal:
+async def require_admin(caller: Caller, ctx: Ctx) -> Principal:
     """Only ASH_API_KEY itself may act on other tenants."""
     if not caller.admin:
         raise Forbidden(

@@ -73,7 +73,7 @@ After = Annotated[IsoTime | None, Query(description="ISO time; events at or afte
 Before = Annotated[IsoTime | None, Query(description="ISO time; events at or before it.")]
 
 
-def _filter(
+async def _filter(
     caller: Caller,
     session_id: Annotated[UUID | None, Query(alias="sessionId")] = None,
     agent_name: Annotated[
