@@ -19,6 +19,7 @@ from ash_ray.handles import DrainResult, RegistryClient
 from ash_ray.jobs.client import ensure_jobs
 from ash_ray.logs import configure_logging
 from ash_ray.names import REGISTRY_NAME
+from ash_ray.priority import favour_control_plane
 from ash_ray.registry.actor import Registry
 from ash_ray.session.actor import SessionWorker
 from ash_ray.store import open_store
@@ -58,6 +59,7 @@ class AshIngress:
 
     def __init__(self, settings: Settings) -> None:
         configure_logging(settings)
+        favour_control_plane("ingress replica")
         _reusable_direct_ingress_socket()  # the server starts after this constructor
         ensure_registry(settings)  # it starts the jobs actor when the Store holds work
         self.ctx = IngressContext(settings)

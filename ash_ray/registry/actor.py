@@ -37,6 +37,7 @@ from ash_ray.models import (
     WriteBatch,
 )
 from ash_ray.names import REGISTRY_NAME
+from ash_ray.priority import favour_control_plane
 from ash_ray.registry.agent_versions import AgentVersions
 from ash_ray.registry.agents import Agents
 from ash_ray.registry.capacity import Capacity
@@ -108,6 +109,7 @@ class Registry(RegistryFiles):
         store_factory: Callable[[Settings], Store],
         start_jobs: StartJobs | None = None,
     ) -> None:
+        favour_control_plane("registry")
         self.settings = settings
         self.store_factory = store_factory
         self.start_jobs = start_jobs  # the jobs actor, started when the Store holds work
