@@ -11,15 +11,12 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from ash_ray.api.app import create_api
-from ash_ray.api.context import IngressContext
 from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AshError
 from ash_ray.handles import DrainResult, RegistryClient
+from ash_ray.ingress import INGRESS_NAME, AshIngress
 from ash_ray.jobs.client import ensure_jobs
-from ash_ray.logs import configure_logging
 from ash_ray.names import REGISTRY_NAME
-from ash_ray.priority import favour_control_plane
 from ash_ray.registry.actor import Registry
 from ash_ray.session.actor import SessionWorker
 from ash_ray.store import open_store
@@ -27,7 +24,6 @@ from ash_ray.store import open_store
 logger = logging.getLogger(__name__)
 
 APP_NAME = "ash"
-INGRESS_NAME = "AshIngress"
 
 
 def ensure_registry(settings: Settings) -> RegistryClient:
@@ -51,23 +47,6 @@ def ensure_registry(settings: Settings) -> RegistryClient:
     registry = RegistryClient(settings.namespace, handle)
     registry.ping().get(120)
     return registry
-
-
-@serve.ingress()
-class AshIngress:
-    """Stateless HTTP front door; every replica talks to the one registry."""
-
-    def __init__(self, settings: Settings) -> None:
-        configure_logging(settings)
-        favour_control_plane("ingress replica")
-        _reusable_direct_ingress_socket()  # the server starts after this constructor
-        ensure_registry(settings)  # it starts the jobs actor when the Store holds work
-        self.ctx = IngressContext(settings)
-        if not settings.auth_enabled:
-            logger.warning("ASH_API_KEY is not set: /api/* is served WITHOUT authentication")
-
-    def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self.ctx)
 
 
 def application(settings: Settings) -> Application:
@@ -144,31 +123,6 @@ def _bindable(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _reusable_direct_ingress_socket() -> None:
-    """Bind Serve's direct-ingress socket with SO_REUSEPORT, so that a restart can bind it.
-
-    Serve 2.60 binds it with neither SO_REUSEADDR nor SO_REUSEPORT; the connections a
-    crashed server leaves in TIME_WAIT would then block ASH_PORT for a minute and a
-    restart would fail. Serve lets a caller ask for SO_REUSEPORT only (``enable_so_reuseport``),
-    and on Linux that is enough: TIME_WAIT entries keep the reuse-port flag of the listener
-    whose connections they were, so a new listener that sets it too (same user) may bind.
-    It would also let a second live listener of the same user share the port:
-    :func:`prepare_ray_env` refuses to start when anything listens on ASH_PORT.
-    """
-    from ray.serve._private import replica as serve_replica
-
-    start = getattr(serve_replica, "start_asgi_http_server", None)
-    if start is None or getattr(start, "ash_reuse", False):
-        return
-
-    async def start_reusable(*args: Any, **kwargs: Any) -> Any:
-        kwargs["enable_so_reuseport"] = True
-        return await start(*args, **kwargs)
-
-    start_reusable.ash_reuse = True  # type: ignore[attr-defined]
-    serve_replica.start_asgi_http_server = start_reusable
 
 
 # max_calls=1: the worker process exits after it answered, instead of idling (66 MiB PSS)

@@ -19,8 +19,6 @@ import re
 import time
 from typing import Any, Protocol
 
-import anthropic
-
 from ash_ray.actor_api import TurnOutcome
 from ash_ray.config import Settings
 from ash_ray.models import SessionRecord
@@ -157,6 +155,8 @@ class EvalRunner:
         """1-5 from the model, or None (judge off, or no number in its answer)."""
         if not self.settings.eval_llm_judge:
             return None
+        import anthropic  # here: the SDK's types are ~60 MiB in every process importing this
+
         key = self.settings.anthropic_api_key
         client = anthropic.AsyncAnthropic(
             api_key=key.get_secret_value() if key else None,

@@ -234,14 +234,16 @@ def test_serve_config_runs_the_ash_app_for_long_streams() -> None:
 
 
 def test_serve_config_names_the_real_application() -> None:
-    """Read from ash_ray/app.py's source: importing it would import all of Ray Serve."""
+    """Read from ash_ray/app.py's and ingress.py's source: importing them would import all
+    of Ray Serve."""
     config = serve_config(KubeRayOptions())
     module, attr = config["applications"][0]["import_path"].split(":")
     source = ast.parse((REPO / Path(*module.split("."))).with_suffix(".py").read_text())
     functions = {n.name for n in source.body if isinstance(n, ast.FunctionDef)}
+    ingress = ast.parse((REPO / "ash_ray" / "ingress.py").read_text())
     constants = {
         target.id: node.value.value
-        for node in source.body
+        for node in [*source.body, *ingress.body]
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
         for target in node.targets
         if isinstance(target, ast.Name)

@@ -3,6 +3,7 @@ live session its memory and each new worker its start time (issue 14)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -19,3 +20,25 @@ def test_a_session_worker_does_not_load_what_it_uses_only_on_demand() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# The agent's side: the SDK (its types are about 50 MiB), the agent loop, the registry and
+# the session worker. An ingress replica (every node runs one) and the jobs actor need none.
+AGENT_SIDE = ("anthropic", "ash_ray.agent", "ash_ray.registry", "ash_ray.session.actor")
+
+
+def loaded(module: str, names: tuple[str, ...]) -> list[str]:
+    code = (
+        f"import json, sys, {module}\n"
+        f"print(json.dumps(sorted(n for n in {names!r} if n in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout))
+
+
+def test_an_ingress_replica_does_not_load_the_agent_side() -> None:
+    assert loaded("ash_ray.ingress", AGENT_SIDE) == []
+
+
+def test_the_jobs_actor_loads_the_sdk_only_to_judge() -> None:
+    assert loaded("ash_ray.jobs.actor", AGENT_SIDE) == []
