@@ -3,15 +3,36 @@
 :func:`load_agent` reads an agent folder into an :class:`AgentSpec`;
 :class:`AgentLoop` runs turns against the Messages API with the tools of
 :mod:`ash_ray.agent.tools`, filtered by :mod:`ash_ray.agent.permissions`.
+
+The names below load with their module on first use: the registry (and so every process
+that resolves its handle: Ray imports an actor's class module for that) reads agent
+folders and bundles, and must not pay for the loop's ``anthropic`` SDK.
 """
 
-from ash_ray.agent.compact import CompactResult, context_of
-from ash_ray.agent.loop import AgentLoop
-from ash_ray.agent.messages import AgentEvent, TurnOptions
-from ash_ray.agent.permissions import PermissionPolicy, PermissionRules, Rule
-from ash_ray.agent.pricing import cost_usd
-from ash_ray.agent.spec import AgentSpec, Skill, load_agent
-from ash_ray.agent.tools import BUILTIN_TOOLS, Tool, ToolContext, ToolResult, run_tool
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ash_ray.agent.compact import CompactResult, context_of
+    from ash_ray.agent.loop import AgentLoop
+    from ash_ray.agent.messages import AgentEvent, TurnOptions
+    from ash_ray.agent.permissions import PermissionPolicy, PermissionRules, Rule
+    from ash_ray.agent.pricing import cost_usd
+    from ash_ray.agent.spec import AgentSpec, Skill, load_agent
+    from ash_ray.agent.tools import BUILTIN_TOOLS, Tool, ToolContext, ToolResult, run_tool
+
+_HOMES = {
+    "compact": ("CompactResult", "context_of"),
+    "loop": ("AgentLoop",),
+    "messages": ("AgentEvent", "TurnOptions"),
+    "permissions": ("PermissionPolicy", "PermissionRules", "Rule"),
+    "pricing": ("cost_usd",),
+    "spec": ("AgentSpec", "Skill", "load_agent"),
+    "tools": ("BUILTIN_TOOLS", "Tool", "ToolContext", "ToolResult", "run_tool"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "BUILTIN_TOOLS",
@@ -32,3 +53,10 @@ __all__ = [
     "load_agent",
     "run_tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -271,3 +271,11 @@ def load_agent(path: Path) -> AgentSpec:
         subagents=_subagents(folder),
         permission_mode=settings.mode,
     )
+
+
+def agent_network(spec: AgentSpec) -> bool | None:
+    """False when the agent cuts its tools' network (``ASH_SANDBOX_NETWORK=false`` in the
+    ``env`` of its ``.claude/settings.json``); None follows the server's setting. An agent
+    can only close the network, never open it where the server has cut it."""
+    value = spec.env.get("ASH_SANDBOX_NETWORK", "").strip().lower()
+    return False if value in ("false", "0", "no", "off") else None

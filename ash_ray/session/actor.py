@@ -18,13 +18,12 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import ray
 
-from ash_ray.agent import AgentLoop, AgentSpec, load_agent
-from ash_ray.agent.warmup import warm_sdk
+from ash_ray.agent.spec import agent_network, load_agent
 from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import Conflict
@@ -36,12 +35,13 @@ from ash_ray.sandbox import create_sandbox
 from ash_ray.session import agent_cache, streams, workspace
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
-from ash_ray.session.model_client import credential_client, server_client
 from ash_ray.session.persist import Persister
 from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
-from ash_ray.session.turns import TurnRunner
 from ash_ray.session.worker_files import WorkerFiles
 from ash_ray.tenants import CredentialRecord
+
+if TYPE_CHECKING:
+    from ash_ray.session.turns import TurnRunner
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class SessionWorker(WorkerFiles):
     """One session's process. Created only by the registry (see DESIGN section 2)."""
 
     def __init__(self, settings: Settings, sandbox_id: str) -> None:
+        # The agent side (the loop, the anthropic SDK: ~55 MiB) loads here, in the worker:
+        # the registry imports this module too, to create workers, and runs no agent.
+        from ash_ray.session.model_client import server_client
+
         self.settings = settings
         self.sandbox_id = sandbox_id
         self.client = server_client(settings)
@@ -76,6 +80,8 @@ class SessionWorker(WorkerFiles):
         first-request paths, so that a session's first answer does not pay them.
         """
         if not self._warmed:
+            from ash_ray.agent.warmup import warm_sdk
+
             self._warmed = True
             await warm_sdk()
         rss = psutil.Process().memory_info().rss / (1024 * 1024)
@@ -102,6 +108,9 @@ class SessionWorker(WorkerFiles):
         current = self.guard.bound
         if current is not None and current.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {current.record.id}")
+        from ash_ray.session.model_client import credential_client
+        from ash_ray.session.turns import TurnRunner
+
         try:
             if credential is not None:
                 self.client = credential_client(self.settings, credential)
@@ -162,6 +171,8 @@ class SessionWorker(WorkerFiles):
             self.settings, ws, extra_env={**spec.env, **record.config.extra_env},
             sandbox_id=self.sandbox_id, network=agent_network(spec),
         ), record.id)
+        from ash_ray.agent.loop import AgentLoop
+
         loop = AgentLoop(self.client, spec, sandbox, self.settings, session_id=record.id)
         return Bound(
             record=record, log=EventLog(record.id, last_seq=record.last_seq), spec=spec,
@@ -392,14 +403,6 @@ async def _snapshot(s: Bound, force: bool) -> bytes | None:
 def _queued(options: dict[str, Any] | None) -> dict[str, Any]:
     """The Ray-native calls queue a message sent while a turn runs (HTTP rejects it)."""
     return {"if_busy": "queue", **(options or {})}
-
-
-def agent_network(spec: AgentSpec) -> bool | None:
-    """False when the agent cuts its tools' network (``ASH_SANDBOX_NETWORK=false`` in the
-    ``env`` of its ``.claude/settings.json``); None follows the server's setting. An agent
-    can only close the network, never open it where the server has cut it."""
-    value = spec.env.get("ASH_SANDBOX_NETWORK", "").strip().lower()
-    return False if value in ("false", "0", "no", "off") else None
 
 
 def _node_id() -> str:

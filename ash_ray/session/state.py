@@ -8,13 +8,15 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ash_ray.agent import AgentLoop, AgentSpec
 from ash_ray.errors import Conflict, Unavailable
 from ash_ray.models import SessionRecord
 from ash_ray.sandbox import Sandbox
 from ash_ray.session.events import EventLog
+
+if TYPE_CHECKING:
+    from ash_ray.agent import AgentLoop, AgentSpec
 
 # A call may reach a worker while the registry's bind of it still runs (the registry
 # answers create and resume without waiting for it): session calls wait this long.

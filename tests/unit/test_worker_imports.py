@@ -42,3 +42,17 @@ def test_an_ingress_replica_does_not_load_the_agent_side() -> None:
 
 def test_the_jobs_actor_loads_the_sdk_only_to_judge() -> None:
     assert loaded("ash_ray.jobs.actor", AGENT_SIDE) == []
+
+
+def test_resolving_the_registry_loads_no_sdk() -> None:
+    """Ray imports an actor's class module to make a handle of it by name: every ingress
+    replica, CLI call and driver that finds the registry imports ``ash_ray.registry.actor``.
+    It reads agent folders and bundles, but runs no agent loop."""
+    assert loaded("ash_ray.registry.actor", ("anthropic", "ash_ray.agent.loop")) == []
+
+
+def test_the_worker_class_loads_the_sdk_only_in_a_worker() -> None:
+    """The registry imports the session worker's class to create workers; the agent side
+    (the loop, the SDK) loads in the worker's constructor."""
+    assert loaded("ash_ray.session.actor", ("anthropic", "ash_ray.agent.loop")) == []
+    assert loaded("ash_ray.app", ("anthropic", "ash_ray.agent.loop")) == []
