@@ -12,6 +12,14 @@ from typing import Any
 
 from ash_ray.session.events import EventLog
 
+# The end of a turn a new worker cannot continue: its prompt was not saved with the
+# conversation yet (the worker was lost within a flush interval of the start), or
+# ASH_TURN_RECOVERY=interrupt and nobody closed it yet. Its followers get this and `done`.
+LOST_TURN = (
+    "the session's worker was lost during this turn and the turn could not be continued; "
+    "send the message again"
+)
+
 LOST_TOOL = (
     "the session's worker (its process or node) was lost while this tool ran; "
     "it was not run again, and its effects, if any, are unknown"

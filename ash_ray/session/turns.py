@@ -31,7 +31,7 @@ from ash_ray.errors import (
 from ash_ray.models import QueuedTurn, SessionConfig, Usage, UsageRecord, new_id, utcnow
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
-from ash_ray.session.recovery import close_lost_tools, continuable
+from ash_ray.session.recovery import LOST_TURN, close_lost_tools, continuable
 from ash_ray.session.state import Bound
 
 logger = logging.getLogger(__name__)
@@ -277,6 +277,10 @@ class TurnRunner:
             running = running[1:]
         else:
             repair_conversation(s.conversation)  # closed the way an interrupted turn is
+            if turn_open:  # its followers wait for a `done`
+                s.log.emit("error", {"error": LOST_TURN})
+                s.log.emit("done", {"sessionId": s.record.id})
+                self.persist.soon()
         for item in running:
             self.lost.add(item.message_id)
             self._spawn(self.inbox.delete_turn(item.session_id, item.message_id))

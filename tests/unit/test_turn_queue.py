@@ -232,6 +232,27 @@ async def test_with_recovery_interrupt_the_turn_is_closed_and_a_resend_is_refuse
     await _until(lambda: not registry.queue)
 
 
+async def test_a_lost_turn_whose_prompt_was_not_saved_yet_ends_for_its_followers() -> None:
+    """The running row is saved with the turn's first flush, its prompt in the
+    conversation with a later one: a worker lost in between leaves a turn that cannot
+    be continued. Its followers (the client's stream) get an error and `done`, not a
+    wait without end."""
+    stored = [{"role": "user", "content": "earlier"},
+              {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
+    runner, loop, registry = _runner(stored)
+    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="lost",
+                         state="running")
+    registry.queue["m1"] = running
+    runner.persist.start()  # as the worker's bind does, before recover
+    runner.recover([running], turn_open=True)
+    assert not runner.open and loop.started == []
+    ending = [(e[1], e[2]) for e in runner.session.log.since(7)]
+    assert [t for t, _ in ending] == ["error", "done"]
+    assert "send the message again" in ending[0][1]["error"]
+    await _until(lambda: not registry.queue)
+    await _until(lambda: any(b.events and b.events[-1].type == "done" for b in registry.batches))
+
+
 async def test_a_stream_ends_at_its_done_when_the_next_turn_starts_at_once() -> None:
     runner, loop, _ = _runner()
     first = await runner.start("one", {})
