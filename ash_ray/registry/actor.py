@@ -249,6 +249,7 @@ class Registry(RegistryFiles):
         if stats:
             self.stats.observe_turn(stats)
         self.stats.events.inc(len(batch.events))
+        self.stats.batches.inc()
         await core.record(batch, stats)
 
     async def put_snapshot(self, session_id: str, data: bytes) -> None:

@@ -31,6 +31,9 @@ class RegistryStats:
         )
         self.created = Counter("ash_sessions_created", "Sessions created.", ["pool"], registry=r)
         self.events = Counter("ash_events_persisted", "Events written to the store.", registry=r)
+        self.batches = Counter(
+            "ash_worker_batches", "Batches the session workers sent to be saved.", registry=r
+        )
         self.turn_ms = Histogram(
             "ash_turn_latency_ms", "Turn wall time.", buckets=_MS_BUCKETS, registry=r
         )
