@@ -29,13 +29,13 @@ INGRESS_NAME = "AshIngress"
 def find_or_start_registry(settings: Settings) -> None:
     """Wait for the registry; start it when none runs (a Serve config deployed alone)."""
     try:
-        ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+        handle = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
     except ValueError:
         from ash_ray.app import ensure_registry  # the registry's and workers' classes
 
         ensure_registry(settings)  # it starts the jobs actor when the Store holds work
         return
-    RegistryClient(settings.namespace).ping().get(120)
+    RegistryClient(settings.namespace, handle).ping().get(120)
 
 
 @serve.ingress()

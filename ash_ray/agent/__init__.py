@@ -14,14 +14,24 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ash_ray.agent.compact import CompactResult, context_of
-    from ash_ray.agent.loop import AgentLoop
-    from ash_ray.agent.messages import AgentEvent, TurnOptions
-    from ash_ray.agent.permissions import PermissionPolicy, PermissionRules, Rule
-    from ash_ray.agent.pricing import cost_usd
-    from ash_ray.agent.spec import AgentSpec, Skill, load_agent
-    from ash_ray.agent.tools import BUILTIN_TOOLS, Tool, ToolContext, ToolResult, run_tool
+if TYPE_CHECKING:  # the names, for type checkers (``as``: re-exported)
+    from ash_ray.agent.compact import CompactResult as CompactResult
+    from ash_ray.agent.compact import context_of as context_of
+    from ash_ray.agent.loop import AgentLoop as AgentLoop
+    from ash_ray.agent.messages import AgentEvent as AgentEvent
+    from ash_ray.agent.messages import TurnOptions as TurnOptions
+    from ash_ray.agent.permissions import PermissionPolicy as PermissionPolicy
+    from ash_ray.agent.permissions import PermissionRules as PermissionRules
+    from ash_ray.agent.permissions import Rule as Rule
+    from ash_ray.agent.pricing import cost_usd as cost_usd
+    from ash_ray.agent.spec import AgentSpec as AgentSpec
+    from ash_ray.agent.spec import Skill as Skill
+    from ash_ray.agent.spec import load_agent as load_agent
+    from ash_ray.agent.tools import BUILTIN_TOOLS as BUILTIN_TOOLS
+    from ash_ray.agent.tools import Tool as Tool
+    from ash_ray.agent.tools import ToolContext as ToolContext
+    from ash_ray.agent.tools import ToolResult as ToolResult
+    from ash_ray.agent.tools import run_tool as run_tool
 
 _HOMES = {
     "compact": ("CompactResult", "context_of"),
@@ -34,25 +44,7 @@ _HOMES = {
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
 
-__all__ = [
-    "BUILTIN_TOOLS",
-    "AgentEvent",
-    "AgentLoop",
-    "AgentSpec",
-    "CompactResult",
-    "PermissionPolicy",
-    "PermissionRules",
-    "Rule",
-    "Skill",
-    "Tool",
-    "ToolContext",
-    "ToolResult",
-    "TurnOptions",
-    "context_of",
-    "cost_usd",
-    "load_agent",
-    "run_tool",
-]
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:
