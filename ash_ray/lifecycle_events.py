@@ -57,15 +57,29 @@ def without_trailing_lifecycle(events: Sequence[EventRecord]) -> list[EventRecor
 
 async def turn_open(read: ReadEvents, last_seq: int) -> bool:
     """Whether the log up to ``last_seq`` leaves a turn open: its newest event that is
-    not a lifecycle one exists and is not ``done``. Reads back a window at a time; an
-    empty window doubles the next (numbers left unused after a lost worker)."""
+    not a lifecycle one exists and is not ``done``."""
+    return await open_turn_tail(read, last_seq) is not None
+
+
+async def open_turn_tail(read: ReadEvents, last_seq: int) -> list[EventRecord] | None:
+    """The newest stored events of the turn the log leaves open (None: none is open).
+    Reads back a window at a time; an empty window doubles the next (numbers left
+    unused after a lost worker)."""
     top, size = last_seq, WINDOW
     while top > 0:
         after = max(0, top - size)
         window = [e for e in await read(after, top - after) if e.seq <= top]
         turn = without_trailing_lifecycle(window)
         if turn:
-            return turn[-1].type != "done"
+            return turn if turn[-1].type != "done" else None
         top = after
         size = size if window else size * 2
-    return False
+    return None
+
+
+def prompt_stored(tail: list[EventRecord]) -> bool:
+    """Whether an open turn's prompt reached the store: a message follows its
+    ``session_start`` (the prompt is saved with the turn's first message event). A tail
+    that does not reach back to the ``session_start`` is a long turn: saved long ago."""
+    starts = [i for i, e in enumerate(tail) if e.type == "session_start"]
+    return not starts or any(e.type == "message" for e in tail[starts[-1] + 1 :])

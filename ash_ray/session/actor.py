@@ -28,7 +28,7 @@ from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import Conflict
 from ash_ray.handles import Event, ExecOutput, RegistryClient, TurnOutcome, WorkerApi
-from ash_ray.lifecycle_events import LIFECYCLE, turn_open
+from ash_ray.lifecycle_events import LIFECYCLE, open_turn_tail, prompt_stored
 from ash_ray.lifecycle_events import entry as lifecycle_entry
 from ash_ray.models import AgentRef, EventRecord, QueuedTurn, SessionRecord, utcnow
 from ash_ray.sandbox import create_sandbox
@@ -124,32 +124,34 @@ class SessionWorker(WorkerFiles):
             lambda: self._snapshot_to_store(session), self.registry,
         )
         try:
-            stored, turn_open = await self._left_over(record, conversation)
+            stored, turn_open, prompt_saved = await self._left_over(record, conversation)
         except Exception as exc:
             self.guard.settle(error=f"{type(exc).__name__}: {exc}")
             raise
         self.persist.start()
         # A turn cut off by a lost worker continues here, or is closed the way an
         # interrupted turn is (saved with the next flush); then the queue runs.
-        self.turns.recover(stored, turn_open)
+        self.turns.recover(stored, turn_open, prompt_saved)
         self.guard.settle(session)
         return _node_id()
 
     async def _left_over(
         self, record: SessionRecord, conversation: list[dict[str, Any]]
-    ) -> tuple[list[QueuedTurn], bool]:
+    ) -> tuple[list[QueuedTurn], bool, bool]:
         """What an earlier worker of the session left: its queued and running messages,
-        and whether the stored timeline leaves a turn open (no ``done`` after it)."""
-        if not conversation and not record.num_turns:
-            return [], False  # a new session: nothing can be queued yet
+        whether the stored timeline leaves a turn open (no ``done`` after it), and
+        whether that turn's prompt was stored with the conversation."""
+        if not conversation and not record.num_turns and not record.last_seq:
+            return [], False, True  # a new session: nothing can be queued yet
         stored = await self.registry.list_turns(record.id)
         if not any(item.state == "running" for item in stored):
-            return stored, False
+            return stored, False, True
 
         async def read(after: int, limit: int) -> list[EventRecord]:
             return await self.registry.list_events(record.id, after, limit)
 
-        return stored, await turn_open(read, record.last_seq)
+        tail = await open_turn_tail(read, record.last_seq)
+        return stored, tail is not None, tail is None or prompt_stored(tail)
 
     async def _open(
         self, record: SessionRecord, agent: AgentRef, conversation: list[dict[str, Any]],

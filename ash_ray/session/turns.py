@@ -260,7 +260,9 @@ class TurnRunner:
                 continue
             turn.set_result(self._begin(item))
 
-    def recover(self, stored: list[QueuedTurn], turn_open: bool) -> None:
+    def recover(
+        self, stored: list[QueuedTurn], turn_open: bool, prompt_saved: bool = True
+    ) -> None:
         """After a bind: continue the turn a lost worker was running (when the timeline
         shows it open and ``ASH_TURN_RECOVERY=continue``), then run the stored queue."""
         loop = asyncio.get_running_loop()
@@ -272,7 +274,12 @@ class TurnRunner:
         if turn_open:  # cut off mid-turn: its last events may have been seen, not saved
             s.log.skip(UNSAVED_SEQ_MARGIN)
         go_on = turn_open and self.settings.turn_recovery == "continue"
-        if running and go_on and continuable(s.conversation):
+        if running and go_on and not prompt_saved:
+            # Lost before its prompt joined the stored conversation: the running row
+            # holds it, and the turn is asked again from there.
+            self._begin(running[0])
+            running = running[1:]
+        elif running and go_on and continuable(s.conversation):
             self._begin(running[0], continued=True)
             running = running[1:]
         else:

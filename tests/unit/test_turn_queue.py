@@ -12,7 +12,8 @@ import pytest
 from ash_ray.agent.messages import AgentEvent
 from ash_ray.config import load_settings
 from ash_ray.errors import SessionBusy, SessionEnded, WorkerLost, WorkerReleasing
-from ash_ray.models import QueuedTurn, SessionRecord, WriteBatch, utcnow
+from ash_ray.lifecycle_events import prompt_stored
+from ash_ray.models import EventRecord, QueuedTurn, SessionRecord, WriteBatch, utcnow
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.persist import Persister
@@ -232,10 +233,9 @@ async def test_with_recovery_interrupt_the_turn_is_closed_and_a_resend_is_refuse
     await _until(lambda: not registry.queue)
 
 
-async def test_a_lost_turn_whose_prompt_was_not_saved_yet_ends_for_its_followers() -> None:
-    """The running row is saved with the turn's first flush, its prompt in the
-    conversation with a later one: a worker lost in between leaves a turn that cannot
-    be continued. Its followers (the client's stream) get an error and `done`, not a
+async def test_a_lost_turn_that_cannot_be_continued_ends_for_its_followers() -> None:
+    """An open turn whose stored conversation does not end with the user's side cannot
+    be continued: its followers (the client's stream) get an error and `done`, not a
     wait without end."""
     stored = [{"role": "user", "content": "earlier"},
               {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
@@ -251,6 +251,34 @@ async def test_a_lost_turn_whose_prompt_was_not_saved_yet_ends_for_its_followers
     assert "send the message again" in ending[0][1]["error"]
     await _until(lambda: not registry.queue)
     await _until(lambda: any(b.events and b.events[-1].type == "done" for b in registry.batches))
+
+
+async def test_a_lost_turn_whose_prompt_was_not_stored_is_asked_again() -> None:
+    """The running row is saved with the turn's first flush, its prompt joins the
+    conversation with a later one: a server lost in between leaves the prompt in the
+    running row only. The acknowledged message is run from there, not lost."""
+    stored = [{"role": "user", "content": "earlier"},
+              {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
+    runner, loop, registry = _runner(stored)
+    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="again",
+                         state="running")
+    registry.queue["m1"] = running
+    runner.recover([running], turn_open=True, prompt_saved=False)
+    await _until(lambda: loop.started)
+    assert loop.started == ["again"] and runner.open
+    loop.latch("again").set()
+    await runner.task  # type: ignore[misc]
+    assert [e[1] for e in runner.session.log.since(7)].count("error") == 0
+
+
+def test_a_prompt_counts_as_stored_once_a_message_follows_its_session_start() -> None:
+    def ev(seq: int, type_: str) -> EventRecord:
+        return EventRecord(session_id="s1", seq=seq, type=type_, data={}, created_at=utcnow())
+
+    assert not prompt_stored([ev(1, "done"), ev(2, "session_start")])
+    assert not prompt_stored([ev(2, "session_start"), ev(3, "mcp_status")])
+    assert prompt_stored([ev(2, "session_start"), ev(3, "message")])
+    assert prompt_stored([ev(5, "message"), ev(6, "tool_use")])  # a long turn
 
 
 async def test_a_stream_ends_at_its_done_when_the_next_turn_starts_at_once() -> None:
