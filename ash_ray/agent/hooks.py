@@ -170,7 +170,8 @@ async def _run_one(sandbox: Any, hook: HookCommand, payload: bytes, timeout_s: f
         logger.warning("hook %r could not start: %s", hook.command, exc)
         return None
     try:
-        out, err = await asyncio.wait_for(spawned.proc.communicate(payload), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, err = await spawned.proc.communicate(payload)
     except TimeoutError:
         logger.warning("hook %r timed out after %.0fs", hook.command, timeout_s)
         return None

@@ -313,7 +313,8 @@ class McpServers:
         server.task = asyncio.create_task(server.run(sandbox), name=f"mcp-{name}")
         timeout = self.settings.mcp_startup_timeout_s
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await server.ready.wait()
         if server.running:
             names = [tool_name(name, t.name) for t in server.tools]
             emit("mcp_status", {"action": "connected", "server": name, "tools": names})
@@ -327,7 +328,8 @@ class McpServers:
         server.stop.set()
         if server.task is not None and not server.task.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(server.task), _CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await asyncio.shield(server.task)
             if not server.task.done():
                 server.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -366,7 +368,8 @@ class McpServers:
                 raise ToolFailure(f"MCP server {server_name!r} is not available: {why}")
             limit = self.settings.mcp_call_timeout_s
             try:
-                result = await asyncio.wait_for(_unless(server, server.session, tool, args), limit)
+                async with asyncio.timeout(limit):
+                    result = await _unless(server, server.session, tool, args)
             except Exception as exc:
                 why = (
                     f"did not answer within {limit:g}s"

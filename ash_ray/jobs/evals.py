@@ -79,7 +79,8 @@ class EvalRunner:
                 run = None
             if run is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.queue_poll_s)
+                    async with asyncio.timeout(self.settings.queue_poll_s):
+                        await self._wake.wait()
                 self._wake.clear()
                 continue
             await self._run(run)

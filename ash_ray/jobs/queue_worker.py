@@ -123,7 +123,8 @@ class QueueWorker:
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=self.settings.queue_poll_s)
+            async with asyncio.timeout(self.settings.queue_poll_s):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _run(self, item: dict[str, Any]) -> None:

@@ -182,7 +182,8 @@ class WorkerPool:
         self.starting += 1
         try:
             timeout = READY_TIMEOUT_S + READY_PER_START_S * self.starting
-            await asyncio.wait_for(worker.ready(), timeout)
+            async with asyncio.timeout(timeout):
+                await worker.ready()
         except GONE as exc:
             await self.ray.kill(worker)
             raise Unavailable(

@@ -70,7 +70,8 @@ class Recovery:
         if worker is None:
             return False
         try:
-            await asyncio.wait_for(worker.ready(), ADOPT_TIMEOUT_S)
+            async with asyncio.timeout(ADOPT_TIMEOUT_S):
+                await worker.ready()
             info = await worker.describe()
         except Exception:
             info = {}

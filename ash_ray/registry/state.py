@@ -244,7 +244,8 @@ class Core:
             return True
         try:
             if not live.dead:
-                await asyncio.wait_for(live.worker.ready(), 10)
+                async with asyncio.timeout(10):
+                    await live.worker.ready()
                 return True
         except TimeoutError:
             return True

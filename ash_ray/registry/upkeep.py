@@ -77,12 +77,10 @@ class Upkeep:
             self.core.accepting = False
         timeout = self.core.settings.drain_timeout_s if timeout_s is None else timeout_s
         lives = [lv for lv in self.core.live.values() if node_id in (None, lv.node_id)]
-        results = await asyncio.wait_for(
-            asyncio.gather(
+        async with asyncio.timeout(timeout):
+            results = await asyncio.gather(
                 *(self.core.release(lv, "paused") for lv in lives), return_exceptions=True
-            ),
-            timeout,
-        )
+            )
         if node_id is None:
             await self.capacity.pool.drain()
         await self.core.flush()
@@ -94,7 +92,8 @@ class Upkeep:
 
         async def one(lv: Live) -> dict[str, Any]:
             try:
-                view = await asyncio.wait_for(lv.worker.describe(), DESCRIBE_TIMEOUT_S)
+                async with asyncio.timeout(DESCRIBE_TIMEOUT_S):
+                    view = await lv.worker.describe()
             except Exception as exc:
                 return {"sessionId": lv.record.id, "error": type(exc).__name__}
             return {**view, "bound": bool(lv.node_id)}  # bound: evictable when idle

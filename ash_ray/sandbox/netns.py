@@ -208,15 +208,18 @@ class EgressHandshake:
             raise SandboxError(f"bwrap did not report its pid: {raw!r}") from exc
         if await self._read("ready_r", b"1") != b"1":
             return
-        await asyncio.wait_for(self._start_slirp(pid), ATTACH_TIMEOUT_S)
-        await asyncio.wait_for(self._add_routes(pid), ATTACH_TIMEOUT_S)
+        async with asyncio.timeout(ATTACH_TIMEOUT_S):
+            await self._start_slirp(pid)
+        async with asyncio.timeout(ATTACH_TIMEOUT_S):
+            await self._add_routes(pid)
         os.write(self.go_w, b"1")
         self._close("go_w")
 
     async def _read(self, name: str, stop: bytes) -> bytes:
         fd = getattr(self, name)
         setattr(self, name, -1)
-        return await asyncio.wait_for(_read_pipe(fd, stop), ATTACH_TIMEOUT_S)
+        async with asyncio.timeout(ATTACH_TIMEOUT_S):
+            return await _read_pipe(fd, stop)
 
     async def _start_slirp(self, pid: int) -> None:
         ready_r, ready_w = os.pipe()
@@ -236,7 +239,8 @@ class EgressHandshake:
             err = b""
             if self._slirp.stderr is not None:
                 with contextlib.suppress(TimeoutError):
-                    err = await asyncio.wait_for(self._slirp.stderr.read(4096), 1.0)
+                    async with asyncio.timeout(1.0):
+                        err = await self._slirp.stderr.read(4096)
             raise SandboxError(f"slirp4netns failed: {err.decode(errors='replace').strip()}")
 
     async def _add_routes(self, pid: int) -> None:
@@ -260,7 +264,8 @@ class EgressHandshake:
             with contextlib.suppress(ProcessLookupError):
                 slirp.kill()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slirp.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await slirp.wait()
 
     def _close(self, *names: str) -> None:
         for name in names:
@@ -295,7 +300,8 @@ async def _probe(tools: EgressTools, base: list[str]) -> str | None:
     shake.spawned()
     try:
         await shake.attach()
-        _, err = await asyncio.wait_for(proc.communicate(), ATTACH_TIMEOUT_S)
+        async with asyncio.timeout(ATTACH_TIMEOUT_S):
+            _, err = await proc.communicate()
         if proc.returncode != 0:
             return err.decode(errors="replace").strip() or f"exit {proc.returncode}"
         return None

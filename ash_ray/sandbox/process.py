@@ -315,7 +315,8 @@ class ProcessSandbox:
             # Bounded: asyncio's wait also waits for the pipes, which an escaped process
             # could hold; the readers below are bounded the same way.
             with contextlib.suppress(ProcessLookupError, TimeoutError):
-                await asyncio.wait_for(proc.wait(), _DRAIN_GRACE_S)
+                async with asyncio.timeout(_DRAIN_GRACE_S):
+                    await proc.wait()
             _, pending = await asyncio.wait(readers, timeout=_DRAIN_GRACE_S)
             for task in pending:
                 # A process that escaped the group and the cgroup still holds the pipe.
@@ -385,7 +386,8 @@ class SpawnedProcess:
         """Kill the process group and give the cgroup back. Idempotent."""
         _killpg(self.proc)
         with contextlib.suppress(ProcessLookupError, TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), _DRAIN_GRACE_S)
+            async with asyncio.timeout(_DRAIN_GRACE_S):
+                await self.proc.wait()
         if self._shake is not None:
             shake, self._shake = self._shake, None
             await shake.close()

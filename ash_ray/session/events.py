@@ -86,7 +86,8 @@ class EventLog:
         if ready:
             return ready
         try:
-            await asyncio.wait_for(self._new.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._new.wait()
         except TimeoutError:
             return []
         return self.since(after, limit)

@@ -58,7 +58,8 @@ class BindGuard:
         """The bound session; waits for the bind (up to ``wait_s``)."""
         if not self._settled.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), self.wait_s)
+                async with asyncio.timeout(self.wait_s):
+                    await self._settled.wait()
         if self.error is not None:
             raise Unavailable(f"this session's worker failed to start: {self.error}")
         if self.bound is None:

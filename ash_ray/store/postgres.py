@@ -155,7 +155,8 @@ class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue, Tenanc
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), timeout=10)
+                async with asyncio.timeout(10):
+                    await pool.close()
             except (TimeoutError, *_TRANSIENT):
                 pool.terminate()
 

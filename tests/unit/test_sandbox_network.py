@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ash_ray.config import load_settings
-from ash_ray.sandbox import create_sandbox, describe_isolation
+from ash_ray.sandbox import create_sandbox, describe_isolation, netns
 from ash_ray.sandbox.bwrap import find_bwrap, probe_bwrap
 from ash_ray.sandbox.netns import find_egress_tools, node_addresses
 from tests.helpers import require
@@ -211,6 +211,36 @@ async def test_slirp_stops_with_the_command(make: Any) -> None:
         await asyncio.sleep(0.01)
     assert my_slirps(), "no slirp4netns while the command runs"
     await asyncio.gather(running, *(box.run("true") for _ in range(3)))
+    assert my_slirps() == []
+
+
+async def test_a_cancel_landing_as_a_handshake_step_ends_stops_the_command(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn interrupted while the sandbox wires its network must not run the command.
+
+    The cancellation is made to land in the very loop pass where a handshake read ends:
+    Python 3.11's ``asyncio.wait_for`` returned the read's result and dropped such a
+    cancellation, so the command ran on to its timeout (a flaky CI failure).
+    """
+    require_egress()
+    box = make(network=True)
+    marker = box.workspace / "ran"
+    run: asyncio.Task[Any] | None = None
+    real_read = netns._read_pipe
+
+    async def read_then_cancel(fd: int, stop: bytes) -> bytes:
+        data = await real_read(fd, stop)
+        if run is not None and not run.cancelling():
+            asyncio.get_running_loop().call_soon(run.cancel)
+        return data
+
+    monkeypatch.setattr(netns, "_read_pipe", read_then_cancel)
+    run = asyncio.create_task(box.run("touch ran; sleep 30"))
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(15):  # the lost cancellation ran the command for 20 s
+            await run
+    assert not marker.exists()  # the command was never released
     assert my_slirps() == []
 
 
