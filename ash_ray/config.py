@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         description="Most pre-started workers when the create rate asks for more than "
         "ASH_WARM_POOL_SIZE (rate x worker start time).",
     )
+    worker_reuse: int = Field(
+        20, ge=0, le=10_000,
+        description="Sessions one session worker process serves, one after another, before "
+        "it is retired. A released worker (stopped, ended, paused, evicted, swept) goes "
+        "back to the warm pool with its sandbox, workspace and session state gone, and "
+        "calls through an old handle are refused there. 0: a new process per session.",
+    )
     session_num_cpus: float = Field(
         0.01, ge=0, le=64,
         description="CPUs a session reserves in Ray. Small: an idle session uses no CPU, "

@@ -41,11 +41,30 @@ class Turn:
     rest: ray.ObjectRefGenerator
 
 
-class WorkerClient(WorkerFilesCalls):
-    """A session worker, typed, as the registry holds it (no re-attach: it owns workers)."""
+# The worker's calls that are not about a session: they never name one.
+_UNSCOPED = frozenset({"ready", "bind", "watch", "unbind"})
 
-    def __init__(self, handle: ActorHandle) -> None:
+
+class WorkerClient(WorkerFilesCalls):
+    """A session worker, typed, as the registry holds it (no re-attach: it owns workers).
+
+    ``session_id``: the session the caller means. Every session call then names it, and
+    the worker refuses it (:class:`WorkerReleasing`) once it serves another session: a
+    released worker goes back to the warm pool, so a handle may outlive its session there.
+    """
+
+    def __init__(self, handle: ActorHandle, session_id: str | None = None) -> None:
         self.handle = handle
+        self.session_id = session_id
+
+    def scoped(self, session_id: str) -> WorkerClient:
+        """This worker, as the caller of ``session_id``'s calls."""
+        return WorkerClient(self.handle, session_id)
+
+    def _scope(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        if self.session_id is None or fn.__name__ in _UNSCOPED:
+            return {}
+        return {"for_session": self.session_id}
 
     def _call(
         self,
@@ -53,7 +72,10 @@ class WorkerClient(WorkerFilesCalls):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> Call[T]:
-        return Call(lambda: _method(self.handle, fn).remote(*args, **kwargs), self._refresh())
+        scope = self._scope(fn)
+        return Call(
+            lambda: _method(self.handle, fn).remote(*args, **kwargs, **scope), self._refresh()
+        )
 
     def _refresh(self) -> _Refresh | None:
         return None
@@ -65,7 +87,7 @@ class WorkerClient(WorkerFilesCalls):
         **kwargs: P.kwargs,
     ) -> ray.ObjectRefGenerator:
         method = _method(self.handle, fn).options(num_returns="streaming")
-        gen: ray.ObjectRefGenerator = method.remote(*args, **kwargs)
+        gen: ray.ObjectRefGenerator = method.remote(*args, **kwargs, **self._scope(fn))
         return gen
 
     def ready(self) -> Call[dict[str, Any]]:
@@ -79,6 +101,9 @@ class WorkerClient(WorkerFilesCalls):
 
     def watch(self) -> Call[None]:
         return self._call(WorkerApi.watch)
+
+    def unbind(self, session_id: str) -> Call[bool]:
+        return self._call(WorkerApi.unbind, session_id)
 
     def set_status(
         self, status: str, wait: bool = True, event: dict[str, Any] | None = None
@@ -169,7 +194,7 @@ class SessionClient(WorkerClient):
     """
 
     def __init__(self, registry: RegistryClient, session: SessionRecord, handle: ActorHandle):
-        super().__init__(handle)
+        super().__init__(handle, session.id)
         self.registry = registry
         self.session = session
 

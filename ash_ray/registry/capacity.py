@@ -34,6 +34,7 @@ class Capacity:
         self.core = core
         self.placement = Placement(core.settings, core.ray)
         self.pool = WorkerPool(core.settings, self.placement, self.worker_count)
+        core.retire = self._retire
         self.waiting = 0
         # Creates past make_room that have not tracked their session yet: they hold a slot
         # (concurrent creates would all see the same free one while a worker is submitted).
@@ -58,6 +59,15 @@ class Capacity:
         finally:
             # The caller tracks the session before its next await: the slot stays counted.
             self.reserved -= 1
+
+    async def _retire(self, live: Live) -> None:
+        """A released session's worker: back to the pool (or killed, see ``give_back``)."""
+        rec = live.record
+        reusable = self.core.accepting and live.node_id not in self.core.draining_nodes
+        if live.dead or not live.node_id or not reusable:
+            await self.core.ray.kill(live.worker)
+            return
+        await self.pool.give_back(rec.sandbox_id, live.worker, rec.id)
 
     async def make_room(self) -> None:
         """Reserve a slot for one more session (the caller releases ``reserved`` once it has
@@ -106,7 +116,8 @@ class Capacity:
 
     async def _evict_one(self) -> bool:
         if self.pool.idle:
-            _sid, worker = self.pool.idle.pop(0)
+            sid, worker = self.pool.idle.pop(0)
+            self.pool.served.pop(sid, None)
             await self.core.ray.kill(worker)
             return True
         # A session whose worker is still starting is not idle: its first message is

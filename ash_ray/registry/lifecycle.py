@@ -69,7 +69,7 @@ class Lifecycle:
         credential = await self._credential(rec)
         (sid, worker), hit = await self.capacity.worker()
         rec, created = cold_event(
-            rec.model_copy(update={"id": sid, "sandbox_id": sid}),
+            rec.model_copy(update={"id": self._new_session_id(sid), "sandbox_id": sid}),
             "created", agentName=agent.name, model=config.model,
         )
         await self._bind(
@@ -101,12 +101,16 @@ class Lifecycle:
         committed. A worker that does not start or bind leaves the session in ``error``;
         the next attach resumes it cold on another worker.
         """
-        live = Live(rec, worker)
+        live = Live(rec, worker.scoped(rec.id))
         self.core.track(live)
         self.core.background(
             self._finish_bind(live, agent, conversation, snapshot, started, credential)
         )
         await self.core.submit(rec, batch=extra)
+
+    def _new_session_id(self, sandbox_id: str) -> str:
+        """A new worker's sandbox id names its first session; a reused one's cannot."""
+        return new_id() if self.capacity.pool.reused(sandbox_id) else sandbox_id
 
     async def _finish_bind(
         self, live: Live, agent: AgentRef, conversation: list[dict[str, Any]],
@@ -280,12 +284,14 @@ class Lifecycle:
                 parent.agent_name, parent.config.agent_version, parent.tenant_id
             )
             credential = await self._credential(parent)
-            (sid, worker), hit = await self.capacity.worker()
+            (sandbox_id, worker), hit = await self.capacity.worker()
+            sid = self._new_session_id(sandbox_id)
             now = utcnow()
             child, forked = cold_event(
                 SessionRecord(
                     id=sid, agent_name=parent.agent_name, tenant_id=parent.tenant_id,
-                    sandbox_id=sid, status="active", created_at=now, last_active_at=now,
+                    sandbox_id=sandbox_id, status="active", created_at=now,
+                    last_active_at=now,
                     parent_session_id=parent.id, config=parent.config,
                     last_seq=events[-1].seq if events else 0,
                 ),

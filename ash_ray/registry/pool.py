@@ -164,6 +164,7 @@ class WorkerPool:
         self.warming = 0
         self.starting = 0  # workers waited for by started(), pooled or not
         self.demand = Demand(settings)
+        self.served: dict[str, int] = {}  # sessions served so far, by reused worker
         self._refill: asyncio.Task[None] | None = None
 
     async def spawn(self, sandbox_id: str | None = None, wait: bool = True) -> Worker:
@@ -193,6 +194,27 @@ class WorkerPool:
         finally:
             self.starting -= 1
         self.demand.started(time.monotonic() - t0)
+
+    async def give_back(self, sandbox_id: str, worker: WorkerClient, session_id: str) -> None:
+        """A worker whose session was released: into the pool when it may serve another
+        (``worker_reuse``) and the pool has room, else killed. The worker forgets the
+        session first, and refuses (False) when anything of it still runs there."""
+        served = self.served.get(sandbox_id, 0) + 1
+        room = len(self.idle) + self.warming < self.settings.warm_pool_max
+        if served < self.settings.worker_reuse and room:
+            try:
+                if await worker.unbind(session_id):
+                    self.served[sandbox_id] = served
+                    self.idle.append((sandbox_id, WorkerClient(worker.handle)))
+                    return
+            except Exception:
+                logger.warning("worker %s could not be reused", sandbox_id, exc_info=True)
+        self.served.pop(sandbox_id, None)
+        await self.ray.kill(worker)
+
+    def reused(self, sandbox_id: str) -> bool:
+        """Whether this pooled worker served a session before (its id is not a new one)."""
+        return sandbox_id in self.served
 
     def take(self) -> Worker | None:
         self.demand.took()
@@ -227,4 +249,5 @@ class WorkerPool:
 
     async def drain(self) -> None:
         idle, self.idle = self.idle, []
+        self.served.clear()
         await asyncio.gather(*(self.ray.kill(worker) for _sid, worker in idle))

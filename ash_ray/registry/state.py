@@ -93,6 +93,12 @@ class Core:
         self._background: set[asyncio.Task[None]] = set()
         # Called when a tracked worker dies (set by the recovery service).
         self.on_lost: Callable[[Live], Awaitable[None]] | None = None
+        # Takes a released session's worker back (set by capacity: to the warm pool).
+        self.retire: Callable[[Live], Awaitable[None]] = self._kill
+        self.draining_nodes: set[str] = set()
+
+    async def _kill(self, live: Live) -> None:
+        await self.ray.kill(live.worker)
 
     def start(self) -> None:
         self.writer.start()
@@ -184,7 +190,7 @@ class Core:
         self.background(watch())
 
     async def release(self, live: Live, status: str) -> SessionRecord:
-        """Save and snapshot a session, then kill its worker: the session goes cold."""
+        """Save and snapshot a session, then retire its worker: the session goes cold."""
         rec = await self._release(live, status, idle_only=False)
         assert rec is not None  # only an idle-only release is refused
         return rec
@@ -230,7 +236,7 @@ class Core:
             return None
         if self.live.get(live.record.id) is live:
             self.live.pop(live.record.id)
-        await self.ray.kill(live.worker)
+        await self.retire(live)
         return rec
 
     async def usable(self, live: Live) -> bool:

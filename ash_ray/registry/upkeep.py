@@ -75,6 +75,8 @@ class Upkeep:
         """
         if node_id is None:
             self.core.accepting = False
+        else:
+            self.core.draining_nodes.add(node_id)  # its workers are not reused
         timeout = self.core.settings.drain_timeout_s if timeout_s is None else timeout_s
         lives = [lv for lv in self.core.live.values() if node_id in (None, lv.node_id)]
         async with asyncio.timeout(timeout):

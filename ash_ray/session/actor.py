@@ -108,6 +108,7 @@ class SessionWorker(WorkerFiles):
         current = self.guard.bound
         if current is not None and current.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {current.record.id}")
+        self.guard.expect(record.id)
         from ash_ray.session.model_client import credential_client
         from ash_ray.session.turns import TurnRunner
 
@@ -186,8 +187,27 @@ class SessionWorker(WorkerFiles):
         return self.turns is not None and self.turns.open
 
     async def watch(self) -> None:
-        """Never returns: the registry's pending call fails the moment this process dies."""
-        await asyncio.Future()
+        """Returns when the session bound now (or next) leaves this worker, and fails the
+        moment this process dies: the registry's death watch of that session."""
+        await self.guard.unbound.wait()
+
+    async def unbind(self, session_id: str) -> bool:
+        """After :meth:`release`: forget ``session_id`` and wait in the pool for the next
+        bind. False (the registry then kills the worker) unless the session was released
+        here and nothing of it still runs."""
+        s = self.guard.bound
+        if s is None or s.record.id != session_id or self.turns is None:
+            return False
+        if not self.turns.quiet() or not self.turns.closing or self.persist is None:
+            return False
+        await self.persist.close()
+        s.log.close()  # its followers go looking for the session's next worker
+        self.guard.reset()
+        self.turns = self.persist = self.logbook = None
+        from ash_ray.session.model_client import server_client
+
+        self.client = server_client(self.settings)  # a session's own key stays with it
+        return True
 
     @bound
     async def set_status(
@@ -219,9 +239,11 @@ class SessionWorker(WorkerFiles):
         await self.persist.flush(wait=True)
         return s.record
 
-    async def describe(self) -> dict[str, Any]:
-        """What an operator wants to see in `ash-ray ps` or the dashboard (never waits)."""
+    async def describe(self, for_session: str | None = None) -> dict[str, Any]:
+        """What an operator wants to see in `ash-ray ps` or the dashboard (never waits).
+        ``for_session``: refused unless that session is the bound one."""
         info = await self.ready()
+        self.guard.check(for_session)
         s = self.guard.bound
         if s is None:
             return {**info, "bound": False}

@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 
 from ash_ray.actor_api import Event
+from ash_ray.errors import WorkerReleasing
 from ash_ray.models import EventRecord, utcnow
 
 
@@ -26,6 +27,7 @@ class EventLog:
         # is held back (a ``done`` waiting for its save) waits for it.
         self._published = last_seq
         self._held: dict[int, Event] = {}
+        self.closed = False
 
     def emit(self, type_: str, data: dict, publish: bool = True) -> Event:
         """Number an event and queue it for the store; readers see it now, or at
@@ -80,14 +82,27 @@ class EventLog:
         start = max(0, len(self._events) - (top - after))
         return [self._events[i] for i in range(start, min(len(self._events), start + limit))]
 
+    def close(self) -> None:
+        """The session left this worker: readers get what is left, then WorkerReleasing
+        (as from a worker gone: they follow the session to its next worker)."""
+        self.closed = True
+        self._new.set()
+
     async def wait(self, after: int, timeout_s: float, limit: int = 1000) -> list[Event]:
         """Events with seq > after; waits up to ``timeout_s`` for the first one."""
         ready = self.since(after, limit)
         if ready:
             return ready
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._new.wait()
-        except TimeoutError:
-            return []
-        return self.since(after, limit)
+        if not self.closed:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._new.wait()
+            except TimeoutError:
+                return []
+            ready = self.since(after, limit)
+        if not ready and self.closed:
+            raise WorkerReleasing(
+                f"session {self.session_id} left this worker; attach again",
+                session_id=self.session_id,
+            )
+        return ready

@@ -8,6 +8,7 @@ ignores rows it already has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +50,14 @@ class Persister:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._flush_forever())
+
+    async def close(self) -> None:
+        """Stop the background flushes (after the last :meth:`flush`)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def turn_running(self, item: QueuedTurn) -> None:
         """Keep the running turn in the store with the next flush (a new worker

@@ -160,6 +160,10 @@ class TurnRunner:
         a message sent meanwhile waits for before its turn starts)."""
         return not self._busy() and (self.task is None or self.task.done())
 
+    def quiet(self) -> bool:
+        """:meth:`idle`, and no queue write of a turn still on its way to the store."""
+        return self.idle() and not self._background
+
     async def start(self, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn (or wait in line for it); returns the seq of its ``session_start``."""
         s = self.session

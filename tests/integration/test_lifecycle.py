@@ -9,7 +9,9 @@ import httpx
 import pytest
 import ray
 
+from ash_ray.errors import WorkerReleasing
 from ash_ray.names import REGISTRY_NAME, actor_name
+from tests.helpers import wait_for
 from tests.integration.conftest import Target
 from tests.integration.sse import message_kinds, new_session, send
 
@@ -28,6 +30,48 @@ def _write_file(http: httpx.Client, sid: str, name: str, text: str) -> None:
 def _cat(http: httpx.Client, sid: str, name: str) -> str:
     frames = send(http, sid, f"TOOL Bash {json.dumps({'command': f'cat {name}'})}")
     return json.dumps(next(f[2] for f in frames if f[1] == "tool_result")["content"])
+
+
+def _serves(namespace: str, sandbox_id: str, sid: str) -> bool:
+    """Whether the worker ``sandbox_id`` (gone, pooled, or serving another) serves ``sid``."""
+    try:
+        worker = ray.get_actor(actor_name(sandbox_id), namespace=namespace)
+    except ValueError:
+        return False
+    try:
+        return bool(ray.get(worker.describe.remote(for_session=sid)).get("bound"))
+    except WorkerReleasing:
+        return False
+
+
+def _pool_settled(http: httpx.Client) -> None:
+    wait_for(lambda: http.get("/health").json()["pool"]["warming"] == 0, 60, what="pool full")
+
+
+def test_a_released_worker_serves_the_next_session_with_nothing_of_the_last(
+    target: Target,
+) -> None:
+    http, agent = target.http, target.agent
+    first = http.post("/api/sessions", json={"agent": agent}).json()["session"]
+    a = first["id"]
+    _write_file(http, a, "secret-a.txt", "only-for-a")
+    _pool_settled(http)  # no refill lands after a's worker goes back: it is taken next
+    http.post(f"/api/sessions/{a}/stop")
+    second = http.post("/api/sessions", json={"agent": agent}).json()["session"]
+    b = second["id"]
+    assert second["sandboxId"] == first["sandboxId"] and b != a  # one process, two sessions
+    seen = _cat(http, b, "secret-a.txt") + _cat(http, b, f"../{a}/secret-a.txt")
+    assert "only-for-a" not in seen and "No such file" in seen
+    assert "only-for-a" not in http.get(f"/api/sessions/{b}/messages").text  # a's prompt
+    worker = ray.get_actor(actor_name(first["sandboxId"]), namespace=target.namespace)
+    with pytest.raises(WorkerReleasing):  # a caller still holding a's handle reaches nothing
+        ray.get(worker.exec.remote("cat secret-a.txt", None, for_session=a))
+    assert not _serves(target.namespace, first["sandboxId"], a)
+    assert "only-for-a" in _cat(http, a, "secret-a.txt")  # a resumes on a worker of its own
+    resumed = http.get(f"/api/sessions/{a}").json()["session"]
+    assert resumed["sandboxId"] != first["sandboxId"]
+    for sid in (a, b):
+        http.delete(f"/api/sessions/{sid}")
 
 
 def test_pause_then_resume_is_warm(target: Target) -> None:
@@ -50,8 +94,7 @@ def test_stop_then_cold_resume_keeps_conversation_and_files(
     send(http, sid, "remember the word tangerine")
     stopped = http.post(f"/api/sessions/{sid}/stop").json()["session"]
     assert stopped["status"] == "stopped"
-    with pytest.raises(ValueError):
-        ray.get_actor(actor_name(stopped["sandboxId"]), namespace=target.namespace)
+    assert not _serves(target.namespace, stopped["sandboxId"], sid)
     cold_before = http.get("/health").json()["pool"]["resumeColdHits"]
 
     resumed = http.post(f"/api/sessions/{sid}/resume").json()["session"]
@@ -149,6 +192,5 @@ def test_idle_sessions_are_swept_cold(target: Target) -> None:
     assert swept >= 1
     session = http.get(f"/api/sessions/{sid}").json()["session"]
     assert session["status"] == "paused"
-    with pytest.raises(ValueError):
-        ray.get_actor(actor_name(session["sandboxId"]), namespace=target.namespace)
+    assert not _serves(target.namespace, session["sandboxId"], sid)
     assert send(http, sid, "back again")[-1][1] == "done"

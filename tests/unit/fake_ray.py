@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ash_ray.errors import WorkerReleasing
 from ash_ray.handles import WorkerClient
 from ash_ray.models import SessionRecord, WriteBatch, utcnow
 
@@ -40,6 +41,24 @@ class FakeWorker:
         # The lifecycle entries this worker was asked to number into its log.
         self.lifecycle: list[dict[str, Any]] = []
         self._died = asyncio.get_running_loop().create_future()
+        self.reusable = False  # unbind() agrees (a real worker does once released)
+        self.served: list[str] = []  # sessions it served before the bound one
+
+    def scope(self, for_session: str | None) -> None:
+        """The real guard's check: a call naming another session than the bound one."""
+        if for_session is None:
+            return
+        record = self.record
+        if record.id != for_session if record is not None else for_session in self.served:
+            raise WorkerReleasing(f"session {for_session} is no longer on this worker")
+
+    async def unbind(self, session_id: str) -> bool:
+        self._check("unbind")
+        if not self.reusable or self.record is None or self.record.id != session_id:
+            return False
+        self.served.append(session_id)
+        self.record = None
+        return True
 
     def kill(self) -> None:
         if self.alive:
@@ -127,7 +146,13 @@ class _Method:
 
     def remote(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """Like an ObjectRef: the call runs whether or not anyone awaits it."""
-        future = asyncio.ensure_future(getattr(self.worker, self.name)(*args, **kwargs))
+        scope = kwargs.pop("for_session", None)
+
+        async def call() -> Any:
+            self.worker.scope(scope)  # in the worker, as the real guard does
+            return await getattr(self.worker, self.name)(*args, **kwargs)
+
+        future = asyncio.ensure_future(call())
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
 
@@ -151,6 +176,7 @@ class FakeRayOps:
         self.spawned: list[str] = []
         self.sink: Sink | None = None  # set to the registry's way of saving a record
         self.start_gate: asyncio.Event | None = None  # new workers start when it is set
+        self.reusable = False  # new workers agree to unbind (go back to the pool)
 
     def client(self, worker: FakeWorker) -> WorkerClient:
         return WorkerClient(FakeHandle(worker))  # type: ignore[arg-type]
@@ -161,6 +187,7 @@ class FakeRayOps:
     async def spawn(self, sandbox_id: str, options: dict[str, Any]) -> WorkerClient:
         worker = FakeWorker(sandbox_id, self.sink)
         worker.start_gate = self.start_gate
+        worker.reusable = self.reusable
         self.workers[sandbox_id] = worker
         self.spawned.append(sandbox_id)
         return self.client(worker)

@@ -101,7 +101,7 @@ def test_the_clients_name_only_methods_the_actors_have() -> None:
     called = {n for n in vars(RegistryClient) if not n.startswith("_")}
     assert called - {"handle", "session", "session_sync"} <= set(vars(RegistryApi))
     called = {n for n in vars(WorkerClient) if not n.startswith("_")}
-    assert called - {"start_turn"} <= set(vars(WorkerApi))
+    assert called - {"start_turn", "scoped"} <= set(vars(WorkerApi))
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ash_ray.config import Settings, load_settings
-from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable
+from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable, WorkerReleasing
 from ash_ray.models import EventRecord, QueuedTurn, WriteBatch, utcnow
 from ash_ray.registry.actor import Services
 from ash_ray.registry.pool import SESSION_MEMORY_GUESS_MB, Demand, Placement
@@ -333,6 +333,61 @@ async def test_pause_resume_stop_end_and_locks_are_dropped(
     with pytest.raises(SessionEnded):
         await svc.lifecycle.resume(sid)
     assert len(svc.core.locks) == 0
+
+
+async def test_a_released_worker_serves_the_next_session_and_refuses_the_old_one(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    ray_ops.reusable = True
+    a = await create(svc)
+    await bound(svc, a)
+    old = svc.core.live[a].worker  # a caller's handle on session a
+    assert (await svc.lifecycle.stop(a)).status == "stopped"
+    assert ray_ops.killed == [] and ray_ops.workers[a].calls[-1] == "unbind"
+    b = await create(svc)
+    await bound(svc, b)
+    assert ray_ops.spawned == [a]  # no new process: a's worker serves b
+    assert svc.core.live[b].record.sandbox_id == a and b != a  # b has an id of its own
+    with pytest.raises(WorkerReleasing):
+        await old.describe()  # the stale handle reaches nothing of b
+    assert (await svc.core.live[b].worker.describe())["sessionId"] == b
+    resumed = await svc.lifecycle.resume(a)  # a itself comes back on another worker
+    assert resumed.sandbox_id not in (a, "") and ray_ops.spawned[-1] == resumed.sandbox_id
+
+
+async def test_a_worker_is_retired_after_worker_reuse_sessions(
+    tmp_path: Path, agent_dir: Path, ray_ops: FakeRayOps
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path / "data", warm_pool_size=0, capacity_wait_s=0, worker_reuse=2,
+        sweep_interval_s=3600, store_flush_ms=0, evict_grace_s=0,
+    )
+    ray_ops.reusable = True
+    svc = await start(settings, ray_ops)
+    await svc.agents.deploy("a", str(agent_dir))
+    try:
+        first = await create(svc)
+        await bound(svc, first)
+        await svc.lifecycle.end(first)
+        second = await create(svc)
+        await bound(svc, second)
+        assert ray_ops.spawned == [first] and ray_ops.killed == []
+        await svc.lifecycle.end(second)  # its second session: retired, not reused
+        assert ray_ops.killed == [first] and svc.capacity.pool.idle == []
+    finally:
+        await svc.close()
+
+
+async def test_the_worker_of_an_evicted_session_serves_the_create_that_evicted_it(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    ray_ops.reusable = True
+    a, b = await create(svc), await create(svc)  # max_sandboxes=2
+    await bound(svc, a, b)
+    c = await create(svc)  # evicts a, the least recently active
+    await bound(svc, c)
+    assert set(svc.core.live) == {b, c} and ray_ops.killed == []
+    assert ray_ops.spawned == [a, b] and svc.core.live[c].record.sandbox_id == a
 
 
 async def test_a_state_change_in_progress_refuses_another(svc: Services) -> None:

@@ -13,7 +13,7 @@ from ray._common.signature import extract_signature
 
 from ash_ray.agent import TurnOptions
 from ash_ray.config import load_settings
-from ash_ray.errors import Conflict, Unavailable
+from ash_ray.errors import Conflict, Unavailable, WorkerReleasing
 from ash_ray.models import SessionConfig, SessionRecord, WriteBatch, utcnow
 from ash_ray.session.actor import SessionWorker
 from ash_ray.session.events import EventLog
@@ -25,7 +25,7 @@ from tests.unit.test_turn_queue import _result, _runner, _until
 
 # Worker methods that never wait for a bind: the probe, the bind itself, the death watch,
 # and `describe` (an operator's view of an unbound pool worker must not hang).
-UNGUARDED = {"ready", "bind", "watch", "describe"}
+UNGUARDED = {"ready", "bind", "watch", "unbind", "describe"}
 
 
 def _remote_methods() -> dict[str, Any]:
@@ -45,7 +45,8 @@ def test_every_session_method_waits_for_the_bind_through_the_one_guard() -> None
 def test_ray_sees_the_guarded_methods_without_the_session_argument() -> None:
     # Ray checks arguments against inspect.unwrap(method)'s signature.
     params = extract_signature(inspect.unwrap(SessionWorker.run_turn), ignore_first=True)
-    assert [p.name for p in params] == ["prompt", "options", "heartbeat_s"]
+    # for_session: the session the caller means (a reused worker refuses another's).
+    assert [p.name for p in params] == ["prompt", "options", "heartbeat_s", "for_session"]
     assert inspect.isasyncgenfunction(SessionWorker.ask_stream)
     assert inspect.iscoroutinefunction(SessionWorker.ask)
 
@@ -87,6 +88,39 @@ async def test_a_stream_started_before_the_bind_waits_for_it() -> None:
     worker.guard.settle(_bound())
     assert await streaming == [("s1", 0), ("s1", 1)]
     assert await calling == ("s1", 7)
+
+
+async def test_a_reused_worker_refuses_calls_meant_for_its_earlier_session() -> None:
+    worker = Worker(wait_s=30.0)
+    worker.guard.settle(_bound("s1"))
+    assert await worker.call(1, for_session="s1") == ("s1", 1)  # type: ignore[call-arg]
+    watch = asyncio.create_task(worker.guard.unbound.wait())  # s1's death watch
+    worker.guard.reset()  # s1 released, the worker back in the pool
+    await asyncio.wait_for(watch, 5)  # ends with s1's stay, not with the process
+    with pytest.raises(WorkerReleasing, match="s1"):  # at once, not after the bind wait
+        await asyncio.wait_for(worker.call(2, for_session="s1"), 5)  # type: ignore[call-arg]
+    worker.guard.settle(_bound("s2"))
+    with pytest.raises(WorkerReleasing):
+        [x async for x in worker.stream(1, for_session="s1")]  # type: ignore[call-arg]
+    assert await worker.call(3, for_session="s2") == ("s2", 3)  # type: ignore[call-arg]
+    assert await worker.call(4) == ("s2", 4)  # the registry's own calls name none
+    worker.guard.reset()  # s2 leaves; s1 comes back to this worker, its bind under way
+    calling = asyncio.create_task(worker.call(5, for_session="s1"))  # type: ignore[call-arg]
+    await asyncio.sleep(0)
+    worker.guard.expect("s1")
+    worker.guard.settle(_bound("s1"))
+    assert await asyncio.wait_for(calling, 5) == ("s1", 5)
+
+
+async def test_followers_of_a_session_that_left_the_worker_are_told_to_attach_again() -> None:
+    log = EventLog("s1")
+    log.emit("message", {"n": 1})
+    waiting = asyncio.create_task(log.wait(1, 30))
+    await asyncio.sleep(0)
+    log.close()
+    with pytest.raises(WorkerReleasing, match="s1"):
+        await asyncio.wait_for(waiting, 5)
+    assert [e[0] for e in await log.wait(0, 30)] == [1]  # what is left is still read
 
 
 async def test_a_failed_bind_fails_every_waiting_call() -> None:
