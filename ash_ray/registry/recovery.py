@@ -76,9 +76,12 @@ class Recovery:
         except Exception:
             info = {}
         if info.get("bound") and info.get("sessionId") == rec.id:
-            self.core.track(Live(rec, worker, running=info["turnRunning"], node_id=info["nodeId"]))
+            self.core.track(Live(
+                rec, worker.scoped(rec.id), running=info["turnRunning"], node_id=info["nodeId"]
+            ))
             return True
-        await self.core.ray.kill(worker)
+        if not info.get("bound"):  # one bound to another session is that one's to adopt
+            await self.core.ray.kill(worker)
         return False
 
     async def _all_sessions(self, status: str) -> list[SessionRecord]:

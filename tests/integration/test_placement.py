@@ -176,10 +176,12 @@ def test_sessions_land_on_the_slotted_node_and_the_third_gets_503(
     assert "paused" in statuses, "one idle session must have been evicted cold"
     for session in (first, second, third):
         session.end()
-    wait_for(
-        lambda: ray.available_resources().get("ash_session_slot", 0) == SLOTS,
-        timeout_s=30, what="both slots free again",
-    )  # fmt: skip
+    # Their workers went back to the warm pool with their slots: new sessions get both.
+    wait_for(lambda: not bound(), timeout_s=30, what="every session released")
+    again = [slotted.session("slots") for _ in range(SLOTS)]  # capacity_wait_s=0: no wait
+    assert {s.describe()["nodeId"] for s in again} == {slot_node}
+    for session in again:
+        session.end()
 
 
 def test_a_cold_resume_lands_on_the_slotted_node_again(slotted: AshRay, slot_node: str) -> None:
