@@ -27,7 +27,7 @@ class WorkerFiles(HasGuard):
     registry: RegistryClient
     logbook: LogBook | None = None
 
-    def logged(self, sandbox: Sandbox, session_id: str) -> Sandbox:
+    def _logged(self, sandbox: Sandbox, session_id: str) -> Sandbox:
         """``sandbox`` writing its commands' output into this session's log book."""
         if self.logbook is None:
             registry = self.registry
@@ -83,7 +83,7 @@ class WorkerFiles(HasGuard):
             return await self.registry.list_logs(s.record.id, after, limit)
         return await self.logbook.since(after, limit)
 
-    async def flush_logs(self) -> None:
+    async def _flush_logs(self) -> None:
         """Save the lines still unsaved (before the worker is released)."""
         if self.logbook is not None:
             await self.logbook.flush()

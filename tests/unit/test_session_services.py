@@ -29,9 +29,10 @@ UNGUARDED = {"ready", "bind", "watch", "unbind", "describe"}
 
 
 def _remote_methods() -> dict[str, Any]:
+    # As Ray sees them: the class's own methods and its mixins' (files, binding).
     return {
-        name: fn for name, fn in vars(SessionWorker).items()
-        if not name.startswith("_") and callable(fn)
+        name: fn for name, fn in inspect.getmembers(SessionWorker, callable)
+        if not name.startswith("_")
     }
 
 
