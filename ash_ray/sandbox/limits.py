@@ -24,13 +24,19 @@ machine and never enforces it for uid 0. So:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import signal
 from pathlib import Path
 
 from ash_ray.config import Settings
 from ash_ray.errors import SandboxError
 from ash_ray.sandbox.cgroups import CgroupPlaces, discover
+
+_PR_SET_PDEATHSIG = 1
+# Looked up here, in the worker: a child between fork and exec only calls it.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 LIMIT_MODES: tuple[str, ...] = ("cgroup2", "cgroup1", "rlimit")
 
@@ -111,14 +117,19 @@ def build_rlimits(settings: Settings, mode: str) -> tuple[tuple[int, int], ...]:
 
 
 def child_setup(
-    rlimits: tuple[tuple[int, int], ...], join_files: tuple[str, ...], keep: tuple[int, ...] = ()
+    rlimits: tuple[tuple[int, int], ...],
+    join_files: tuple[str, ...],
+    keep: tuple[int, ...] = (),
+    parent: int | None = None,
 ) -> None:
-    """Run in the forked child before exec: seal the worker's descriptors, enter the
-    cgroup, then lower the limits.
+    """Run in the forked child before exec: die with ``parent``, seal the worker's
+    descriptors, enter the cgroup, then lower the limits.
 
     Entering the cgroup here, before exec, means no descendant can be forked outside
     it. Kept to raw syscalls because it runs between fork and exec.
     """
+    if parent is not None:
+        die_with(parent)
     seal_descriptors(keep)
     pid = str(os.getpid()).encode()
     for path in join_files:
@@ -129,6 +140,16 @@ def child_setup(
             os.close(fd)
     for res, value in rlimits:
         resource.setrlimit(res, (value, value))
+
+
+def die_with(parent: int) -> None:
+    """SIGKILL this process when the worker that forks it dies (``PR_SET_PDEATHSIG``,
+    kept across exec). bubblewrap's ``--die-with-parent`` sets the same, but only once
+    it runs: a worker killed in between left a sandbox behind that nothing would end.
+    Exits at once when the worker is already gone."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(125)
 
 
 def seal_descriptors(keep: tuple[int, ...]) -> None:

@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from ash_ray.config import Settings
@@ -159,11 +161,8 @@ class ProcessSandbox:
     ) -> ExecResult:
         cgroup = self._acquire_cgroup()
         try:
-            rlimits = build_rlimits(self._settings, self._limit_mode)
             keep = shake.child_fds() if shake else ()
-            setup = functools.partial(
-                child_setup, rlimits, cgroup.join_files if cgroup else (), tuple(keep)
-            )
+            setup = self._child_setup(cgroup, keep)
             try:
                 proc = await _start(
                     *argv,
@@ -204,11 +203,8 @@ class ProcessSandbox:
         argv, launch_env = self._argv(command, self._workspace, shake, dict(env or {}))
         cgroup = self._acquire_cgroup()
         try:
-            rlimits = build_rlimits(self._settings, self._limit_mode)
             keep = shake.child_fds() if shake else ()
-            setup = functools.partial(
-                child_setup, rlimits, cgroup.join_files if cgroup else (), tuple(keep)
-            )
+            setup = self._child_setup(cgroup, keep)
             proc = await _start(
                 *argv,
                 stdin=subprocess.PIPE,
@@ -243,6 +239,14 @@ class ProcessSandbox:
         if proc in self._procs:
             self._procs.discard(proc)
             await self._release_cgroup()
+
+    def _child_setup(
+        self, cgroup: SandboxCgroup | None, keep: tuple[int, ...]
+    ) -> Callable[[], None]:
+        """What a child runs between fork and exec (see :func:`child_setup`)."""
+        rlimits = build_rlimits(self._settings, self._limit_mode)
+        join = cgroup.join_files if cgroup else ()
+        return functools.partial(child_setup, rlimits, join, tuple(keep), os.getpid())
 
     def _handshake(self) -> EgressHandshake | None:
         """Pipes to wire this run's network namespace to slirp4netns (egress only)."""

@@ -311,6 +311,38 @@ async def test_setsid_escape_is_killed_by_the_cgroup(closing: Any) -> None:
     await wait_for_async(lambda: not processes_with(f"sleep {token}"), 5, what="no sleep left")
 
 
+WORKER = """
+import asyncio, os, sys
+from pathlib import Path
+from ash_ray.config import load_settings
+from ash_ray.sandbox import create_sandbox
+settings = load_settings(data_dir=sys.argv[1], sandbox_isolation="none", sandbox_timeout_s=600,
+                         sandbox_limits="rlimit")
+box = create_sandbox(settings, Path(sys.argv[1]) / "ws", network=True)
+asyncio.run(box.run(os.environ["ASH_TEST_COMMAND"]))
+"""
+
+
+async def test_a_command_dies_with_its_worker(tmp_path: Path) -> None:
+    # No bwrap (whose --die-with-parent acts only once it runs) and no cgroup: only the
+    # sandbox's own set-up ties the command to the worker that a SIGKILL takes away.
+    token = str(700_000 + int(uuid.uuid4().int % 90_000))
+    running = f"sleep\0{token}"  # bash execs the command: its argv, NUL-separated
+    worker = await asyncio.create_subprocess_exec(
+        PY, "-c", WORKER, str(tmp_path),  # the command in the env: not in its cmdline
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+             "ASH_TEST_COMMAND": f"sleep {token}"},
+    )
+    try:
+        await wait_for_async(lambda: bool(processes_with(running)), 30,
+                             what="the command running")
+    finally:
+        worker.kill()
+        await worker.wait()
+    await wait_for_async(lambda: not processes_with(running), 5,
+                         what="the command gone with its worker")
+
+
 async def test_cancelled_run_kills_the_command(closing: Any) -> None:
     sandbox = closing()
     token = str(600_000 + int(uuid.uuid4().int % 90_000))
