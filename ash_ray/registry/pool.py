@@ -123,25 +123,31 @@ def _failed(future: asyncio.Future[Any]) -> bool:
 
 
 class Demand:
-    """How many pooled workers the recent create rate needs: workers taken per second
-    times how long one takes to start, between ``warm_pool_size`` and ``warm_pool_max``."""
+    """How many pooled workers the recent create rate needs: workers taken per second,
+    less those given back by released sessions, times how long one takes to start,
+    between ``warm_pool_size`` and ``warm_pool_max``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.takes: deque[float] = deque()
+        self.returns: deque[float] = deque()  # released workers back in the pool
         self.start_s = 4.0  # a first guess; each started worker updates it
 
     def took(self) -> None:
         self.takes.append(time.monotonic())
+
+    def returned(self) -> None:
+        self.returns.append(time.monotonic())
 
     def started(self, seconds: float) -> None:
         self.start_s = 0.7 * self.start_s + 0.3 * seconds
 
     def target(self) -> int:
         horizon = time.monotonic() - DEMAND_WINDOW_S
-        while self.takes and self.takes[0] < horizon:
-            self.takes.popleft()
-        rate = len(self.takes) / DEMAND_WINDOW_S
+        for times in (self.takes, self.returns):
+            while times and times[0] < horizon:
+                times.popleft()
+        rate = max(0, len(self.takes) - len(self.returns)) / DEMAND_WINDOW_S
         base = self.settings.warm_pool_size
         return max(base, min(self.settings.warm_pool_max, math.ceil(rate * self.start_s)))
 
@@ -206,6 +212,7 @@ class WorkerPool:
                 if await worker.unbind(session_id):
                     self.served[sandbox_id] = served
                     self.idle.append((sandbox_id, WorkerClient(worker.handle)))
+                    self.demand.returned()  # churn refills itself: no process to start
                     return
             except Exception:
                 logger.warning("worker %s could not be reused", sandbox_id, exc_info=True)

@@ -276,6 +276,9 @@ def test_the_pool_follows_the_create_rate_within_its_bounds(settings: Settings) 
     for _ in range(100):
         demand.took()
     assert demand.target() == 4  # never past warm_pool_max
+    for _ in range(130):
+        demand.returned()  # as many released workers came back: churn needs no new ones
+    assert demand.target() == 1
 
 
 def test_the_default_session_limit_follows_the_cluster_memory(settings: Settings) -> None:
