@@ -62,12 +62,10 @@ class Capacity:
 
     async def _retire(self, live: Live) -> None:
         """A released session's worker: back to the pool (or killed, see ``give_back``)."""
-        rec = live.record
-        reusable = self.core.accepting and live.node_id not in self.core.draining_nodes
-        if live.dead or not live.node_id or not reusable:
-            await self.core.ray.kill(live.worker)
-            return
-        await self.pool.give_back(rec.sandbox_id, live.worker, rec.id)
+        rec, core = live.record, self.core
+        reusable = bool(live.node_id) and not live.dead and core.accepting
+        reusable = reusable and live.node_id not in core.draining_nodes
+        await self.pool.give_back(rec.sandbox_id, live.worker, rec.id, reusable)
 
     async def make_room(self) -> None:
         """Reserve a slot for one more session (the caller releases ``reserved`` once it has
@@ -115,10 +113,7 @@ class Capacity:
                 raise _NoRoom
 
     async def _evict_one(self) -> bool:
-        if self.pool.idle:
-            sid, worker = self.pool.idle.pop(0)
-            self.pool.served.pop(sid, None)
-            await self.core.ray.kill(worker)
+        if await self.pool.evict_idle():
             return True
         # A session whose worker is still starting is not idle: its first message is
         # usually on its way (a create answers before the worker exists). Evicting it

@@ -126,7 +126,7 @@ class Lifecycle:
             # and its first message (held by the worker until this bind) starts just now.
             live.fresh_until = time.monotonic() + self.core.settings.evict_grace_s
         except Exception:
-            await self.core.ray.kill(live.worker)
+            await self.capacity.pool.kill(rec.sandbox_id, live.worker)
             if self.core.live.get(rec.id) is not live:
                 return  # released (stopped, ended, evicted) before it was bound
             logger.exception("binding session %s to its worker failed", rec.id)

@@ -201,13 +201,15 @@ class WorkerPool:
             self.starting -= 1
         self.demand.started(time.monotonic() - t0)
 
-    async def give_back(self, sandbox_id: str, worker: WorkerClient, session_id: str) -> None:
+    async def give_back(
+        self, sandbox_id: str, worker: WorkerClient, session_id: str, reusable: bool = True
+    ) -> None:
         """A worker whose session was released: into the pool when it may serve another
-        (``worker_reuse``) and the pool has room, else killed. The worker forgets the
-        session first, and refuses (False) when anything of it still runs there."""
+        (``reusable``, ``worker_reuse``) and the pool has room, else killed. The worker
+        forgets the session first, and refuses (False) when anything of it still runs."""
         served = self.served.get(sandbox_id, 0) + 1
         room = len(self.idle) + self.warming < self.settings.warm_pool_max
-        if served < self.settings.worker_reuse and room:
+        if reusable and served < self.settings.worker_reuse and room:
             try:
                 if await worker.unbind(session_id):
                     self.served[sandbox_id] = served
@@ -216,8 +218,19 @@ class WorkerPool:
                     return
             except Exception:
                 logger.warning("worker %s could not be reused", sandbox_id, exc_info=True)
+        await self.kill(sandbox_id, worker)
+
+    async def kill(self, sandbox_id: str, worker: WorkerClient) -> None:
+        """Kill a worker, and forget how many sessions it served."""
         self.served.pop(sandbox_id, None)
         await self.ray.kill(worker)
+
+    async def evict_idle(self) -> bool:
+        """Kill the oldest pooled worker (its slot is wanted); False when none is idle."""
+        if not self.idle:
+            return False
+        await self.kill(*self.idle.pop(0))
+        return True
 
     def reused(self, sandbox_id: str) -> bool:
         """Whether this pooled worker served a session before (its id is not a new one)."""
@@ -256,5 +269,4 @@ class WorkerPool:
 
     async def drain(self) -> None:
         idle, self.idle = self.idle, []
-        self.served.clear()
-        await asyncio.gather(*(self.ray.kill(worker) for _sid, worker in idle))
+        await asyncio.gather(*(self.kill(sid, worker) for sid, worker in idle))

@@ -233,16 +233,23 @@ async def test_with_recovery_interrupt_the_turn_is_closed_and_a_resend_is_refuse
     await _until(lambda: not registry.queue)
 
 
+def _lost_turn(prompt: str) -> tuple[Any, Any, Any, QueuedTurn]:
+    """A worker's runner over a finished conversation, and the running row of a turn
+    (``prompt``) that a lost worker left open."""
+    stored = [{"role": "user", "content": "earlier"},
+              {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
+    runner, loop, registry = _runner(stored)
+    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt=prompt,
+                         state="running")
+    registry.queue["m1"] = running
+    return runner, loop, registry, running
+
+
 async def test_a_lost_turn_that_cannot_be_continued_ends_for_its_followers() -> None:
     """An open turn whose stored conversation does not end with the user's side cannot
     be continued: its followers (the client's stream) get an error and `done`, not a
     wait without end."""
-    stored = [{"role": "user", "content": "earlier"},
-              {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
-    runner, loop, registry = _runner(stored)
-    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="lost",
-                         state="running")
-    registry.queue["m1"] = running
+    runner, loop, registry, running = _lost_turn("lost")
     runner.persist.start()  # as the worker's bind does, before recover
     runner.recover([running], turn_open=True)
     assert not runner.open and loop.started == []
@@ -257,12 +264,7 @@ async def test_a_lost_turn_whose_prompt_was_not_stored_is_asked_again() -> None:
     """The running row is saved with the turn's first flush, its prompt joins the
     conversation with a later one: a server lost in between leaves the prompt in the
     running row only. The acknowledged message is run from there, not lost."""
-    stored = [{"role": "user", "content": "earlier"},
-              {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
-    runner, loop, registry = _runner(stored)
-    running = QueuedTurn(session_id="s1", message_id="m1", position=1, prompt="again",
-                         state="running")
-    registry.queue["m1"] = running
+    runner, loop, _registry, running = _lost_turn("again")
     runner.recover([running], turn_open=True, prompt_saved=False)
     await _until(lambda: loop.started)
     assert loop.started == ["again"] and runner.open
