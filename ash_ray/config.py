@@ -174,8 +174,9 @@ class Settings(BaseSettings):
     )
     evict_grace_s: float = Field(
         10.0, ge=0, le=3600,
-        description="A session is not evicted for this long after its worker is up (create "
-        "or cold resume), unless a turn of it ran meanwhile: its first message is on its way.",
+        description="For this long after its worker is up (create or cold resume), unless a "
+        "turn of it ran, a session is evicted last: only when no other idle one is left and "
+        "the create's ASH_CAPACITY_WAIT_S is over (its first message is on its way).",
     )
     default_model: str = Field("claude-sonnet-4-6", description="Model when none is given.")
     max_turns: int = Field(50, ge=1, le=10_000, description="Default agent loop turn limit.")

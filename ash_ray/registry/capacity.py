@@ -69,7 +69,12 @@ class Capacity:
 
     async def make_room(self) -> None:
         """Reserve a slot for one more session (the caller releases ``reserved`` once it has
-        tracked the session): evict the LRU idle one, or wait, or 503."""
+        tracked the session): evict the LRU idle one, or wait, or 503.
+
+        While it waits (``ASH_CAPACITY_WAIT_S``) a session in its grace is spared; at the
+        end of the wait it is evicted too, rather than answering 503: only sessions that
+        run a turn or whose worker is still starting hold their slot (Ash's contract).
+        """
         self.waiting += 1
         try:
             async for attempt in AsyncRetrying(
@@ -78,9 +83,12 @@ class Capacity:
                 retry=retry_if_exception_type(_NoRoom),
             ):
                 with attempt:
-                    await self._room_or_evict()
+                    await self._room_or_evict(spare_fresh=True)
         except RetryError:
-            raise AtCapacity(await self._full_reason()) from None
+            try:
+                await self._room_or_evict(spare_fresh=False)
+            except _NoRoom:
+                raise AtCapacity(await self._full_reason()) from None
         finally:
             self.waiting -= 1
 
@@ -92,12 +100,15 @@ class Capacity:
         """Why there is no room, with the numbers that decided it."""
         live = self.core.live
         running = sum(1 for lv in live.values() if lv.running)
+        starting = sum(1 for lv in live.values() if not lv.node_id and not lv.running)
         why = f"{len(live)} live sessions of at most {self.limit}, {running} running a turn"
+        if starting:
+            why += f", {starting} starting"
         if len(live) < self.limit:
             why += "; " + await self.placement.describe_room(self.worker_count())
         return f"no room for another session ({why}); retry later"
 
-    async def _room_or_evict(self) -> None:
+    async def _room_or_evict(self, spare_fresh: bool) -> None:
         def free() -> bool:
             return len(self.core.live) + self.reserved < self.limit
 
@@ -109,20 +120,21 @@ class Capacity:
             if room and free():
                 self.reserved += 1
                 return
-            if not await self._evict_one():
+            if not await self._evict_one(spare_fresh):
                 raise _NoRoom
 
-    async def _evict_one(self) -> bool:
+    async def _evict_one(self, spare_fresh: bool) -> bool:
         if await self.pool.evict_idle():
             return True
         # A session whose worker is still starting is not idle: its first message is
         # usually on its way (a create answers before the worker exists). Evicting it
         # would waste the start, and creates competing for slots would evict each other.
-        # The same holds for a few seconds after its create or resume (ASH_EVICT_GRACE_S).
+        # While a create may still wait, the same holds for a few seconds after its create
+        # or resume (ASH_EVICT_GRACE_S): ``spare_fresh``.
         # The worker has the last word: one that has just started a turn (the registry
         # has not heard yet) refuses, and the next LRU one is asked.
         refused: set[str] = set()
-        while idle := self._idle(refused):
+        while idle := self._idle(refused, spare_fresh):
             victim = min(idle, key=lambda lv: lv.record.last_active_at)
             logger.info("evicting idle session %s to make room", victim.record.id)
             async with victim.lock:  # a concurrent create picks another one
@@ -131,12 +143,12 @@ class Capacity:
             refused.add(victim.record.id)
         return False
 
-    def _idle(self, refused: set[str]) -> list[Live]:
+    def _idle(self, refused: set[str], spare_fresh: bool) -> list[Live]:
         now = time.monotonic()
         return [
             lv for lv in self.core.live.values()
-            if lv.node_id and not lv.running and not lv.lock.locked() and lv.fresh_until <= now
-            and lv.record.id not in refused
+            if lv.node_id and not lv.running and not lv.lock.locked()
+            and not (spare_fresh and lv.fresh_until > now) and lv.record.id not in refused
         ]  # fmt: skip
 
     def figures(self) -> dict[str, int]:

@@ -158,7 +158,7 @@ async def test_concurrent_creates_never_pass_the_limit(
     ray_ops.start_gate.set()
 
 
-async def test_a_new_session_is_kept_for_the_grace_unless_it_ran_a_turn(
+async def test_a_session_in_its_grace_is_evicted_last_and_never_refused_for(
     settings: Settings, ray_ops: FakeRayOps, agent_dir: Path
 ) -> None:
     svc = await start(settings.model_copy(update={"evict_grace_s": 600}), ray_ops)
@@ -166,14 +166,17 @@ async def test_a_new_session_is_kept_for_the_grace_unless_it_ran_a_turn(
         await svc.agents.deploy("a", str(agent_dir))
         a, b = await create(svc), await create(svc)
         await bound(svc, a, b)
-        with pytest.raises(AtCapacity):
-            await create(svc)  # both just created: their first messages may be on the way
         await svc.core.put_turn(
             QueuedTurn(session_id=b, message_id="m1", position=0, prompt="hi", state="running")
         )
-        svc.core.live[b].running = False  # b's turn ended: b is an idle session now
-        c = await create(svc)
+        svc.core.live[b].running = False  # b's turn ended: b is an idle session past its grace
+        c = await create(svc)  # a is the LRU one, but in its grace: b goes
         assert set(svc.core.live) == {a, c} and ray_ops.killed == [b]
+        await bound(svc, c)
+        # Both in their grace and idle: the LRU one goes rather than a 503 (Ash's
+        # contract: 503 only when every session runs a turn).
+        d = await create(svc)
+        assert set(svc.core.live) == {c, d} and ray_ops.killed == [b, a]
     finally:
         await svc.close()
 
