@@ -41,6 +41,7 @@ def ensure_registry(settings: Settings) -> RegistryClient:
             max_concurrency=10_000,
             num_cpus=0,
             resources={"node:__internal_head__": 0.001},
+            enable_task_events=False,  # see Placement.options
         )
         .remote(settings, SessionWorker, open_store, ensure_jobs)
     )

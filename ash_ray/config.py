@@ -152,11 +152,17 @@ class Settings(BaseSettings):
         "ASH_WARM_POOL_SIZE (rate x worker start time).",
     )
     worker_reuse: int = Field(
-        20, ge=0, le=10_000,
+        1000, ge=0, le=100_000,
         description="Sessions one session worker process serves, one after another, before "
         "it is retired. A released worker (stopped, ended, paused, evicted, swept) goes "
         "back to the warm pool with its sandbox, workspace and session state gone, and "
         "calls through an old handle are refused there. 0: a new process per session.",
+    )
+    worker_max_rss_mb: int = Field(
+        512, ge=0,
+        description="A released worker whose resident memory is above this is retired, "
+        "not reused (a session that loaded more, e.g. the mcp SDK, or a big conversation "
+        "whose memory Python keeps). 0: no limit.",
     )
     session_num_cpus: float = Field(
         0.01, ge=0, le=64,

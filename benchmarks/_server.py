@@ -137,9 +137,10 @@ class Sampler:
             procs = self.server.processes()
             self.cpu.update(cpu_seconds(procs))
             for p in procs:
-                if p.pid not in self.names:
-                    with contextlib.suppress(psutil.Error):
-                        self.names[p.pid] = " ".join(p.cmdline())[:60] or p.name()
+                # The latest title: a worker process is `python ...`, then `ray::IDLE`,
+                # then its actor's name.
+                with contextlib.suppress(psutil.Error):
+                    self.names[p.pid] = _kind(" ".join(p.cmdline())) or p.name()
             rss, pss = memory_mb(procs)
             self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
 
@@ -154,11 +155,13 @@ class Sampler:
         """CPU seconds used by each kind of process (summed by name), most first."""
         totals: Counter[str] = Counter()
         for pid, t in self.cpu.items():
-            name = self.names.get(pid, str(pid)).split(" ")[0]
-            if name.startswith("ray::"):
-                name = name.split(".")[0]  # ray::<Actor>.<method>: the actor
-            totals[name] += t - self.before.get(pid, 0.0)
+            totals[self.names.get(pid, str(pid))] += t - self.before.get(pid, 0.0)
         return totals.most_common()
+
+    def session_workers(self) -> int:
+        """Session worker processes seen during the run (each one a process start)."""
+        return sum(1 for pid, name in self.names.items() if name == SESSION_KIND and
+                   pid not in self.before)
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -168,6 +171,19 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+SESSION_KIND = "ray::SessionWorker"
+
+
+def _kind(cmdline: str) -> str:
+    """A process's kind from its command line: Ray's title without the actor's name and
+    method (``ray::ash-session-<id>:SessionWorker.ask`` is a session worker)."""
+    name = cmdline.split(" ")[0]
+    if not name.startswith("ray::"):
+        return name
+    name = name.split(".")[0]  # ray::<Actor>.<method>: the actor
+    return "ray::" + name.rsplit(":", 1)[-1] if name.count(":") > 2 else name
 
 
 # Ray names a worker process after its actor: `ray::<Class>...` (Serve: ServeReplica).

@@ -54,6 +54,8 @@ class Stats:
     create_ms: list[float] = field(default_factory=list)
     warm_first_ms: list[float] = field(default_factory=list)  # --warm: each session's first turn
     first_ms: list[float] = field(default_factory=list)
+    # (seconds since the first message was sent, its first event in ms): the timeline
+    first_at: list[tuple[float, float]] = field(default_factory=list)
     done_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     sent: dict[str, list[str]] = field(default_factory=dict)  # acknowledged, by session
@@ -90,6 +92,8 @@ async def turn(http: httpx.AsyncClient, sid: str, content: str, stats: Stats,
                     stats.errors.append(f"error event in session {sid}")
     if first is not None:
         (stats.first_ms if first_ms is None else first_ms).append((first - t0) * 1000)
+        if first_ms is None:
+            stats.first_at.append((t0, (first - t0) * 1000))
     if last != "done":
         stats.errors.append(f"stream of session {sid} ended with {last!r}")
     elif first_ms is None:
@@ -253,6 +257,23 @@ def _pair(mb: tuple[float, float]) -> str:
     return f"{mb[0]:>6.0f} / {mb[1]:>5.0f}"
 
 
+def _timeline(stats: Stats, window_s: float = 10.0) -> list[str]:
+    """First event by when the message was sent: where in the run the slow ones were."""
+    if not stats.first_at:
+        return []
+    start = min(t for t, _ in stats.first_at)
+    buckets: dict[int, list[float]] = {}
+    for t, ms in stats.first_at:
+        buckets.setdefault(int((t - start) // window_s), []).append(ms)
+    lines = ["", "| sent at (s) | messages | first event p50 | p95 | max |",
+             "|---|---:|---:|---:|---:|"]
+    for k in sorted(buckets):
+        ms = buckets[k]
+        lines.append(f"| {k * window_s:.0f}-{(k + 1) * window_s:.0f} | {len(ms)} | "
+                     f"{pct(ms, 50):.0f} | {pct(ms, 95):.0f} | {max(ms):.0f} |")
+    return lines
+
+
 def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sampler,
           mem_end: tuple[float, float], nprocs: int, direct: dict,
           load: tuple[float, float]) -> str:
@@ -300,7 +321,9 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sample
         f"| server memory at peak, RSS / PSS (MB)      | {_pair(sampler.peak)} |",
         f"| server memory at end, RSS / PSS (MB)       | {_pair(mem_end)} |",
         f"| server processes at end                    | {nprocs:>12} |",
+        f"| session worker processes started           | {sampler.session_workers():>12} |",
     ]
+    lines += _timeline(stats)
     lines += ["", "server CPU seconds by process (measured phase):"]
     for name, seconds in sampler.by_name()[:8]:
         lines.append(f"  {seconds:8.2f}  {name}")

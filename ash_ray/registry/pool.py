@@ -44,6 +44,7 @@ class Placement:
         self.ray = ray_ops
         self.slots_total = 0.0
         self.memory_total = 0.0  # bytes of Ray's ``memory`` resource in the cluster
+        self.cpus_total = 0.0
         self._views: dict[str, tuple[float, asyncio.Future[dict[str, float]]]] = {}
 
     async def _view(self, kind: str) -> dict[str, float]:
@@ -62,6 +63,7 @@ class Placement:
         resources = await self._view("cluster")
         self.slots_total = float(resources.get(self.settings.session_slot_resource, 0.0))
         self.memory_total = float(resources.get("memory", 0.0))
+        self.cpus_total = float(resources.get("CPU", 0.0))
 
     @property
     def session_limit(self) -> int:
@@ -86,6 +88,11 @@ class Placement:
             "max_restarts": 0,
             "max_concurrency": 1000,
             "num_cpus": s.session_num_cpus,
+            # Ray records every actor call as task events and sends them to the GCS (the
+            # dashboard's task list): for a session, thousands of calls an hour, each
+            # paid for in the worker, the caller and the GCS. Serve turns them off for its
+            # replicas too. The actors are still listed, with their state and logs.
+            "enable_task_events": False,
         }
         if s.session_memory_mb:
             opts["memory"] = s.session_memory_mb * 1024 * 1024
@@ -172,6 +179,7 @@ class WorkerPool:
         self.demand = Demand(settings)
         self.served: dict[str, int] = {}  # sessions served so far, by reused worker
         self._refill: asyncio.Task[None] | None = None
+        self.closed = False
 
     async def spawn(self, sandbox_id: str | None = None, wait: bool = True) -> Worker:
         """Start a worker and (``wait``) until it answers; Unavailable when it cannot be
@@ -199,6 +207,7 @@ class WorkerPool:
             ) from None
         finally:
             self.starting -= 1
+            self.refill_soon()  # spares wait while the cores start workers sessions wait for
         self.demand.started(time.monotonic() - t0)
 
     async def give_back(
@@ -243,6 +252,8 @@ class WorkerPool:
         return worker
 
     def refill_soon(self, delay_s: float = 0.0) -> None:
+        if self.closed:
+            return
         if self._refill is None or self._refill.done():
             self._refill = asyncio.create_task(self._fill(delay_s))
 
@@ -251,7 +262,14 @@ class WorkerPool:
         # the pooled worker answer first.
         await asyncio.sleep(delay_s)
         while (missing := self.demand.target() - len(self.idle) - self.warming) > 0:
+            if self.closed:
+                return
             if not await self.placement.has_room(self.live_workers()):
+                return
+            if self.starting >= max(1.0, self.placement.cpus_total):
+                # Every core already starts a worker (a burst of creates missed the pool):
+                # a spare started now would only slow down the ones sessions wait for.
+                # The next start to finish calls this again.
                 return
             # Ray starts a few worker processes at a time: ask for them together.
             batch = min(missing, 4)
@@ -262,11 +280,17 @@ class WorkerPool:
                 )
             finally:
                 self.warming -= batch
-            self.idle.extend(r for r in results if not isinstance(r, BaseException))
+            started = [r for r in results if not isinstance(r, BaseException)]
+            if self.closed:  # drained meanwhile
+                await asyncio.gather(*(self.kill(sid, worker) for sid, worker in started))
+                return
+            self.idle.extend(started)
             if any(isinstance(r, BaseException) for r in results):
                 logger.warning("warm pool refill failed; will retry on next use")
                 return
 
     async def drain(self) -> None:
+        """Kill the pooled workers, and start no more (the cluster drains)."""
+        self.closed = True
         idle, self.idle = self.idle, []
         await asyncio.gather(*(self.kill(sid, worker) for sid, worker in idle))

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 import ray
 
 from ash_ray.agent.spec import agent_network
@@ -30,7 +29,7 @@ from ash_ray.models import SessionRecord, utcnow
 from ash_ray.sandbox import create_sandbox
 from ash_ray.session import streams
 from ash_ray.session.binding import WorkerBinding, node_id
-from ash_ray.session.metrics import SessionMetrics
+from ash_ray.session.metrics import SessionMetrics, rss_mb
 from ash_ray.session.persist import Persister
 from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
 
@@ -50,7 +49,9 @@ class SessionWorker(WorkerBinding):
 
         self.settings = settings
         self.sandbox_id = sandbox_id
-        self.client = server_client(settings)
+        # One server client for the process: its connection pool and TLS context (loading
+        # the CA bundle: tens of ms) serve every session on this worker in turn.
+        self.server_client = self.client = server_client(settings)
         self.metrics = SessionMetrics()
         # Pay the one-time costs now, while the worker waits in the pool, not in a
         # session's first turn: the sandbox probes (bwrap, cgroups), and the registry
@@ -78,12 +79,11 @@ class SessionWorker(WorkerBinding):
 
             self._warmed = True
             await warm_sdk()
-        rss = psutil.Process().memory_info().rss / (1024 * 1024)
         return {
             "sandboxId": self.sandbox_id,
             "pid": os.getpid(),
             "nodeId": node_id(),
-            "rssMB": round(rss, 1),
+            "rssMB": round(rss_mb(), 1),
         }
 
 

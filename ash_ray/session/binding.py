@@ -27,7 +27,7 @@ from ash_ray.models import AgentRef, EventRecord, QueuedTurn, SessionRecord
 from ash_ray.sandbox import create_sandbox
 from ash_ray.session import agent_cache, workspace
 from ash_ray.session.events import EventLog
-from ash_ray.session.metrics import SessionMetrics
+from ash_ray.session.metrics import SessionMetrics, rss_mb
 from ash_ray.session.persist import Persister
 from ash_ray.session.state import Bound, bound
 from ash_ray.session.worker_files import WorkerFiles
@@ -47,6 +47,7 @@ class WorkerBinding(WorkerFiles):
     settings: Settings
     sandbox_id: str
     client: AsyncAnthropic
+    server_client: AsyncAnthropic
     registry: RegistryClient
     metrics: SessionMetrics
     turns: TurnRunner | None
@@ -74,7 +75,7 @@ class WorkerBinding(WorkerFiles):
 
         try:
             if credential is not None:
-                self.client = credential_client(self.settings, credential)
+                self.client = credential_client(self.settings, credential, self.server_client)
             session = await self._open(record, agent, conversation, snapshot)
         except Exception as exc:
             self.guard.settle(error=f"{type(exc).__name__}: {exc}")
@@ -154,7 +155,8 @@ class WorkerBinding(WorkerFiles):
     async def unbind(self, session_id: str) -> bool:
         """After :meth:`release`: forget ``session_id`` and wait in the pool for the next
         bind. False (the registry then kills the worker) unless the session was released
-        here and nothing of it still runs."""
+        here and nothing of it still runs, or when the process has grown past
+        ``ASH_WORKER_MAX_RSS_MB``."""
         s = self.guard.bound
         if s is None or s.record.id != session_id or self.turns is None:
             return False
@@ -164,10 +166,8 @@ class WorkerBinding(WorkerFiles):
         s.log.close()  # its followers go looking for the session's next worker
         self.guard.reset()
         self.turns = self.persist = self.logbook = None
-        from ash_ray.session.model_client import server_client
-
-        self.client = server_client(self.settings)  # a session's own key stays with it
-        return True
+        self.client = self.server_client  # a session's own key stays with it
+        return not grown_past(self.settings.worker_max_rss_mb)
 
     @bound
     async def snapshot(self, s: Bound, force: bool = False) -> bytes | None:
@@ -220,6 +220,18 @@ async def _snapshot(s: Bound, force: bool) -> bytes | None:
     data = await asyncio.to_thread(workspace.archive, ws)
     s.last_signature = sig
     return data
+
+
+def grown_past(limit_mb: int) -> bool:
+    """Whether this process's resident memory is above ``limit_mb`` (0: no limit): a
+    worker that grew is retired rather than reused."""
+    if not limit_mb:
+        return False
+    rss = rss_mb()
+    if rss > limit_mb:
+        logger.info("worker at %.0f MiB RSS (limit %d): retired, not reused", rss, limit_mb)
+        return True
+    return False
 
 
 def node_id() -> str:

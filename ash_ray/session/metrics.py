@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psutil
 from ray.util import metrics
 
 from ash_ray.models import Usage
@@ -44,3 +45,8 @@ class SessionMetrics:
 
     def tool_call(self, agent: str, tool: str) -> None:
         self.tool_calls.inc(1, {"agent": agent, "tool": tool})
+
+
+def rss_mb() -> float:
+    """This process's resident memory, MiB."""
+    return float(psutil.Process().memory_info().rss) / 2**20

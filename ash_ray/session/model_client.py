@@ -29,8 +29,12 @@ def server_client(settings: Settings) -> anthropic.AsyncAnthropic:
     )
 
 
-def credential_client(settings: Settings, credential: CredentialRecord) -> anthropic.AsyncAnthropic:
-    """A client that calls the model with the credential's key (and endpoint)."""
+def credential_client(
+    settings: Settings, credential: CredentialRecord, server: anthropic.AsyncAnthropic
+) -> anthropic.AsyncAnthropic:
+    """A client that calls the model with the credential's key (and endpoint); an
+    Anthropic one shares the ``server`` client's connection pool (its key is sent per
+    request) rather than building a TLS context of its own."""
     secret = settings.credential_key.get_secret_value() if settings.credential_key else None
     sealed = Sealed(credential.ciphertext, credential.nonce, credential.salt)
     key = unseal(secret, sealed, tenant=credential.tenant_id, credential_id=credential.id)
@@ -48,8 +52,6 @@ def credential_client(settings: Settings, credential: CredentialRecord) -> anthr
             ),
         )
     base_url = credential.base_url if credential.type == "custom" else None
-    return anthropic.AsyncAnthropic(
-        api_key=key,
-        base_url=base_url or settings.anthropic_base_url,
-        max_retries=MAX_RETRIES,
+    return server.copy(
+        api_key=key, base_url=base_url or settings.anthropic_base_url, max_retries=MAX_RETRIES
     )

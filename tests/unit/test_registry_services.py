@@ -266,6 +266,30 @@ async def test_a_create_answers_before_its_new_worker_has_started(
     assert svc.core.live[sid].node_id == "node-a"
 
 
+async def test_spares_wait_while_every_core_starts_a_worker_a_session_waits_for(
+    settings: Settings, agent_dir: Path
+) -> None:
+    ray_ops = FakeRayOps(cpus=2)
+    svc = await start(settings.model_copy(update={"max_sandboxes": 10}), ray_ops)
+    try:
+        await svc.agents.deploy("a", str(agent_dir))
+        ray_ops.start_gate = asyncio.Event()  # no process gets going
+        sids = [await create(svc) for _ in range(3)]  # 3 starts, a burst the pool missed
+        pool = svc.capacity.pool
+        assert pool.demand.target() >= 1  # the create rate asks for a spare...
+        assert pool._refill is not None
+        await asyncio.wait_for(pool._refill, 5)
+        assert ray_ops.spawned == sids  # ...which waits: both cores start sessions' workers
+        ray_ops.start_gate.set()
+        for _ in range(1000):  # polling with a deadline (10 s) until the spare is asked for
+            if len(ray_ops.spawned) > len(sids):
+                break
+            await asyncio.sleep(0.01)
+        assert len(ray_ops.spawned) == len(sids) + 1
+    finally:
+        await svc.close()
+
+
 def test_the_pool_follows_the_create_rate_within_its_bounds(settings: Settings) -> None:
     demand = Demand(settings.model_copy(update={"warm_pool_size": 1, "warm_pool_max": 4}))
     demand.start_s = 4.0

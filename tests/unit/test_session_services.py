@@ -16,6 +16,7 @@ from ash_ray.config import load_settings
 from ash_ray.errors import Conflict, Unavailable, WorkerReleasing
 from ash_ray.models import SessionConfig, SessionRecord, WriteBatch, utcnow
 from ash_ray.session.actor import SessionWorker
+from ash_ray.session.binding import grown_past
 from ash_ray.session.events import EventLog
 from ash_ray.session.persist import Persister
 from ash_ray.session.state import BindGuard, Bound, HasGuard, bound, bound_stream
@@ -111,6 +112,11 @@ async def test_a_reused_worker_refuses_calls_meant_for_its_earlier_session() -> 
     worker.guard.expect("s1")
     worker.guard.settle(_bound("s1"))
     assert await asyncio.wait_for(calling, 5) == ("s1", 5)
+
+
+def test_a_worker_that_grew_past_the_memory_limit_is_not_reused() -> None:
+    # This test process is well over 1 MiB and well under 1 TiB resident.
+    assert grown_past(1) and not grown_past(2**20) and not grown_past(0)
 
 
 async def test_followers_of_a_session_that_left_the_worker_are_told_to_attach_again() -> None:
