@@ -57,3 +57,25 @@ def _pending_tools(message: dict[str, Any]) -> list[str]:
     if message["role"] != "assistant" or not isinstance(message["content"], list):
         return []
     return [b["id"] for b in message["content"] if b.get("type") == "tool_use"]
+
+
+def repair_conversation(conversation: list[dict[str, Any]]) -> None:
+    """Keep the conversation valid for the Messages API after an error, interrupt or crash."""
+    if not conversation:
+        return
+    last = conversation[-1]
+    if last["role"] == "assistant" and isinstance(last["content"], list):
+        pending = [b["id"] for b in last["content"] if b.get("type") == "tool_use"]
+        if pending:
+            conversation.append({
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": tid,
+                     "content": "interrupted before the tool ran", "is_error": True}
+                    for tid in pending
+                ],
+            })
+    elif last["role"] == "user":
+        conversation.append(
+            {"role": "assistant", "content": [{"type": "text", "text": "(turn interrupted)"}]}
+        )

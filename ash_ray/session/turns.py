@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections import deque
@@ -17,7 +16,6 @@ from typing import Any, Protocol
 import anthropic
 
 from ash_ray import __version__
-from ash_ray.agent import TurnOptions
 from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import (
@@ -28,76 +26,23 @@ from ash_ray.errors import (
     WorkerLost,
     WorkerReleasing,
 )
-from ash_ray.models import QueuedTurn, SessionConfig, Usage, UsageRecord, new_id, utcnow
+from ash_ray.models import QueuedTurn, Usage, UsageRecord, new_id, utcnow
 from ash_ray.session.metrics import SessionMetrics
+from ash_ray.session.options import plain_options, turn_options
 from ash_ray.session.persist import Persister
-from ash_ray.session.recovery import LOST_TURN, close_lost_tools, continuable
+from ash_ray.session.recovery import (
+    LOST_TURN,
+    close_lost_tools,
+    continuable,
+    repair_conversation,
+)
 from ash_ray.session.state import Bound
 
 logger = logging.getLogger(__name__)
 
-_TURN_FIELDS = {f.name for f in dataclasses.fields(TurnOptions)}
 IF_BUSY = ("queue", "reject", "interrupt")
 # How many ended turns a worker knows by message id (for calls re-sent to it).
 ENDED_KEPT = 64
-
-
-def turn_options(options: dict[str, Any], config: SessionConfig, settings: Settings) -> TurnOptions:
-    """The loop's options of one turn: the message's, else the session's, else defaults.
-
-    Every other option of the message or the session whose name is a field of
-    :class:`TurnOptions` (``thinking``, ``effort``, ``betas``, ...) is passed on as it is,
-    so a field the loop learns reaches it without a change here.
-    """
-    known: dict[str, Any] = {
-        "model": options.get("model") or config.model,  # None: the agent's, then the default
-        "max_turns": options.get("max_turns") or settings.max_turns,
-        "max_budget_usd": options.get("max_budget_usd"),
-        "include_partial": bool(options.get("include_partial_messages")),
-        "system_prompt": config.system_prompt,
-        "allowed_tools": config.allowed_tools,
-        "disallowed_tools": config.disallowed_tools,
-        "output_format": options.get("output_format"),
-    }
-    session = config.model_dump(exclude_none=True)
-    extra = {
-        name: value
-        for name in _TURN_FIELDS - known.keys()
-        if (value := _first_set(options.get(name), session.get(name))) is not None
-    }
-    return TurnOptions(**known, **extra)
-
-
-def _plain(options: dict[str, Any]) -> dict[str, Any]:
-    """The options as JSON keeps them (what the store holds for a queued message)."""
-    result: dict[str, Any] = json.loads(json.dumps(options, default=str))
-    return result
-
-
-def _first_set(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
-def repair_conversation(conversation: list[dict[str, Any]]) -> None:
-    """Keep the conversation valid for the Messages API after an error, interrupt or crash."""
-    if not conversation:
-        return
-    last = conversation[-1]
-    if last["role"] == "assistant" and isinstance(last["content"], list):
-        pending = [b["id"] for b in last["content"] if b.get("type") == "tool_use"]
-        if pending:
-            conversation.append({
-                "role": "user",
-                "content": [
-                    {"type": "tool_result", "tool_use_id": tid,
-                     "content": "interrupted before the tool ran", "is_error": True}
-                    for tid in pending
-                ],
-            })
-    elif last["role"] == "user":
-        conversation.append(
-            {"role": "assistant", "content": [{"type": "text", "text": "(turn interrupted)"}]}
-        )
 
 
 class Inbox(Protocol):
@@ -182,7 +127,7 @@ class TurnRunner:
             return await known
         item = QueuedTurn(
             session_id=s.record.id, message_id=message_id, position=time.time_ns(),
-            prompt=prompt, options=_plain(options),
+            prompt=prompt, options=plain_options(options),
         )
         while not self._busy():
             if self.task is None or self.task.done():

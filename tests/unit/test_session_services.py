@@ -18,10 +18,11 @@ from ash_ray.models import SessionConfig, SessionRecord, WriteBatch, utcnow
 from ash_ray.session.actor import SessionWorker
 from ash_ray.session.binding import grown_past
 from ash_ray.session.events import EventLog
+from ash_ray.session.options import turn_options
 from ash_ray.session.persist import Persister
+from ash_ray.session.recovery import repair_conversation
 from ash_ray.session.state import BindGuard, Bound, HasGuard, bound, bound_stream
 from ash_ray.session.streams import events, follow
-from ash_ray.session.turns import repair_conversation, turn_options
 from tests.unit.test_turn_queue import _result, _runner, _until
 
 # Worker methods that never wait for a bind: the probe, the bind itself, the death watch,
