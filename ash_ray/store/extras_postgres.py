@@ -1,19 +1,21 @@
-"""Attachments and session logs on Postgres (a mixin of
+"""Snapshots, attachments and session logs on Postgres (a mixin of
 :class:`~ash_ray.store.postgres.PostgresStore`).
 
-An attachment's bytes live in its row (``data``), so every node reads them from the
-database, as snapshots are read. Log lines are rows, trimmed to the newest ``keep`` per
+A snapshot's and an attachment's bytes live in their row (``data``), so every node
+reads them from the database. Log lines are rows, trimmed to the newest ``keep`` per
 session on every append.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
 from ash_ray.errors import StoreError
+from ash_ray.models import utcnow
 from ash_ray.records import AttachmentRecord, LogLine
 from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
@@ -24,7 +26,7 @@ _META = ", ".join(ATTACHMENT_COLS)
 
 
 class PostgresExtras:
-    """Attachments and logs; the host store provides the connection plumbing."""
+    """Snapshots, attachments and logs; the host store provides the connection plumbing."""
 
     if TYPE_CHECKING:
         async def _run(
@@ -123,6 +125,36 @@ class PostgresExtras:
         )
         value = found[0]["idx"] if found else None
         return -1 if value is None else int(value)
+
+    # ------------------------------------------------------------ snapshots
+
+    async def put_snapshot(self, session_id: str, data: bytes) -> None:
+        """Store the archive in the database, replacing the previous one."""
+        await self._fetch(
+            "put_snapshot",
+            "INSERT INTO snapshots (session_id, size_bytes, sha256, location, data, created_at) "
+            "VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (session_id) DO UPDATE SET "
+            "size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, "
+            "data = EXCLUDED.data, created_at = EXCLUDED.created_at",
+            session_id,
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            data,
+            utcnow(),
+        )
+
+    async def get_snapshot(self, session_id: str) -> bytes | None:
+        """The last archive put for the session, or None."""
+        found = await self._fetch(
+            "get_snapshot", "SELECT data FROM snapshots WHERE session_id = $1", session_id
+        )
+        return bytes(found[0]["data"]) if found else None
+
+    async def delete_snapshot(self, session_id: str) -> None:
+        """Forget the session's snapshot."""
+        await self._fetch(
+            "delete_snapshot", "DELETE FROM snapshots WHERE session_id = $1", session_id
+        )
 
 
 def _attachment(row: Any) -> AttachmentRecord:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -389,33 +388,3 @@ class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue, Tenanc
             session_id,
         )
         return valid.parse_each("usage", found, _usage)
-
-    # ------------------------------------------------------------ snapshots
-
-    async def put_snapshot(self, session_id: str, data: bytes) -> None:
-        """Store the archive in the database, replacing the previous one."""
-        await self._fetch(
-            "put_snapshot",
-            "INSERT INTO snapshots (session_id, size_bytes, sha256, location, data, created_at) "
-            "VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (session_id) DO UPDATE SET "
-            "size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, "
-            "data = EXCLUDED.data, created_at = EXCLUDED.created_at",
-            session_id,
-            len(data),
-            hashlib.sha256(data).hexdigest(),
-            data,
-            utcnow(),
-        )
-
-    async def get_snapshot(self, session_id: str) -> bytes | None:
-        """The last archive put for the session, or None."""
-        found = await self._fetch(
-            "get_snapshot", "SELECT data FROM snapshots WHERE session_id = $1", session_id
-        )
-        return bytes(found[0]["data"]) if found else None
-
-    async def delete_snapshot(self, session_id: str) -> None:
-        """Forget the session's snapshot."""
-        await self._fetch(
-            "delete_snapshot", "DELETE FROM snapshots WHERE session_id = $1", session_id
-        )

@@ -34,7 +34,6 @@ from ash_ray.models import (
     new_id,
     utcnow,
 )
-from ash_ray.store import _files as files
 from ash_ray.store import _rows as rows
 from ash_ray.store import _valid as valid
 from ash_ray.store.agent_dialects import SqliteAgentData
@@ -388,59 +387,3 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
             sql = "SELECT * FROM usage WHERE session_id = ? ORDER BY created_at, turn"
             args = (session_id,)
         return valid.parse_each("usage", await self._fetch("list_usage", sql, args), _usage)
-
-    # ------------------------------------------------------------ snapshots
-
-    def _snapshot_path(self, session_id: str) -> Path:
-        return self.snapshot_dir / files.snapshot_name(session_id)
-
-    async def put_snapshot(self, session_id: str, data: bytes) -> None:
-        """Write the archive atomically, then record its size and digest."""
-        target = self._snapshot_path(session_id)
-        digest = await asyncio.to_thread(files.write_atomically, target, data)
-
-        async def op() -> None:
-            async with self._tx() as tx:
-                await tx.execute(
-                    "INSERT INTO snapshots (session_id, size_bytes, sha256, location, data, "
-                    "created_at) VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT (session_id) DO UPDATE "
-                    "SET size_bytes = excluded.size_bytes, sha256 = excluded.sha256, "
-                    "location = excluded.location, created_at = excluded.created_at",
-                    (session_id, len(data), digest, target.name, _ts_out(utcnow())),
-                )
-
-        await self._retry("put_snapshot", op)
-
-    async def get_snapshot(self, session_id: str) -> bytes | None:
-        """The last archive put for the session, or None; a corrupt file is a StoreError."""
-        found = await self._fetch(
-            "get_snapshot",
-            "SELECT location, sha256 FROM snapshots WHERE session_id = ?",
-            (session_id,),
-        )
-        if not found:
-            return None
-        path = self.snapshot_dir / found[0]["location"]
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            logger.warning("snapshot of session %s is recorded but %s is missing", session_id, path)
-            return None
-        if files.sha256(data) != found[0]["sha256"]:
-            raise StoreError(
-                f"snapshot {path} of session {session_id} does not match its recorded sha256; "
-                "the file was changed or truncated outside ash-ray",
-                session_id=session_id,
-            )
-        return data
-
-    async def delete_snapshot(self, session_id: str) -> None:
-        """Forget the session's snapshot and remove its file."""
-
-        async def op() -> None:
-            async with self._tx() as tx:
-                await tx.execute("DELETE FROM snapshots WHERE session_id = ?", (session_id,))
-
-        await self._retry("delete_snapshot", op)
-        await asyncio.to_thread(self._snapshot_path(session_id).unlink, missing_ok=True)
-
