@@ -21,8 +21,7 @@ Cost and length (see :mod:`.cache` and :mod:`.compact`): every request carries p
 cache breakpoints, so each call reads the earlier prefix from the cache; when a call's
 input would pass ``compact_threshold`` of ``context_window_tokens``, the older turns are
 summarized first (a ``compact`` event). Several read-only tool calls of one reply run
-concurrently (:meth:`AgentLoop._run_tools`); each call goes through
-:meth:`AgentLoop._dispatch`.
+concurrently (:func:`.tool_calls.run_tools`); each goes through :meth:`ToolTurn.call`.
 
 Tools, modes and hooks (see :mod:`.toolbox`): the turn's tool set (built-ins, Skill,
 Task, MCP tools started lazily), ``permissionMode``, and the ``UserPromptSubmit``,
