@@ -90,7 +90,8 @@ class BindGuard:
             return
         bound = self.bound
         current = bound.record.id if bound is not None else self.binding
-        if current != expected if current is not None else expected in self.served:
+        stale = expected in self.served if current is None else current != expected
+        if stale:
             raise _moved(expected)
 
     async def session(self, expected: str | None = None) -> Bound:
