@@ -1,12 +1,16 @@
-"""Snapshot files of the SQLite store: safe names, atomic writes, digests."""
+"""Snapshot and attachment files of the SQLite store: safe names, atomic writes, digests."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from ash_ray.errors import StoreError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
@@ -44,3 +48,19 @@ def write_atomically(target: Path, data: bytes) -> str:
     finally:
         os.close(dir_fd)
     return sha256(data)
+
+
+async def read_verified(path: Path, digest: str, what: str, **fields: Any) -> bytes | None:
+    """``path``'s bytes, None when the file is missing; a StoreError naming ``what`` (with
+    ``fields``) when they do not match ``digest``: a torn or tampered file is never served."""
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        return None
+    if sha256(data) != digest:
+        raise StoreError(
+            f"{what} {path} does not match its recorded sha256; the file was changed or "
+            "truncated outside ash-ray",
+            **fields,
+        )
+    return data

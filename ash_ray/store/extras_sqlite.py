@@ -100,14 +100,9 @@ class SqliteExtras:
         if record is None:
             return None
         path = self._attachment_path(attachment_id)
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise StoreError(
-                f"attachment {attachment_id} is recorded but {path} is missing"
-            ) from None
-        if files.sha256(data) != record.sha256:
-            raise StoreError(f"attachment file {path} does not match its recorded sha256")
+        data = await files.read_verified(path, record.sha256, "attachment file")
+        if data is None:
+            raise StoreError(f"attachment {attachment_id} is recorded but {path} is missing")
         return data
 
     async def list_attachments(self, session_id: str) -> list[AttachmentRecord]:
@@ -212,17 +207,11 @@ class SqliteExtras:
         if not found:
             return None
         path = self.snapshot_dir / found[0]["location"]
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
+        data = await files.read_verified(
+            path, found[0]["sha256"], f"session {session_id}'s snapshot", session_id=session_id
+        )
+        if data is None:
             logger.warning("snapshot of session %s is recorded but %s is missing", session_id, path)
-            return None
-        if files.sha256(data) != found[0]["sha256"]:
-            raise StoreError(
-                f"snapshot {path} of session {session_id} does not match its recorded sha256; "
-                "the file was changed or truncated outside ash-ray",
-                session_id=session_id,
-            )
         return data
 
     async def delete_snapshot(self, session_id: str) -> None:
