@@ -58,16 +58,9 @@ class SqliteAgentData(AgentData):
 
     async def _archive_bytes(self, row: Any) -> bytes | None:
         path = self._archive_dir() / row["location"]
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
+        data = await files.read_verified(path, row["sha256"], "agent archive")
+        if data is None:
             logger.warning("agent archive %s is recorded but missing", path)
-            return None
-        if files.sha256(data) != row["sha256"]:
-            raise StoreError(
-                f"agent archive {path} does not match its recorded sha256; the file was "
-                "changed or truncated outside ash-ray"
-            )
         return data
 
     async def _archives_dropped(self, shas: set[str]) -> None:
