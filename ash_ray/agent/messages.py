@@ -116,6 +116,15 @@ def assistant_message(
     }
 
 
+def asks_for_tools(event_type: str, data: dict[str, Any]) -> bool:
+    """Whether an event is a turn's own assistant message asking for tools (not one of a
+    subagent's, which runs inside a tool of the turn)."""
+    if event_type != "message" or data.get("type") != "assistant" or data.get("parent_tool_use_id"):
+        return False
+    content = (data.get("message") or {}).get("content") or []
+    return any(isinstance(b, dict) and b.get("type") == "tool_use" for b in content)
+
+
 def result_message(
     subtype: str,
     num_turns: int,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import anthropic
 
 from ash_ray import __version__
+from ash_ray.agent.messages import asks_for_tools
 from ash_ray.config import Settings
 from ash_ray.content import Prompt
 from ash_ray.errors import (
@@ -308,7 +309,10 @@ class TurnRunner:
                 s.log.emit(ev.type, ev.data)
                 if ev.type == "tool_use":
                     self.metrics.tool_call(s.record.agent_name, ev.data.get("name", "?"))
-                self.persist.soon()
+                if asks_for_tools(ev.type, ev.data):
+                    await self._save_before_tools()
+                else:
+                    self.persist.soon()
         except asyncio.CancelledError:
             s.log.emit("error", {"error": "turn cancelled"})
             raise
@@ -325,6 +329,16 @@ class TurnRunner:
             await self.after_turn()
         finally:
             self._next()
+
+    async def _save_before_tools(self) -> None:
+        """Write ahead: the model's request for tools is saved before they run. A worker
+        lost while they run is continued from it (the tools get "lost" results), not
+        from the prompt, which would ask the model again and run the tools twice."""
+        try:
+            await self.persist.flush(wait=True)
+        except Exception:
+            logger.exception("saving the model's tool request failed; flushing in the background")
+            self.persist.soon()
 
     async def _close(self, outcome: _Outcome, latency_ms: float) -> None:
         """Count the turn, then save it with ``done`` before any stream sees ``done``."""

@@ -155,6 +155,47 @@ async def test_a_turn_is_stored_as_running_while_it_runs_within_the_flushes() ->
     assert registry.calls == 0  # no write of its own
 
 
+class ToolLoop(Loop):
+    """A turn whose model asks for a tool; the tool notes what the registry holds as it
+    starts, then waits on the prompt's latch."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+        self.saved_at_tool_start: list[list[dict[str, Any]]] = []
+
+    async def run_turn(
+        self, conversation: list[dict[str, Any]], prompt: str | None, options: Any,
+        interrupt: asyncio.Event,
+    ) -> AsyncIterator[AgentEvent]:
+        conversation.append({"role": "user", "content": prompt})
+        blocks = [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]
+        conversation.append({"role": "assistant", "content": blocks})
+        yield AgentEvent("message", {"type": "assistant", "parent_tool_use_id": None,
+                                     "message": {"role": "assistant", "content": blocks}})
+        self.saved_at_tool_start.append(
+            [m.content for b in self.registry.batches for m in b.messages]
+        )
+        await self.latch(prompt).wait()
+        yield AgentEvent("message", {"type": "result", "subtype": "success", "result": "ok",
+                                     "usage": {}, "num_turns": 1})
+
+
+async def test_the_models_request_for_a_tool_is_saved_before_the_tool_runs() -> None:
+    # A worker lost while a tool runs is continued from the saved request (the tool gets
+    # a "lost" result); unsaved, the model would be asked again and run the tool twice.
+    runner, _, registry = _runner()
+    loop = ToolLoop(registry)
+    runner.session.loop = loop  # type: ignore[assignment]
+    await runner.start("list files", {})
+    await _until(lambda: loop.saved_at_tool_start)
+    (saved,) = loop.saved_at_tool_start
+    assert saved and saved[-1] == [{"type": "tool_use", "id": "t1", "name": "Bash",
+                          "input": {"command": "ls"}}]
+    loop.latch("list files").set()
+    await _until(lambda: not runner.open)
+
+
 async def test_reject_is_a_409_and_interrupt_stops_the_running_turn_first() -> None:
     runner, loop, _ = _runner()
     first = await runner.start("one", {})
