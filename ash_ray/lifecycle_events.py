@@ -24,6 +24,11 @@ from ash_ray.models import EventRecord, SessionRecord, utcnow
 LIFECYCLE = "lifecycle"
 # Events read per step when looking back past lifecycle events for a turn's last event.
 WINDOW = 32
+# Numbers left unused after a worker lost mid-turn, by whoever numbers next (the
+# session's next worker, or the registry closing the turn): more than the lost worker can
+# have numbered and shown a client but not saved (it saves every 20 ms and before its
+# tools run; one save in flight, one pending).
+UNSAVED_SEQ_MARGIN = 10_000
 
 # (after, limit) -> events with seq > after, at most limit
 ReadEvents = Callable[[int, int], Awaitable[list[EventRecord]]]

@@ -11,7 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ash_ray.lifecycle_events import ReadEvents, turn_open, without_trailing_lifecycle
+from ash_ray.lifecycle_events import (
+    UNSAVED_SEQ_MARGIN,
+    ReadEvents,
+    turn_open,
+    without_trailing_lifecycle,
+)
 from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
 from ash_ray.registry.state import LIVE_STATUSES, Core, Live
 
@@ -101,6 +106,9 @@ class Recovery:
         seq = max(rec.last_seq, seen_seq)
         if seq == rec.last_seq and not await turn_open(self._reader(rec.id), rec.last_seq):
             return rec.model_copy(update={"status": status}), []
+        # Past what the lost worker may have shown a client (this one, or another) unsaved:
+        # the turn's end must not take the number of an event somebody already has.
+        seq += UNSAVED_SEQ_MARGIN
         now = utcnow()
         events = [
             EventRecord(session_id=rec.id, seq=seq + 1, type="error",

@@ -27,6 +27,7 @@ from ash_ray.errors import (
     WorkerLost,
     WorkerReleasing,
 )
+from ash_ray.lifecycle_events import UNSAVED_SEQ_MARGIN
 from ash_ray.models import QueuedTurn, Usage, UsageRecord, new_id, utcnow
 from ash_ray.session.metrics import SessionMetrics
 from ash_ray.session.options import plain_options, turn_options
@@ -51,11 +52,6 @@ class Inbox(Protocol):
 
     def put_turn(self, item: QueuedTurn) -> Awaitable[None]: ...
     def delete_turn(self, session_id: str, message_id: str) -> Awaitable[None]: ...
-
-
-# Numbers left unused after a worker lost mid-turn: more than it can have numbered and
-# shown but not saved (it saves every 20 ms; one save in flight, one pending).
-UNSAVED_SEQ_MARGIN = 10_000
 
 
 class TurnRunner:

@@ -33,11 +33,11 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
 from ash_ray.handles import Event, RegistryClient
+from ash_ray.lifecycle_events import UNSAVED_SEQ_MARGIN
 from ash_ray.models import EventRecord
 from ash_ray.pipeline import AshRay
 from ash_ray.registry.recovery import WORKER_LOST
 from ash_ray.session.recovery import LOST_TOOL
-from ash_ray.session.turns import UNSAVED_SEQ_MARGIN
 from tests.helpers import wait_for
 from tests.integration.conftest import MODEL_KEY
 from tests.integration.ray_node import ExtraNode

@@ -16,6 +16,7 @@ import pytest
 
 from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable, WorkerReleasing
+from ash_ray.lifecycle_events import UNSAVED_SEQ_MARGIN
 from ash_ray.models import EventRecord, QueuedTurn, WriteBatch, utcnow
 from ash_ray.registry.actor import Services
 from ash_ray.registry.pool import SESSION_MEMORY_GUESS_MB, Demand, Placement
@@ -500,12 +501,28 @@ async def test_a_worker_seen_dying_pauses_the_session_once(
     await open_turn(svc, sid)
     ray_ops.workers[sid].kill()
     ends = await svc.recovery.worker_failed(sid, 2)
-    assert [(seq, type_) for seq, type_, _ in ends] == [(3, "error"), (4, "done")]
+    # Numbered past what the lost worker may have shown unsaved.
+    past = 2 + UNSAVED_SEQ_MARGIN
+    assert [(seq, type_) for seq, type_, _ in ends] == [(past + 1, "error"), (past + 2, "done")]
     assert await status(svc, sid) == "paused"
     # Another stream of the same turn (or the sweep) closes nothing twice.
     assert await svc.recovery.worker_failed(sid, 2) == ends
     await svc.upkeep.sweep()
     assert await event_types(svc, sid) == ["lifecycle:created", "session_start", "error", "done"]
+
+
+async def test_a_turn_closed_for_a_lost_worker_is_numbered_past_what_a_client_saw(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    await open_turn(svc, sid)  # stored up to seq 2
+    live = svc.core.live[sid]
+    ray_ops.workers[sid].kill()
+    await svc.recovery.as_cold(live)  # the death watch closes the turn, from the store alone
+    # A client that saw seq 3 (shown by the worker, never saved) still gets the turn's end.
+    ends = await svc.recovery.worker_failed(sid, 3)
+    assert [type_ for _, type_, _ in ends] == ["error", "done"]
+    assert min(seq for seq, _, _ in ends) > 3
 
 
 async def test_sweep_pauses_idle_sessions_and_notices_dead_workers(

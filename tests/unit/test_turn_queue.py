@@ -12,7 +12,7 @@ import pytest
 from ash_ray.agent.messages import AgentEvent
 from ash_ray.config import load_settings
 from ash_ray.errors import SessionBusy, SessionEnded, WorkerLost, WorkerReleasing
-from ash_ray.lifecycle_events import prompt_stored
+from ash_ray.lifecycle_events import UNSAVED_SEQ_MARGIN, prompt_stored
 from ash_ray.models import EventRecord, QueuedTurn, SessionRecord, WriteBatch, utcnow
 from ash_ray.session.events import EventLog
 from ash_ray.session.metrics import SessionMetrics
@@ -20,7 +20,7 @@ from ash_ray.session.persist import Persister
 from ash_ray.session.recovery import LOST_TOOL
 from ash_ray.session.state import Bound
 from ash_ray.session.streams import events, follow
-from ash_ray.session.turns import UNSAVED_SEQ_MARGIN, TurnRunner
+from ash_ray.session.turns import TurnRunner
 
 
 class Loop:
