@@ -302,22 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("name", nargs="?")
     ap.set_defaults(func=cmd_agent)
 
-    sp = sub.add_parser("session", help="create, send to, list and manage sessions")
-    ssub = sp.add_subparsers(dest="action", required=True)
-    c = ssub.add_parser("create")
-    c.add_argument("agent")
-    c.add_argument("--model")
-    ls = ssub.add_parser("list")
-    ls.add_argument("--agent")
-    ls.add_argument("--status")
-    snd = ssub.add_parser("send")
-    snd.add_argument("id")
-    snd.add_argument("message")
-    for action in ("get", "pause", "resume", "stop", "end", "fork"):
-        ssub.add_parser(action).add_argument("id")
-    add_session_parsers(ssub)  # files, exec, tail, logs: their own func wins
-    add_transfer_parsers(ssub)  # download, upload (the workspace as tar.gz)
-    sp.set_defaults(func=cmd_session)
+    _add_session_parser(sub)
     add_chat_parser(sub)
     add_jobs_parsers(sub, _client)
     add_tenant_parsers(sub)
@@ -335,6 +320,25 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_kuberay_parser(sub)
     return p
+
+
+def _add_session_parser(sub: Any) -> None:
+    sp = sub.add_parser("session", help="create, send to, list and manage sessions")
+    ssub = sp.add_subparsers(dest="action", required=True)
+    c = ssub.add_parser("create")
+    c.add_argument("agent")
+    c.add_argument("--model")
+    ls = ssub.add_parser("list")
+    ls.add_argument("--agent")
+    ls.add_argument("--status")
+    snd = ssub.add_parser("send")
+    snd.add_argument("id")
+    snd.add_argument("message")
+    for action in ("get", "pause", "resume", "stop", "end", "fork"):
+        ssub.add_parser(action).add_argument("id")
+    add_session_parsers(ssub)  # files, exec, tail, logs: their own func wins
+    add_transfer_parsers(ssub)  # download, upload (the workspace as tar.gz)
+    sp.set_defaults(func=cmd_session)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -275,52 +275,14 @@ def _pod_template(options: KubeRayOptions, *, head: bool) -> dict[str, Any]:
             f"( (printf '%s' \"$ASH_SERVE_CONFIG\" > {_SERVE_CONFIG_FILE}; "
             f"until serve deploy {_SERVE_CONFIG_FILE}; do sleep 5; done) & )"
         ]
-    ports = [{"name": "serve", "containerPort": options.port}]
-    if head:
-        ports = [
-            {"name": "gcs-server", "containerPort": 6379},
-            {"name": "dashboard", "containerPort": 8265},
-            {"name": "client", "containerPort": 10001},
-            *ports,
-        ]
-    container["ports"] = ports
+    container["ports"] = _ports(options, head=head)
     container["env"] = _env(options, head=head)
     container["resources"] = {
         "requests": {"cpu": cpu, "memory": memory},
         "limits": {"cpu": cpu, "memory": memory},
     }
-    # Explicit probes: KubeRay's defaults need wget, and on a worker they also ask the Serve
-    # proxy, which a sessions worker without an AshIngress replica does not run. The head
-    # must not wait for Serve either: KubeRay deploys the app only once the head is ready.
-    raylet = {"httpGet": {"path": "/api/local_raylet_healthz", "port": 52365}}
-    if head:
-        readiness = {"httpGet": {"path": "/api/gcs_healthz", "port": 8265}}
-    else:
-        readiness = raylet
-    container["readinessProbe"] = {
-        **readiness,
-        "periodSeconds": 5,
-        "timeoutSeconds": 2,
-        "failureThreshold": 10,
-    }
-    container["livenessProbe"] = {
-        **raylet,
-        "initialDelaySeconds": 30,
-        "periodSeconds": 10,
-        "timeoutSeconds": 2,
-        "failureThreshold": 12,
-    }
-    container["securityContext"] = (
-        {"privileged": True, "runAsUser": 0}
-        if options.privileged
-        else {
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        }
-    )
+    container.update(_probes(head=head))
+    container["securityContext"] = _security_context(options)
     container["volumeMounts"] = [
         {"name": "data", "mountPath": _DATA_DIR},
         {"name": "dshm", "mountPath": "/dev/shm"},
@@ -338,6 +300,48 @@ def _pod_template(options: KubeRayOptions, *, head: bool) -> dict[str, Any]:
                 {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             ],
         },
+    }
+
+
+def _ports(options: KubeRayOptions, *, head: bool) -> list[dict[str, Any]]:
+    serve = {"name": "serve", "containerPort": options.port}
+    if not head:
+        return [serve]
+    return [
+        {"name": "gcs-server", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+        serve,
+    ]
+
+
+def _probes(*, head: bool) -> dict[str, Any]:
+    """Explicit probes: KubeRay's defaults need wget, and on a worker they also ask the
+    Serve proxy, which a sessions worker without an AshIngress replica does not run. The
+    head must not wait for Serve either: KubeRay deploys the app only once the head is
+    ready."""
+    raylet = {"httpGet": {"path": "/api/local_raylet_healthz", "port": 52365}}
+    readiness = {"httpGet": {"path": "/api/gcs_healthz", "port": 8265}} if head else raylet
+    return {
+        "readinessProbe": {
+            **readiness, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 10,
+        },
+        "livenessProbe": {
+            **raylet, "initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 2,
+            "failureThreshold": 12,
+        },
+    }
+
+
+def _security_context(options: KubeRayOptions) -> dict[str, Any]:
+    if options.privileged:
+        return {"privileged": True, "runAsUser": 0}
+    return {
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
     }
 
 
