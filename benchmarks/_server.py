@@ -46,10 +46,13 @@ class Server:
         self.log = self.root / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ash_ray", "start"]
+
     def start(self, timeout_s: float = 240) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ash_ray", "start"], env=self.env,
+                self.command(), env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s

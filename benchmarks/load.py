@@ -12,11 +12,13 @@ the M x N turns are measured, CPU included, and the sessions are checked and sto
 after. The server's CPU per turn is then the turns' own, without worker start-ups.
 --py-spy DIR also records the ingress replica, the registry and the busiest session
 worker with py-spy during the measured phase and prints their top functions (the
-profiler costs CPU: take the CPU figures from a run without it).
+profiler costs CPU: take the CPU figures from a run without it). --ray-floor then runs
+the same load against the Ray floor (`_ray_floor_app.py`: Serve set up as ash-ray's and an
+actor a session, nothing else) and prints both side by side.
 
     python benchmarks/load.py [--sessions 40] [--messages 5] [--concurrency 8]
                               [--database-url postgresql://...] [--keep]
-                              [--warm] [--py-spy DIR]
+                              [--warm] [--py-spy DIR] [--ray-floor]
 
 Figures: errors (HTTP errors, failed streams, ``error`` events), lost messages
 (acknowledged user messages missing from GET .../messages), latency percentiles of
@@ -34,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _floors import RayFloor, direct_turns
 from _harness import make_agent, pct
 from _server import MODEL_KEY, Profiles, Sampler, Server, memory_mb
 
@@ -201,55 +203,6 @@ async def finish(url: str, sids: list[str], args: argparse.Namespace, stats: Sta
                    lambda sid: check_and_stop(http, sid, args.keep, stats))
 
 
-# ---------------------------------------------------------------------- the floor
-
-_DIRECT = """
-import asyncio, json, resource, sys, time
-import anthropic
-
-async def main(url, key, n, concurrency):
-    client = anthropic.AsyncAnthropic(api_key=key, base_url=url, max_retries=0)
-    first, done = [], []
-    queue = list(range(n))
-
-    async def one(k):
-        t0 = time.perf_counter()
-        async with client.messages.stream(
-            model="claude-sonnet-4-6", max_tokens=1024,
-            messages=[{"role": "user", "content": f"load message {k}"}],
-        ) as stream:
-            got = None
-            async for _event in stream:
-                got = got or time.perf_counter()
-            await stream.get_final_message()
-        first.append((got - t0) * 1000)
-        done.append((time.perf_counter() - t0) * 1000)
-
-    async def worker():
-        while queue:
-            await one(queue.pop())
-
-    await one(-1)  # the SDK's first-request costs, as a warmed worker has paid them
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
-    print(json.dumps({"cpu_s": cpu, "first": first, "done": done}))
-
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-"""
-
-
-def direct_turns(model_url: str, n: int, concurrency: int) -> dict:
-    """The same short turns sent straight to the fake model with the anthropic SDK, in a
-    process of their own: its CPU per turn is the floor of a session worker's."""
-    out = subprocess.run(
-        [sys.executable, "-c", _DIRECT, model_url, MODEL_KEY, str(n), str(concurrency)],
-        check=True, capture_output=True, text=True,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 # ---------------------------------------------------------------------- the table
 
 
@@ -332,7 +285,9 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sample
     return "\n".join(lines)
 
 
-def run(server: Server, args: argparse.Namespace, stats: Stats) -> tuple[float, Sampler]:
+def run(
+    server: Server, args: argparse.Namespace, stats: Stats, profile: bool
+) -> tuple[float, Sampler]:
     """The load; with --warm its set-up first, then the measured phase alone."""
     if not args.warm:
         with Sampler(server) as sampler:
@@ -344,7 +299,7 @@ def run(server: Server, args: argparse.Namespace, stats: Stats) -> tuple[float, 
     print(f"server idle at {idle:.2f} CPUs; measuring ...", file=sys.stderr)
     client0 = time.process_time()
     with Sampler(server) as sampler:
-        if args.py_spy:
+        if profile:
             with Profiles(server, Path(args.py_spy)) as profiles:
                 wall = asyncio.run(run_warm(server.url, sids, args, stats))
             print(profiles.summary())
@@ -367,26 +322,82 @@ def main() -> int:
                         help="create the sessions and run one turn each before measuring")
     parser.add_argument("--py-spy", metavar="DIR", default="",
                         help="with --warm: profile the measured phase into DIR")
+    parser.add_argument("--ray-floor", action="store_true",
+                        help="also run the same load against the Ray floor app (_floors.py)")
     args = parser.parse_args()
-    stats = Stats()
     load_before = os.getloadavg()[0]
     with FakeAnthropic(port=0, api_key=MODEL_KEY) as fake:
-        server = Server(fake.url, args.database_url)
-        try:
-            print(f"starting ash-ray start (log: {server.log}) ...", file=sys.stderr)
-            server.start()
-            agent = make_agent(server.root)
-            r = httpx.post(f"{server.url}/api/agents", json={"name": "load", "path": str(agent)})
-            r.raise_for_status()
-            wall, sampler = run(server, args, stats)
-            procs = server.processes()
-            end = memory_mb(procs)
-            direct = direct_turns(fake.url, max(stats.turns, 1), args.concurrency)
-            print(table(args, stats, wall, sampler, end, len(procs), direct,
-                        (load_before, os.getloadavg()[0])))
-        finally:
-            server.stop()
-    return 1 if stats.errors or stats.lost else 0
+        ash = measure(Server(fake.url, args.database_url), args, bool(args.py_spy))
+        floor = measure(RayFloor(fake.url, ""), args, False) if args.ray_floor else None
+        direct = direct_turns(fake.url, max(ash.stats.turns, 1), args.concurrency)
+    print(table(args, ash.stats, ash.wall, ash.sampler, ash.end, ash.nprocs, direct,
+                (load_before, os.getloadavg()[0])))
+    if floor is not None:
+        print(floor_table(ash, floor, direct))
+    return 1 if ash.stats.errors or ash.stats.lost else 0
+
+
+@dataclass
+class Measured:
+    stats: Stats
+    wall: float
+    sampler: Sampler
+    end: tuple[float, float]  # memory at the end, RSS / PSS (MB)
+    nprocs: int
+
+
+def measure(server: Server, args: argparse.Namespace, profile: bool) -> Measured:
+    """The load against one server (started, loaded, stopped)."""
+    stats = Stats()
+    try:
+        print(f"starting {' '.join(server.command()[1:3])} (log: {server.log}) ...",
+              file=sys.stderr)
+        server.start()
+        agent = make_agent(server.root)
+        r = httpx.post(f"{server.url}/api/agents", json={"name": "load", "path": str(agent)})
+        r.raise_for_status()
+        wall, sampler = run(server, args, stats, profile)
+        procs = server.processes()
+        return Measured(stats, wall, sampler, memory_mb(procs), len(procs))
+    finally:
+        server.stop()
+
+
+def _top(m: Measured) -> str:
+    top = m.sampler.by_name()[:3]
+    return ", ".join(f"{name.removeprefix('ray::').rsplit('/', 1)[-1]} {s:.1f}" for name, s in top)
+
+
+def floor_table(ash: Measured, floor: Measured, direct: dict) -> str:
+    """ash-ray beside the Ray floor (same load, same run) and the SDK alone."""
+
+    def cpu_ms(m: Measured) -> str:
+        turns = max(m.stats.turns, 1)
+        busy = m.sampler.cpu_used() - m.sampler.idle_cpus * m.wall
+        return f"{m.sampler.cpu_used() / turns * 1000:.1f} ({busy / turns * 1000:.1f})"
+
+    def cells(values: list[float]) -> str:
+        return f"{pct(values, 50):.0f} / {pct(values, 95):.0f}"
+
+    sdk_cpu = direct["cpu_s"] / max(len(direct["done"]), 1) * 1000
+    rows = [
+        ("first event p50 / p95 (ms)", cells(ash.stats.first_ms), cells(floor.stats.first_ms),
+         cells(direct["first"])),
+        ("done p50 / p95 (ms)", cells(ash.stats.done_ms), cells(floor.stats.done_ms),
+         cells(direct["done"])),
+        ("server CPU ms a turn (less idle)", cpu_ms(ash), cpu_ms(floor), f"{sdk_cpu:.1f}"),
+        ("of it, CPU s by process (top 3)", _top(ash), _top(floor), ""),
+        ("turns per second", f"{ash.stats.turns / ash.wall:.1f}",
+         f"{floor.stats.turns / floor.wall:.1f}", ""),
+        ("errors, lost", f"{len(ash.stats.errors)}, {ash.stats.lost}",
+         f"{len(floor.stats.errors)}, {floor.stats.lost}", ""),
+    ]
+    lines = ["", "| same load, same run | ash-ray | Ray floor: Serve + an actor a session "
+             "| SDK straight to the model |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {a} | {f} | {d} |" for name, a, f, d in rows]
+    if floor.stats.errors:
+        lines += ["", "Ray floor's first errors:", *(f"  {e}" for e in floor.stats.errors[:5])]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,160 @@
+"""The floor of ash-ray's design under load (issue 14): the parts a turn must cross, and
+nothing of ash-ray.
+
+One FastAPI ingress replica of Ray Serve, set up as ash-ray's (direct ingress: the
+replica answers HTTP itself; up to 1000 requests at once; handlers on its own loop); one
+Ray actor a session (at nice 19, below the ingress, as ash-ray's session workers),
+holding an `anthropic` client and the conversation; each message streamed back over a
+Ray streaming generator in two items, the fewest a stream can have (``session_start``
+before the model call; the reply's ``text_delta`` frames with ``done``). No registry, no
+store (nothing is saved: a crash loses it all), no sandbox, no agent loop, no auth.
+`load.py --ray-floor` runs the same load against it in the same run, so the table shows
+what the design itself costs on this machine beside what ash-ray costs.
+
+    python benchmarks/_ray_floor_app.py PORT PROXY_PORT MODEL_URL API_KEY
+"""
+
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from ray import serve
+
+app = FastAPI()
+
+
+def frame(type_: str, data: dict[str, Any]) -> bytes:
+    return f"event: {type_}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@ray.remote(num_cpus=0.01)
+class Session:
+    """A session: the conversation and a model client, in an actor of its own."""
+
+    def __init__(self, model_url: str, api_key: str) -> None:
+        import anthropic
+
+        os.nice(max(0, 19 - os.nice(0)))  # below the ingress, as ash-ray's session workers
+        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=model_url,
+                                               max_retries=0)
+        self.conversation: list[dict[str, Any]] = []
+
+    async def turn(self, content: str) -> AsyncIterator[bytes]:
+        """Two items a turn, the fewest a stream can have: ``session_start`` at once,
+        then the reply's frames and ``done`` together."""
+        self.conversation.append({"role": "user", "content": content})
+        yield frame("session_start", {})
+        frames = []
+        async with self.client.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=1024, messages=self.conversation
+        ) as stream:
+            async for text in stream.text_stream:
+                frames.append(frame("text_delta", {"text": text}))
+            final = await stream.get_final_message()
+        self.conversation.append(
+            {"role": "assistant", "content": [b.model_dump() for b in final.content]}
+        )
+        yield b"".join([*frames, frame("done", {})])
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.conversation
+
+
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=1000,  # Serve's default (5) would queue 45 of 50 streams
+    ray_actor_options={
+        "num_cpus": 0,
+        "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}},
+    },
+)
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, model_url: str, api_key: str) -> None:
+        self.model_url, self.api_key = model_url, api_key
+        self.sessions: dict[str, Any] = {}
+
+    def _session(self, sid: str) -> Any:
+        if sid not in self.sessions:
+            raise HTTPException(404, f"no session {sid}")
+        return self.sessions[sid]
+
+    @app.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/agents", status_code=201)
+    async def agent(self, request: Request) -> dict[str, Any]:
+        return {"agent": await request.json()}
+
+    @app.post("/api/sessions", status_code=201)
+    async def create(self) -> dict[str, Any]:
+        sid = uuid.uuid4().hex
+        self.sessions[sid] = Session.remote(self.model_url, self.api_key)  # type: ignore[attr-defined]
+        return {"session": {"id": sid}}
+
+    @app.post("/api/sessions/{sid}/messages")
+    async def message(self, sid: str, request: Request) -> StreamingResponse:
+        content = (await request.json())["content"]
+        batches = self._session(sid).turn.options(num_returns="streaming").remote(content)
+
+        async def frames() -> AsyncIterator[bytes]:
+            async for ref in batches:
+                yield await ref
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+    @app.get("/api/sessions/{sid}/messages")
+    async def stored(self, sid: str) -> dict[str, Any]:
+        conversation = await self._session(sid).messages.remote()
+        return {"messages": [{"role": m["role"], "content": json.dumps(m["content"])}
+                             for m in conversation]}
+
+    @app.post("/api/sessions/{sid}/stop")
+    async def stop(self, sid: str) -> dict[str, Any]:
+        ray.kill(self._session(sid))
+        del self.sessions[sid]
+        return {"session": {"id": sid, "status": "stopped"}}
+
+
+def main() -> None:
+    port, proxy_port, model_url, api_key = (
+        int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    )
+    # Serve as ash-ray runs it: the replica answers PORT itself (direct ingress), the
+    # proxy listens beside it.
+    os.environ.update({
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+    })
+    ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(),
+             log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
+    serve.run(Ingress.bind(model_url, api_key), name="floor", route_prefix="/")
+
+    stop = asyncio.Event()
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+
+    asyncio.run(wait())
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
