@@ -57,6 +57,12 @@ async def timed(work: list[WriteBatch], write: Callable[[WriteBatch], Awaitable[
     return sum(len(b.events) for b in work) / (time.perf_counter() - started)
 
 
+# The columns of the baselines' session rows (the table has more, with defaults).
+_SESSION_COLS = (
+    "id, agent_name, sandbox_id, status, created_at, last_active_at, parent_session_id, "
+    "config, usage, num_turns, last_seq"
+)
+
 # ---------------------------------------------------------------- SQLite
 
 
@@ -78,7 +84,8 @@ async def sqlite_raw(work: list[WriteBatch], tmp: Path) -> float:
         session, events = next(it)
         await db.execute("BEGIN IMMEDIATE")
         await db.execute(
-            "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE "
+            f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (id) DO UPDATE "
             "SET last_seq = excluded.last_seq, last_active_at = excluded.last_active_at",
             session,
         )
@@ -128,7 +135,8 @@ async def pg_raw(work: list[WriteBatch], pg: TempPostgres) -> float:
         session, events = next(prepared)
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO sessions VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
+                f"INSERT INTO sessions ({_SESSION_COLS}) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
                 "ON CONFLICT (id) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
                 "last_active_at = EXCLUDED.last_active_at",
                 *session,
