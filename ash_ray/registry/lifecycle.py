@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from ash_ray.errors import Conflict, CredentialInvalid, SessionBusy, SessionEnded
+from ash_ray.errors import Conflict, CredentialInvalid, SessionBusy, SessionEnded, Unavailable
 from ash_ray.handles import WorkerClient
 from ash_ray.lifecycle_events import cold_event, entry
 from ash_ray.models import (
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # A warm resume's timeline entry: the live worker (its sandbox) carries on.
 WARM_RESUME = entry("resumed", path="warm", source="sandbox")
+# Resumes an attach tries when the session is gone again before the caller has it.
+ATTACH_TRIES = 3
 
 
 class Lifecycle:
@@ -160,15 +162,27 @@ class Lifecycle:
 
     async def attach(self, session_id: str) -> Live:
         """The live session, resuming it first when it is cold or paused (after a release
-        under way, whose worker refuses new turns: :class:`WorkerReleasing`)."""
-        live = self.core.live.get(session_id)
-        if live is not None and live.releasing is not None:
-            await live.releasing.wait()
-            live = self.core.live.get(session_id)  # gone, or kept (an eviction refused)
-        if live is not None and live.record.status == "active" and not live.dead:
-            return live
-        await self.resume(session_id, auto=True)
-        return self.core.live[session_id]
+        under way, whose worker refuses new turns: :class:`WorkerReleasing`).
+
+        Short of slots, a session just resumed may be evicted again (it is idle until the
+        caller's message reaches it) or its worker may fail to bind before the caller has
+        it: it is resumed once more, a few times, then 503.
+        """
+        for _attempt in range(ATTACH_TRIES):
+            live = self.core.live.get(session_id)
+            if live is not None and live.releasing is not None:
+                await live.releasing.wait()
+                live = self.core.live.get(session_id)  # gone, or kept (an eviction refused)
+            if live is not None and live.record.status == "active" and not live.dead:
+                return live
+            await self.resume(session_id, auto=True)
+            if (live := self.core.live.get(session_id)) is not None:
+                return live
+        raise Unavailable(
+            f"session {session_id} lost its worker as soon as it was resumed, "
+            f"{ATTACH_TRIES} times: the cluster is short of session slots; retry later",
+            session_id=session_id,
+        )
 
     async def resume(self, session_id: str, auto: bool = False) -> SessionRecord:
         self.core.check_accepting()

@@ -251,6 +251,45 @@ async def test_an_attach_during_a_release_waits_for_it_then_resumes_on_a_new_wor
     assert svc.core.live[sid] is live and await status(svc, sid) == "active"
 
 
+def _evicted_after_resume(svc: Services, times: int) -> list[str]:
+    """The first ``times`` resumes lose the session's worker again before they return, as
+    an eviction by a create short of slots does (the resumed session is idle)."""
+    resume, resumed = svc.lifecycle.resume, []
+
+    async def losing(session_id: str, auto: bool = False) -> Any:
+        rec = await resume(session_id, auto)
+        resumed.append(session_id)
+        if len(resumed) <= times:
+            await svc.core.release_idle(svc.core.live[session_id])
+        return rec
+
+    svc.lifecycle.resume = losing  # type: ignore[method-assign]
+    return resumed
+
+
+async def test_an_attach_resumes_again_a_session_evicted_as_it_was_resumed(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    await bound(svc, sid)
+    await svc.lifecycle.pause(sid)
+    resumed = _evicted_after_resume(svc, times=1)
+    live = await svc.lifecycle.attach(sid)
+    assert resumed == [sid, sid] and svc.core.live[sid] is live
+    assert await status(svc, sid) == "active"
+
+
+async def test_an_attach_that_keeps_losing_its_worker_is_a_503_naming_why(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await create(svc)
+    await bound(svc, sid)
+    await svc.lifecycle.pause(sid)
+    _evicted_after_resume(svc, times=100)
+    with pytest.raises(Unavailable, match="short of session slots"):
+        await svc.lifecycle.attach(sid)
+
+
 async def test_a_create_answers_before_its_new_worker_has_started(
     svc: Services, ray_ops: FakeRayOps
 ) -> None:
