@@ -11,7 +11,6 @@ or resume before the worker has copied the agent's folder.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -36,7 +35,6 @@ from ash_ray.session.state import BindGuard, Bound, bound, bound_stream
 if TYPE_CHECKING:
     from ash_ray.session.turns import TurnRunner
 
-logger = logging.getLogger(__name__)
 
 
 class SessionWorker(WorkerBinding):
@@ -153,11 +151,7 @@ class SessionWorker(WorkerBinding):
         of it: a whole-server crash right after must not lose an acknowledged message."""
         assert self.turns is not None and self.persist is not None
         start = await self.turns.start(prompt, options)
-        try:
-            await self.persist.flush()
-        except Exception:
-            logger.warning("session %s: the turn's start is not saved yet", s.record.id,
-                           exc_info=True)
+        await self.persist.save_now(f"session {s.record.id}: the turn's start")
         return start
 
     @bound_stream

@@ -127,6 +127,16 @@ class Persister:
             await call
             self._unsent = None
 
+    async def save_now(self, what: str) -> None:
+        """:meth:`flush` and wait; if the registry cannot take it now, log ``what`` was
+        not saved and leave it to the background flusher (it keeps the batch)."""
+        try:
+            await self.flush(wait=True)
+        except Exception:
+            logger.warning("%s is not saved yet; the background flusher retries", what,
+                           exc_info=True)
+            self.soon()
+
     async def _flush_forever(self) -> None:
         """Flush at most every FLUSH_INTERVAL_S; the first change after a quiet spell (a
         turn's prompt) goes at once, before the model's first token arrives."""

@@ -306,7 +306,10 @@ class TurnRunner:
                 if ev.type == "tool_use":
                     self.metrics.tool_call(s.record.agent_name, ev.data.get("name", "?"))
                 if asks_for_tools(ev.type, ev.data):
-                    await self._save_before_tools()
+                    # Write ahead: a worker lost while the tools run is continued from
+                    # this request (they get "lost" results); unsaved, the model would be
+                    # asked again and run them twice.
+                    await self.persist.save_now("the model's request for tools")
                 else:
                     self.persist.soon()
         except asyncio.CancelledError:
@@ -325,16 +328,6 @@ class TurnRunner:
             await self.after_turn()
         finally:
             self._next()
-
-    async def _save_before_tools(self) -> None:
-        """Write ahead: the model's request for tools is saved before they run. A worker
-        lost while they run is continued from it (the tools get "lost" results), not
-        from the prompt, which would ask the model again and run the tools twice."""
-        try:
-            await self.persist.flush(wait=True)
-        except Exception:
-            logger.exception("saving the model's tool request failed; flushing in the background")
-            self.persist.soon()
 
     async def _close(self, outcome: _Outcome, latency_ms: float) -> None:
         """Count the turn, then save it with ``done`` before any stream sees ``done``."""
@@ -363,11 +356,7 @@ class TurnRunner:
             self.ended[self.current.message_id] = self.current_start
             while len(self.ended) > ENDED_KEPT:
                 del self.ended[next(iter(self.ended))]
-        try:
-            await self.persist.flush(wait=True)
-        except Exception:
-            logger.exception("end-of-turn flush failed; the background flusher retries")
-            self.persist.soon()
+        await self.persist.save_now("the turn's end")
         s.log.publish(done)
 
 
