@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from ash_ray.session.turns import TurnRunner
 
 
-
 class SessionWorker(WorkerBinding):
     """One session's process. Created only by the registry (see DESIGN section 2)."""
 
