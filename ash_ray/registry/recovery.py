@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable
 from ash_ray.lifecycle_events import (
     UNSAVED_SEQ_MARGIN,
     ReadEvents,
-    turn_open,
+    open_turn_tail,
+    prompt_stored,
     without_trailing_lifecycle,
 )
-from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
+from ash_ray.models import EventRecord, MessageRecord, SessionRecord, WriteBatch, new_id, utcnow
 from ash_ray.registry.state import LIVE_STATUSES, Core, Live
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,10 @@ class Recovery:
             for rec in await self._all_sessions(status):
                 if await self._adopt(rec):
                     continue
-                cold, events = await self.closed_turn(rec, rec.last_seq, "paused")
+                cold, closing = await self.closed_turn(rec, rec.last_seq, "paused")
                 fixes.sessions.append(cold)
-                fixes.events.extend(events)
+                fixes.events.extend(closing.events)
+                fixes.messages.extend(closing.messages)
         await self.kill_orphans()
         await self.core.submit(batch=fixes)
 
@@ -99,13 +101,16 @@ class Recovery:
 
     async def closed_turn(
         self, rec: SessionRecord, seen_seq: int, status: str
-    ) -> tuple[SessionRecord, list[EventRecord]]:
-        """The session with ``status``, and the events that end a turn its worker left
-        open (none when the timeline already ends with ``done``). ``seen_seq``: the newest
-        event a client saw, which may be newer than the store's."""
+    ) -> tuple[SessionRecord, WriteBatch]:
+        """The session with ``status``, and what ends a turn its worker left open: its
+        ``error`` and ``done`` events, and its prompt when the worker was lost before it
+        joined the stored conversation (nothing when the timeline already ends with
+        ``done``). ``seen_seq``: the newest event a client saw, maybe newer than the
+        store's."""
         seq = max(rec.last_seq, seen_seq)
-        if seq == rec.last_seq and not await turn_open(self._reader(rec.id), rec.last_seq):
-            return rec.model_copy(update={"status": status}), []
+        tail = await open_turn_tail(self._reader(rec.id), rec.last_seq)
+        if seq == rec.last_seq and tail is None:
+            return rec.model_copy(update={"status": status}), WriteBatch()
         # Past what the lost worker may have shown a client (this one, or another) unsaved:
         # the turn's end must not take the number of an event somebody already has.
         seq += UNSAVED_SEQ_MARGIN
@@ -116,7 +121,25 @@ class Recovery:
             EventRecord(session_id=rec.id, seq=seq + 2, type="done",
                         data={"sessionId": rec.id}, created_at=now),
         ]
-        return rec.model_copy(update={"status": status, "last_seq": seq + 2}), events
+        prompt = None if tail is None or prompt_stored(tail) else await self._prompt(rec.id)
+        closed = rec.model_copy(update={"status": status, "last_seq": seq + 2})
+        return closed, WriteBatch(events=events, messages=[prompt] if prompt else [])
+
+    async def _prompt(self, session_id: str) -> MessageRecord | None:
+        """The prompt of the session's running turn, as the conversation's next message.
+
+        The prompt is durable before its sender hears of it (the turn's running row), but
+        joins the stored conversation with a later save; a worker lost in between leaves
+        it only in that row, and the turn closed here would otherwise drop it."""
+        running = [t for t in await self.core.store.list_turns(session_id) if t.state == "running"]
+        if not running:
+            return None
+        stored = await self.core.store.list_messages(session_id)
+        return MessageRecord(
+            id=new_id(), session_id=session_id, role="user",
+            sequence=stored[-1].sequence + 1 if stored else 1,
+            content=running[0].prompt, created_at=utcnow(),
+        )
 
     def _reader(self, session_id: str) -> ReadEvents:
         async def read(after: int, limit: int) -> list[EventRecord]:
@@ -131,8 +154,8 @@ class Recovery:
         await self.core.flush()
         rec = await self.core.store.get_session(live.record.id) or live.record
         status = "paused" if rec.status in LIVE_STATUSES else rec.status
-        cold, events = await self.closed_turn(rec, rec.last_seq, status)
-        await self.core.submit(cold, batch=WriteBatch(events=events))
+        cold, closing = await self.closed_turn(rec, rec.last_seq, status)
+        await self.core.submit(cold, batch=closing)
 
     async def worker_failed(self, session_id: str, seen_seq: int) -> list[tuple]:
         """An ingress saw the worker die mid-stream: close the turn, pause the session.
@@ -158,9 +181,9 @@ class Recovery:
             if done and done[-1].type == "done":
                 return [(e.seq, e.type, e.data) for e in done]
         status = "paused" if rec.status in LIVE_STATUSES else rec.status
-        cold, events = await self.closed_turn(rec, seen_seq, status)
-        await self.core.submit(cold, batch=WriteBatch(events=events))
-        return [(e.seq, e.type, e.data) for e in events]
+        cold, closing = await self.closed_turn(rec, seen_seq, status)
+        await self.core.submit(cold, batch=closing)
+        return [(e.seq, e.type, e.data) for e in closing.events]
 
     async def kill_orphans(self) -> None:
         """Unbound workers left by an earlier registry (its warm pool) hold slots: free them."""

@@ -17,7 +17,7 @@ import pytest
 from ash_ray.config import Settings, load_settings
 from ash_ray.errors import AtCapacity, Conflict, SessionEnded, Unavailable, WorkerReleasing
 from ash_ray.lifecycle_events import UNSAVED_SEQ_MARGIN
-from ash_ray.models import EventRecord, QueuedTurn, WriteBatch, utcnow
+from ash_ray.models import EventRecord, MessageRecord, QueuedTurn, WriteBatch, utcnow
 from ash_ray.registry.actor import Services
 from ash_ray.registry.pool import SESSION_MEMORY_GUESS_MB, Demand, Placement
 from ash_ray.registry.stats import RegistryStats
@@ -509,6 +509,58 @@ async def test_a_crash_mid_turn_comes_back_paused_with_the_turn_closed(
         assert await status(again, idle) == "paused"
         assert await event_types(again, idle) == ["lifecycle:created"]
         assert (await again.lifecycle.resume(busy)).status == "active"
+    finally:
+        await again.close()
+
+
+async def _crash_with_a_turn_running(
+    settings: Settings, agent_dir: Path, prompt_saved: bool
+) -> Services:
+    """A session whose turn started (its running row and ``session_start`` saved), then
+    a kill -9 of the whole cluster; with ``prompt_saved``, the prompt reached the store
+    (its message, and the ``message`` event it is saved with) before the kill."""
+    first = FakeRayOps()
+    svc = await start(settings, first)
+    await svc.agents.deploy("a", str(agent_dir))
+    sid = await create(svc)
+    await open_turn(svc, sid)
+    turn = QueuedTurn(session_id=sid, message_id="m1", position=1, prompt="the prompt",
+                      state="running")
+    batch = WriteBatch(turns=[turn])
+    if prompt_saved:
+        rec = await svc.core.record_of(sid)
+        rec = rec.model_copy(update={"last_seq": rec.last_seq + 1})
+        batch.events.append(EventRecord(
+            session_id=sid, seq=rec.last_seq, type="message", data={"type": "user"},
+            created_at=utcnow(),
+        ))
+        batch.messages.append(MessageRecord(
+            id="u1", session_id=sid, sequence=1, role="user", content="the prompt",
+            created_at=utcnow(),
+        ))
+        svc.core.live[sid].record = rec
+        await svc.core.submit(rec, batch=batch)
+    else:
+        await svc.core.submit(batch=batch)
+    await svc.core.flush()
+    await svc.close()
+    for worker in first.alive():
+        worker.kill()
+    return await start(settings, FakeRayOps())
+
+
+@pytest.mark.parametrize("prompt_saved", [False, True])
+async def test_a_prompt_acknowledged_before_a_crash_is_in_the_conversation_after_it(
+    settings: Settings, agent_dir: Path, prompt_saved: bool
+) -> None:
+    again = await _crash_with_a_turn_running(settings, agent_dir, prompt_saved)
+    try:
+        (sid,) = [s.id for s in await again.core.store.list_sessions()]
+        messages = await again.core.store.list_messages(sid)
+        # Once, whether or not the crash came before the conversation's save.
+        assert [(m.sequence, m.role, m.content) for m in messages] == [(1, "user", "the prompt")]
+        assert (await event_types(again, sid))[-2:] == ["error", "done"]
+        assert await status(again, sid) == "paused"
     finally:
         await again.close()
 
