@@ -202,11 +202,11 @@ class AgentLoop:
             yield event
         blocked: str | None = None
         if prompt is not None:
-            yield AgentEvent("message", self._tag(user_message(prompt)))
             blocked, context = await turn.calls.prompt_hooks(prompt_text(prompt))
-            if context:
-                prompt = with_text(prompt, "\n".join(context))
-            conversation.append({"role": "user", "content": prompt})
+            asked = with_text(prompt, "\n".join(context)) if context else prompt
+            conversation.append({"role": "user", "content": asked})
+            # After the append: whoever sees this event finds the prompt in the history.
+            yield AgentEvent("message", self._tag(user_message(prompt)))
         p = _Progress()
         self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         while blocked is None and not p.finished:

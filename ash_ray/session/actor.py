@@ -148,9 +148,9 @@ class SessionWorker(WorkerBinding):
     async def _start(self, s: Bound, prompt: Prompt, options: dict[str, Any]) -> int:
         """Start a turn (or wait in line for it), its prompt saved before any caller hears
         of it: a whole-server crash right after must not lose an acknowledged message."""
-        assert self.turns is not None and self.persist is not None
+        assert self.turns is not None
         start = await self.turns.start(prompt, options)
-        await self.persist.save_now(f"session {s.record.id}: the turn's start")
+        await self.turns.start_saved_now()
         return start
 
     @bound_stream

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -71,7 +70,7 @@ class Persister:
         self.pending_done.append((session_id, message_id))
 
     def soon(self) -> None:
-        """Flush in the background, at most every FLUSH_INTERVAL_S."""
+        """Flush in the background, FLUSH_INTERVAL_S from now at the latest."""
         self.dirty.set()
 
     def _collect(self) -> tuple[WriteBatch, dict[str, Any]] | None:
@@ -138,16 +137,14 @@ class Persister:
             self.soon()
 
     async def _flush_forever(self) -> None:
-        """Flush at most every FLUSH_INTERVAL_S; the first change after a quiet spell (a
-        turn's prompt) goes at once, before the model's first token arrives."""
-        last = 0.0
+        """Flush FLUSH_INTERVAL_S after the first change since the last flush, with all
+        that came meanwhile. A short turn's rows then ride in the saves it waits for
+        anyway (its start, its end: :meth:`save_now`), and the background flush finds
+        nothing left to send."""
         while True:
             await self.dirty.wait()
+            await asyncio.sleep(FLUSH_INTERVAL_S)
             self.dirty.clear()
-            pause = FLUSH_INTERVAL_S - (time.monotonic() - last)
-            if pause > 0:
-                await asyncio.sleep(pause)
-            last = time.monotonic()
             try:
                 await self.flush(wait=True)
             except Exception:

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 IF_BUSY = ("queue", "reject", "interrupt")
 # How many ended turns a worker knows by message id (for calls re-sent to it).
 ENDED_KEPT = 64
+# The longest a turn's start waits for its prompt to join the conversation before it is
+# saved without it (prompt hooks that run long; see TurnRunner._save_start).
+PROMPT_WAIT_S = 0.05
 
 
 class Inbox(Protocol):
@@ -93,6 +96,8 @@ class TurnRunner:
         # came) gets that turn's events again, not a second answer.
         self.ended: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.prompt_in = asyncio.Event()  # the current turn's prompt is in the conversation
+        self.start_saved: asyncio.Future[None] | None = None  # the current turn's start save
 
     def _busy(self) -> bool:
         return self.open or bool(self.line)
@@ -147,6 +152,11 @@ class TurnRunner:
         # The caller may go away; its turn still runs when its time comes.
         return await asyncio.shield(turn)
 
+    async def start_saved_now(self) -> None:
+        """Wait until the start of the turn that runs now is saved (see _save_start)."""
+        if self.start_saved is not None:
+            await asyncio.shield(self.start_saved)
+
     def _check_open(self) -> None:
         s = self.session
         if s.record.status == "ended":
@@ -187,11 +197,31 @@ class TurnRunner:
             )
             prompt = item.prompt
         # Kept while it runs (a new worker continues it if this one is lost): saved with
-        # the prompt, in one flush sent now, before the model answers.
+        # the prompt, before anybody hears of the turn.
         self.persist.turn_running(self.current)
+        self.prompt_in = asyncio.Event()
+        if prompt is None:
+            self.prompt_in.set()
         self.task = asyncio.create_task(self._run(prompt, item.options))
-        self._spawn(self.persist.flush())
+        saving = asyncio.create_task(self._save_start(self.task))
+        self._background.add(saving)
+        saving.add_done_callback(self._background.discard)
+        self.start_saved = saving
         return self.current_start
+
+    async def _save_start(self, task: asyncio.Task[None]) -> None:
+        """Save the turn's start (its queue row, ``session_start``) with its prompt in
+        the conversation: the agent loop puts it there as its first step, after the
+        prompt hooks, and sends the model request right after, so that request goes
+        out first. Slow hooks do not hold the save past PROMPT_WAIT_S; the queue row
+        holds the prompt meanwhile."""
+        prompt_in = asyncio.ensure_future(self.prompt_in.wait())
+        try:
+            await asyncio.wait({prompt_in, task}, timeout=PROMPT_WAIT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            prompt_in.cancel()
+        await self.persist.save_now(f"session {self.session.record.id}: the turn's start")
 
     def _next(self) -> None:
         """Start the first queued message, if any (called when a turn has ended)."""
@@ -303,6 +333,8 @@ class TurnRunner:
             async for ev in s.loop.run_turn(s.conversation, prompt, opts, self.interrupt_flag):
                 outcome.see(ev.type, ev.data, started)
                 s.log.emit(ev.type, ev.data)
+                if ev.type == "message" and ev.data.get("type") == "user":
+                    self.prompt_in.set()  # (the first: the prompt, in the conversation)
                 if ev.type == "tool_use":
                     self.metrics.tool_call(s.record.agent_name, ev.data.get("name", "?"))
                 if asks_for_tools(ev.type, ev.data):

@@ -41,8 +41,9 @@ class Loop:
         interrupt: asyncio.Event,
     ) -> AsyncIterator[AgentEvent]:
         self.started.append(prompt)
-        if prompt is not None:
+        if prompt is not None:  # as the agent loop: in the history, then its event
             conversation.append({"role": "user", "content": prompt})
+            yield AgentEvent("message", {"type": "user", "message": {"content": prompt}})
         self.seen.append(list(conversation))
         stop = asyncio.create_task(interrupt.wait())
         go = asyncio.create_task(self.latch(prompt).wait())
@@ -121,6 +122,7 @@ async def _until(check: Any) -> None:
 async def test_queued_messages_run_in_order_each_as_its_own_turn() -> None:
     runner, loop, registry = _runner()
     first = await runner.start("one", {})
+    await runner.start_saved_now()  # as the worker does before it answers
     waiting = [asyncio.create_task(runner.start(p, {"if_busy": "queue"})) for p in ("two", "three")]
     await _until(lambda: len(runner.line) == 2)
     # Acknowledged only once stored, and in order.
@@ -196,6 +198,52 @@ async def test_the_models_request_for_a_tool_is_saved_before_the_tool_runs() -> 
     await _until(lambda: not runner.open)
 
 
+async def test_a_turns_start_is_saved_once_with_its_prompt_in_the_conversation() -> None:
+    # One save before the caller hears of the turn: its queue row, session_start, and the
+    # prompt as the conversation's user message (a lost worker's successor, or the
+    # registry, finds it in the history, not only in the row).
+    runner, loop, registry = _runner()
+    await runner.start("one", {})
+    await runner.start_saved_now()
+    (batch,) = registry.batches
+    assert [t.prompt for t in batch.turns] == ["one"]
+    assert [(m.role, m.content) for m in batch.messages] == [("user", "one")]
+    assert [e.type for e in batch.events] == ["session_start", "message"]
+    assert prompt_stored(batch.events)
+    loop.latch("one").set()
+    await _until(lambda: not runner.open)
+
+
+class SlowHookLoop(Loop):
+    """Prompt hooks that do not finish until released: the prompt joins the history late."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks_done = asyncio.Event()
+
+    async def run_turn(
+        self, conversation: list[dict[str, Any]], prompt: str | None, options: Any,
+        interrupt: asyncio.Event,
+    ) -> AsyncIterator[AgentEvent]:
+        await self.hooks_done.wait()
+        async for event in super().run_turn(conversation, prompt, options, interrupt):
+            yield event
+
+
+async def test_slow_prompt_hooks_do_not_hold_the_turns_start_unsaved() -> None:
+    runner, _, registry = _runner()
+    loop = SlowHookLoop()
+    runner.session.loop = loop  # type: ignore[assignment]
+    await runner.start("one", {})
+    await runner.start_saved_now()  # (after PROMPT_WAIT_S, the hooks still running)
+    assert [t.prompt for b in registry.batches for t in b.turns] == ["one"]
+    assert not [m for b in registry.batches for m in b.messages]
+    assert not prompt_stored([e for b in registry.batches for e in b.events])
+    loop.hooks_done.set()
+    loop.latch("one").set()
+    await _until(lambda: not runner.open)
+
+
 async def test_reject_is_a_409_and_interrupt_stops_the_running_turn_first() -> None:
     runner, loop, _ = _runner()
     first = await runner.start("one", {})
@@ -203,7 +251,7 @@ async def test_reject_is_a_409_and_interrupt_stops_the_running_turn_first() -> N
         await runner.start("two", {})  # the HTTP default
     start = await runner.start("two", {"if_busy": "interrupt"})
     out = [e async for e in events(runner.session.log, first - 1)]
-    result = next(d for _, t, d in out if t == "message")
+    result = next(d for _, t, d in out if t == "message" and d["type"] == "result")
     assert result["subtype"] == "interrupted"
     loop.latch("two").set()
     assert await _result(runner, start) == "answer to two"
