@@ -6,7 +6,10 @@ replica answers HTTP itself; up to 1000 requests at once; handlers on its own lo
 Ray actor a session (at nice 19, below the ingress, as ash-ray's session workers),
 holding an `anthropic` client and the conversation; each message streamed back over a
 Ray streaming generator in two items, the fewest a stream can have (``session_start``
-before the model call; the reply's ``text_delta`` frames with ``done``). No registry, no
+before the model call; the reply's ``text_delta`` frames with ``done``). Actors are pooled
+as ash-ray's workers are: WARM_POOL started ahead, a stopped session's actor serves the
+next create (its conversation cleared), so a run of many short sessions does not measure
+process starts the design avoids. No registry, no
 store (nothing is saved: a crash loses it all), no sandbox, no agent loop, no auth.
 `load.py --ray-floor` runs the same load against it in the same run, so the table shows
 what the design itself costs on this machine beside what ash-ray costs.
@@ -68,6 +71,13 @@ class Session:
     def messages(self) -> list[dict[str, Any]]:
         return self.conversation
 
+    def reset(self) -> None:
+        self.conversation = []
+
+
+# Pre-started actors, as ash-ray's default ASH_WARM_POOL_SIZE.
+WARM_POOL = 2
+
 
 @serve.deployment(
     num_replicas=1,
@@ -82,6 +92,10 @@ class Ingress:
     def __init__(self, model_url: str, api_key: str) -> None:
         self.model_url, self.api_key = model_url, api_key
         self.sessions: dict[str, Any] = {}
+        self.idle = [self._start() for _ in range(WARM_POOL)]
+
+    def _start(self) -> Any:
+        return Session.remote(self.model_url, self.api_key)  # type: ignore[attr-defined]
 
     def _session(self, sid: str) -> Any:
         if sid not in self.sessions:
@@ -99,7 +113,9 @@ class Ingress:
     @app.post("/api/sessions", status_code=201)
     async def create(self) -> dict[str, Any]:
         sid = uuid.uuid4().hex
-        self.sessions[sid] = Session.remote(self.model_url, self.api_key)  # type: ignore[attr-defined]
+        self.sessions[sid] = self.idle.pop() if self.idle else self._start()
+        if len(self.idle) < WARM_POOL:
+            self.idle.append(self._start())
         return {"session": {"id": sid}}
 
     @app.post("/api/sessions/{sid}/messages")
@@ -121,8 +137,10 @@ class Ingress:
 
     @app.post("/api/sessions/{sid}/stop")
     async def stop(self, sid: str) -> dict[str, Any]:
-        ray.kill(self._session(sid))
+        actor = self._session(sid)
         del self.sessions[sid]
+        await actor.reset.remote()
+        self.idle.append(actor)  # serves the next create, as ash-ray's released workers
         return {"session": {"id": sid, "status": "stopped"}}
 
 
