@@ -229,3 +229,62 @@ class SandboxCgroup:
                     await asyncio.sleep(0.02)
             else:
                 logger.warning("could not remove cgroup %s", d)
+
+
+def owned_name(sandbox_id: str) -> str:
+    """The cgroup name of a sandbox of this process: ``pid<pid>-<sandbox id>``. The pid
+    says whose it is, so a sweep knows one left by a process that is gone."""
+    return f"{_OWNER}{os.getpid()}-{sandbox_id}"
+
+
+_OWNER = "pid"
+
+
+def _owner_gone(name: str) -> bool:
+    owner, sep, _ = name.removeprefix(_OWNER).partition("-")
+    if not name.startswith(_OWNER) or not sep or not owner.isdigit():
+        return False  # not named by owned_name: not ours to judge
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def sweep_orphans(places: CgroupPlaces, mode: str) -> int:
+    """Kill what is left in the sandbox cgroups of processes that are gone and remove
+    them; returns how many. A session worker lost while its tool ran, or inside
+    bubblewrap's own set-up (whose inner process then waits forever), leaves one."""
+    if mode == "cgroup2" and places.v2 is not None:
+        parents = [places.v2]
+    elif mode == "cgroup1" and places.v1_memory is not None and places.v1_pids is not None:
+        parents = [places.v1_memory, places.v1_pids]
+    else:
+        return 0
+    names: set[str] = set()
+    for parent in parents:
+        with contextlib.suppress(OSError):
+            names.update(d.name for d in parent.iterdir() if d.is_dir())
+    orphans = sorted(name for name in names if _owner_gone(name))
+    for name in orphans:
+        logger.info("removing the sandbox cgroup %s: its worker process is gone", name)
+        await SandboxCgroup(mode, [parent / name for parent in parents]).remove()
+    return len(orphans)
+
+
+_swept: set[str] = set()
+
+
+async def sweep_orphans_once(mode: str) -> None:
+    """:func:`sweep_orphans` the first time this process makes a cgroup of ``mode``
+    (each new session worker sweeps its node once; workers replace lost ones)."""
+    if mode in _swept or mode == "rlimit":
+        return
+    _swept.add(mode)
+    try:
+        await sweep_orphans(discover(), mode)
+    except OSError:
+        logger.warning("the sweep of orphaned sandbox cgroups failed", exc_info=True)
+

@@ -32,7 +32,7 @@ from ash_ray.config import Settings
 from ash_ray.errors import SandboxError
 from ash_ray.sandbox.base import ExecResult, resolve_in_workspace
 from ash_ray.sandbox.bwrap import LAUNCH_ENV, bwrap_argv, hidden_dirs
-from ash_ray.sandbox.cgroups import SandboxCgroup, discover
+from ash_ray.sandbox.cgroups import SandboxCgroup, discover, owned_name, sweep_orphans_once
 from ash_ray.sandbox.children import Capture as _Capture
 from ash_ray.sandbox.children import exited_within as _exited_within
 from ash_ray.sandbox.children import killpg as _killpg
@@ -159,6 +159,7 @@ class ProcessSandbox:
         limit_s: float,
         shake: EgressHandshake | None,
     ) -> ExecResult:
+        await sweep_orphans_once(self._limit_mode)
         cgroup = self._acquire_cgroup()
         try:
             keep = shake.child_fds() if shake else ()
@@ -201,6 +202,7 @@ class ProcessSandbox:
             raise SandboxError("sandbox is closed", sandbox_id=self._sandbox_id)
         shake = self._handshake()
         argv, launch_env = self._argv(command, self._workspace, shake, dict(env or {}))
+        await sweep_orphans_once(self._limit_mode)
         cgroup = self._acquire_cgroup()
         try:
             keep = shake.child_fds() if shake else ()
@@ -349,7 +351,7 @@ class ProcessSandbox:
             self._cgroup = SandboxCgroup.create(
                 discover(),
                 self._limit_mode,
-                self._sandbox_id,
+                owned_name(self._sandbox_id),
                 memory_bytes=self._settings.sandbox_memory_mb * mib,
                 max_procs=self._settings.sandbox_max_procs,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -22,7 +23,7 @@ from ash_ray.config import load_settings
 from ash_ray.errors import PathOutsideWorkspace
 from ash_ray.sandbox import ProcessSandbox, available_limit_modes, create_sandbox
 from ash_ray.sandbox.bwrap import find_bwrap, probe_bwrap
-from ash_ray.sandbox.cgroups import discover
+from ash_ray.sandbox.cgroups import SandboxCgroup, discover, owned_name, sweep_orphans
 from tests.helpers import require, wait_for_async
 
 PY = sys.executable
@@ -292,13 +293,53 @@ async def test_cgroup_lives_while_commands_run(closing: Any) -> None:
     sandbox = closing()
     places = discover()
     parents = [p for p in (places.v2, places.v1_memory, places.v1_pids) if p is not None]
-    dirs = [parent / sandbox.sandbox_id for parent in parents]
+    dirs = [parent / owned_name(sandbox.sandbox_id) for parent in parents]
     slow = asyncio.create_task(sandbox.run("sleep 0.5; cat /proc/self/cgroup"))
     fast = await sandbox.run("cat /proc/self/cgroup")
     assert sandbox.sandbox_id in fast.stdout  # the command ran inside the sandbox cgroup
     assert all(d.is_dir() for d in dirs)  # shared with the still-running command
     assert sandbox.sandbox_id in (await slow).stdout
     assert not any(d.exists() for d in dirs)  # removed with the last command
+
+
+def _a_gone_pid() -> int:
+    """The pid of a process that has exited (a lost worker's)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _cgroup_with_a_process(name: str, token: str) -> tuple[SandboxCgroup, subprocess.Popen[bytes]]:
+    """A sandbox cgroup called ``name`` with a ``sleep`` in it, as a tool's process."""
+    cgroup = SandboxCgroup.create(
+        discover(), available_limit_modes()[0], name, memory_bytes=256 << 20, max_procs=16
+    )
+    proc = subprocess.Popen(["sleep", token])
+    for join in cgroup.join_files:
+        Path(join).write_text(str(proc.pid))
+    return cgroup, proc
+
+
+@pytest.mark.sandbox
+async def test_a_sandbox_left_by_a_lost_worker_is_killed_by_the_next_worker(
+    tmp_path: Path,
+) -> None:
+    # A worker killed inside bubblewrap's set-up leaves its tool's process behind (it
+    # waits forever); the next worker on the node to make a cgroup sweeps it away, and
+    # leaves the sandboxes of workers that still run alone.
+    require_cgroup()
+    token = str(800_000 + int(uuid.uuid4().int % 90_000))
+    orphan, left = _cgroup_with_a_process(f"pid{_a_gone_pid()}-{uuid.uuid4()}", token)
+    live, running = _cgroup_with_a_process(owned_name(str(uuid.uuid4())), token)
+    try:
+        assert await sweep_orphans(discover(), available_limit_modes()[0]) >= 1
+        assert left.wait(timeout=5) == -9
+        assert not any(d.exists() for d in orphan.dirs)
+        assert running.poll() is None and all(d.is_dir() for d in live.dirs)
+    finally:
+        await live.remove()
+        await orphan.remove()
+    assert running.wait(timeout=5) == -9
 
 
 @pytest.mark.sandbox
