@@ -3,7 +3,9 @@
 Baseline: the same streaming request made directly with the `anthropic` SDK to the same
 fake Messages API (same delays, same conversation length). ash-ray path: HTTP POST to the
 ingress replica (Serve direct ingress), session worker (agent loop + SDK), SSE back; the
-same through the Serve proxy, and the Ray-native path without HTTP, for comparison.
+same through the Serve proxy, and the Ray-native path without HTTP, for comparison. The
+design floor (`_token_floor.py`): the same HTTP/SSE path through a Serve app and an actor
+with the SDK, nothing of ash-ray.
 
     python benchmarks/message_overhead.py [--n 50] [--first-token-ms 50] [--chunk-ms 2]
 """
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _token_floor
 import anthropic
 import httpx
 import ray
@@ -143,7 +146,7 @@ def main() -> None:
     fake = FakeAnthropic(first_token_delay_s=args.first_token_ms / 1000,
                          chunk_delay_s=args.chunk_ms / 1000).start()
     root = Path(tempfile.mkdtemp(prefix="ash-bench-agents-"))
-    with local_ash(apps=2, anthropic_base_url=fake.url, anthropic_api_key="bench") as (
+    with local_ash(apps=3, anthropic_base_url=fake.url, anthropic_api_key="bench") as (
         url, settings
     ):
         proxy_url = f"http://127.0.0.1:{settings.serve_proxy_port}"
@@ -154,6 +157,9 @@ def main() -> None:
                 http.post("/api/sessions", json={"agent": "bench"}).json()["session"]["id"]
                 for _ in range(3)
             )
+        _token_floor.deploy(fake.url)  # the second app: direct ingress on port + 1
+        floor_url = f"http://127.0.0.1:{settings.port + 1}"
+        _token_floor.first_tokens(floor_url, PROMPT, args.warmup)
         through_ash(url, sid, args.warmup)
         through_ash(proxy_url, sid_proxy, args.warmup)
         through_ray(sid_ray, settings.namespace, args.warmup)
@@ -164,6 +170,7 @@ def main() -> None:
             "ash": lambda k: through_ash(url, sid, k),
             "proxy": lambda k: through_ash(proxy_url, sid_proxy, k),
             "ray": lambda k: through_ray(sid_ray, settings.namespace, k),
+            "floor": lambda k: _token_floor.first_tokens(floor_url, PROMPT, k),
         }
         ttft: dict[str, list[float]] = {name: [] for name in paths}
         total: dict[str, list[float]] = {name: [] for name in paths}
@@ -174,7 +181,7 @@ def main() -> None:
                 ttft[name] += t
                 total[name] += tot
         floor_direct, floor_proxy = serve_floor(
-            [f"http://127.0.0.1:{settings.port + 1}", proxy_url], args.n
+            [f"http://127.0.0.1:{settings.port + 2}", proxy_url], args.n
         )
         registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
         ray_call = []
@@ -191,12 +198,16 @@ def main() -> None:
         print(row(f"ash-ray HTTP/SSE: {label}", values["ash"]))
         print(row(f"ash-ray via the Serve proxy: {label}", values["proxy"]))
         print(row(f"ray-native ask_stream (no HTTP): {label}", values["ray"]))
+        print(row(f"design floor, Serve + actor + SDK: {label}", values["floor"]))
     print(row("baseline: trivial 8-frame SSE app, direct", floor_direct))
     print(row("baseline: trivial 8-frame SSE app, proxy", floor_proxy))
     print(row("baseline: one Ray actor call (registry ping)", ray_call))
     print()
     print(json.dumps({
         "overhead_first_token_p50_ms": round(pct(ttft["ash"], 50) - pct(ttft["direct"], 50), 2),
+        "design_floor_first_token_p50_ms": round(
+            pct(ttft["floor"], 50) - pct(ttft["direct"], 50), 2
+        ),
         "overhead_done_p50_ms": round(pct(total["ash"], 50) - pct(total["direct"], 50), 2),
         "overhead_done_p95_ms": round(pct(total["ash"], 95) - pct(total["direct"], 95), 2),
     }))
