@@ -129,6 +129,16 @@ def discover() -> CgroupPlaces:
     return places
 
 
+def _parents(places: CgroupPlaces, mode: str) -> list[Path]:
+    """The directories a sandbox cgroup of ``mode`` goes under (one a hierarchy); none
+    when ``mode`` is not available here."""
+    if mode == "cgroup2" and places.v2 is not None:
+        return [places.v2]
+    if mode == "cgroup1" and places.v1_memory is not None and places.v1_pids is not None:
+        return [places.v1_memory, places.v1_pids]
+    return []
+
+
 class SandboxCgroup:
     """One sandbox's cgroup (one directory per hierarchy), created and removed by us."""
 
@@ -141,12 +151,10 @@ class SandboxCgroup:
         cls, places: CgroupPlaces, mode: str, name: str, *, memory_bytes: int, max_procs: int
     ) -> SandboxCgroup:
         """Make the directories and write the limits; raises OSError when refused."""
-        if mode == "cgroup2" and places.v2 is not None:
-            cg = cls(mode, [places.v2 / name])
-        elif mode == "cgroup1" and places.v1_memory is not None and places.v1_pids is not None:
-            cg = cls(mode, [places.v1_memory / name, places.v1_pids / name])
-        else:
+        parents = _parents(places, mode)
+        if not parents:
             raise OSError(f"cgroup mode {mode} is not available here")
+        cg = cls(mode, [parent / name for parent in parents])
         try:
             for path in cg.dirs:
                 path.mkdir(exist_ok=True)
@@ -231,13 +239,14 @@ class SandboxCgroup:
                 logger.warning("could not remove cgroup %s", d)
 
 
+# Sandbox cgroups are named ``pid<owner pid>-<sandbox id>`` (owned_name).
+_OWNER = "pid"
+
+
 def owned_name(sandbox_id: str) -> str:
     """The cgroup name of a sandbox of this process: ``pid<pid>-<sandbox id>``. The pid
     says whose it is, so a sweep knows one left by a process that is gone."""
     return f"{_OWNER}{os.getpid()}-{sandbox_id}"
-
-
-_OWNER = "pid"
 
 
 def _owner_gone(name: str) -> bool:
@@ -249,7 +258,7 @@ def _owner_gone(name: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
+        pass  # alive, someone else's
     return False
 
 
@@ -257,12 +266,7 @@ async def sweep_orphans(places: CgroupPlaces, mode: str) -> int:
     """Kill what is left in the sandbox cgroups of processes that are gone and remove
     them; returns how many. A session worker lost while its tool ran, or inside
     bubblewrap's own set-up (whose inner process then waits forever), leaves one."""
-    if mode == "cgroup2" and places.v2 is not None:
-        parents = [places.v2]
-    elif mode == "cgroup1" and places.v1_memory is not None and places.v1_pids is not None:
-        parents = [places.v1_memory, places.v1_pids]
-    else:
-        return 0
+    parents = _parents(places, mode)
     names: set[str] = set()
     for parent in parents:
         with contextlib.suppress(OSError):
@@ -287,4 +291,3 @@ async def sweep_orphans_once(mode: str) -> None:
         await sweep_orphans(discover(), mode)
     except OSError:
         logger.warning("the sweep of orphaned sandbox cgroups failed", exc_info=True)
-

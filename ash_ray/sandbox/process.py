@@ -159,8 +159,7 @@ class ProcessSandbox:
         limit_s: float,
         shake: EgressHandshake | None,
     ) -> ExecResult:
-        await sweep_orphans_once(self._limit_mode)
-        cgroup = self._acquire_cgroup()
+        cgroup = await self._acquire_cgroup()
         try:
             keep = shake.child_fds() if shake else ()
             setup = self._child_setup(cgroup, keep)
@@ -202,8 +201,7 @@ class ProcessSandbox:
             raise SandboxError("sandbox is closed", sandbox_id=self._sandbox_id)
         shake = self._handshake()
         argv, launch_env = self._argv(command, self._workspace, shake, dict(env or {}))
-        await sweep_orphans_once(self._limit_mode)
-        cgroup = self._acquire_cgroup()
+        cgroup = await self._acquire_cgroup()
         try:
             keep = shake.child_fds() if shake else ()
             setup = self._child_setup(cgroup, keep)
@@ -341,8 +339,9 @@ class ProcessSandbox:
             truncated=out.truncated or err.truncated,
         )
 
-    def _acquire_cgroup(self) -> SandboxCgroup | None:
+    async def _acquire_cgroup(self) -> SandboxCgroup | None:
         """Create the sandbox cgroup for the first of concurrent runs; share it after."""
+        await sweep_orphans_once(self._limit_mode)  # (no await below: no race on _cgroup)
         self._active += 1
         if self._limit_mode == "rlimit" or self._cgroup is not None:
             return self._cgroup

@@ -203,10 +203,7 @@ class TurnRunner:
         if prompt is None:
             self.prompt_in.set()
         self.task = asyncio.create_task(self._run(prompt, item.options))
-        saving = asyncio.create_task(self._save_start(self.task))
-        self._background.add(saving)
-        saving.add_done_callback(self._background.discard)
-        self.start_saved = saving
+        self.start_saved = self._spawn(self._save_start(self.task))
         return self.current_start
 
     async def _save_start(self, task: asyncio.Task[None]) -> None:
@@ -269,7 +266,7 @@ class TurnRunner:
             self._spawn(self.inbox.delete_turn(item.session_id, item.message_id))
         self._next()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         async def run() -> None:
             try:
                 await work
@@ -279,6 +276,7 @@ class TurnRunner:
         task = asyncio.create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def interrupt(self) -> bool:
         self.interrupt_flag.set()

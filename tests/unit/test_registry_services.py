@@ -267,12 +267,18 @@ def _evicted_after_resume(svc: Services, times: int) -> list[str]:
     return resumed
 
 
-async def test_an_attach_resumes_again_a_session_evicted_as_it_was_resumed(
-    svc: Services, ray_ops: FakeRayOps
-) -> None:
+async def _paused(svc: Services) -> str:
+    """A session whose worker started and bound, then paused."""
     sid = await create(svc)
     await bound(svc, sid)
     await svc.lifecycle.pause(sid)
+    return sid
+
+
+async def test_an_attach_resumes_again_a_session_evicted_as_it_was_resumed(
+    svc: Services, ray_ops: FakeRayOps
+) -> None:
+    sid = await _paused(svc)
     resumed = _evicted_after_resume(svc, times=1)
     live = await svc.lifecycle.attach(sid)
     assert resumed == [sid, sid] and svc.core.live[sid] is live
@@ -282,9 +288,7 @@ async def test_an_attach_resumes_again_a_session_evicted_as_it_was_resumed(
 async def test_an_attach_that_keeps_losing_its_worker_is_a_503_naming_why(
     svc: Services, ray_ops: FakeRayOps
 ) -> None:
-    sid = await create(svc)
-    await bound(svc, sid)
-    await svc.lifecycle.pause(sid)
+    sid = await _paused(svc)
     _evicted_after_resume(svc, times=100)
     with pytest.raises(Unavailable, match="short of session slots"):
         await svc.lifecycle.attach(sid)
