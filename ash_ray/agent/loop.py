@@ -128,7 +128,10 @@ class AgentLoop:
         self.last_cost_usd = 0.0
         # (history length, input tokens) of the last call: the base of the size estimate.
         self._measured: tuple[int, int] | None = None
-        self._overhead_tokens = 0
+        # The system prompt and tools of the turn, and their estimated size (estimated
+        # when a size is needed, and again only when they change).
+        self._overhead_parts: list[Any] = [None, None]
+        self._overhead_memo: tuple[list[Any], int] = ([None, None], 0)
         # History length right after the last compaction: no second one until it grows,
         # so a tail too big to shrink costs one summary, not one per call.
         self._compacted_len = -1
@@ -177,7 +180,7 @@ class AgentLoop:
             params["output_config"] = {"effort": options.effort}
         if options.betas:
             params["betas"] = list(options.betas)
-        self._overhead_tokens = estimate_tokens([params.get("system"), params.get("tools")])
+        self._overhead_parts = [params.get("system"), params.get("tools")]
         return _Turn(model, tools, policy, ctx, params, options.include_partial, calls)
 
     async def run_turn(
@@ -344,6 +347,14 @@ class AgentLoop:
     def _input_of(used: Usage) -> int:
         return used.input_tokens + used.cache_read_input_tokens + used.cache_creation_input_tokens
 
+    def _overhead_tokens(self) -> int:
+        """The estimated size of the turn's system prompt and tools."""
+        parts, tokens = self._overhead_memo
+        if parts != self._overhead_parts:
+            tokens = estimate_tokens(self._overhead_parts)
+            self._overhead_memo = (self._overhead_parts, tokens)
+        return tokens
+
     def _over_threshold(self, conversation: list[dict[str, Any]]) -> bool:
         """Whether the next call's input is estimated past the compaction threshold."""
         if len(conversation) <= self._compacted_len + 1:
@@ -352,7 +363,7 @@ class AgentLoop:
         if measured is not None and measured[0] <= len(conversation):
             size = measured[1] + estimate_tokens(conversation[measured[0] :])
         else:
-            size = self._overhead_tokens + estimate_tokens(context_of(conversation)[0])
+            size = self._overhead_tokens() + estimate_tokens(context_of(conversation)[0])
         limit = self.settings.compact_threshold * self.settings.context_window_tokens
         return size > limit
 
@@ -369,7 +380,7 @@ class AgentLoop:
         """
         self.tools.restore(conversation)
         window = self.settings.context_window_tokens
-        keep = int(window * self.settings.compact_threshold / 2) - self._overhead_tokens
+        keep = int(window * self.settings.compact_threshold / 2) - self._overhead_tokens()
         result = await compact(
             self.client,
             self.model,
@@ -379,7 +390,7 @@ class AgentLoop:
             keep_tokens=max(0, keep),
             max_chars=window * 2,  # half the window, at about 4 characters a token
             max_tokens=self.settings.max_tokens,
-            overhead_tokens=self._overhead_tokens,
+            overhead_tokens=self._overhead_tokens(),
             betas=list(betas) if betas else None,
             note=todos_note(self.tools.todos),
         )

@@ -75,6 +75,12 @@ async def stream_reply(
     """
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
+    async def watch() -> None:
+        # One waiter for the whole stream, not one per event: the interrupt joins the
+        # queue, so the reader below waits on the queue alone.
+        await interrupt.wait()
+        queue.put_nowait(("interrupt", None))
+
     async def pump() -> None:
         # A separate task so an interrupt can abandon the stream between any two
         # events (cancelling it closes the HTTP response).
@@ -89,15 +95,14 @@ async def stream_reply(
         except Exception as exc:
             await queue.put(("error", exc))
 
-    task = asyncio.create_task(pump())
+    task, watcher = asyncio.create_task(pump()), asyncio.create_task(watch())
     try:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            if not await first(getter, interrupt):
-                getter.cancel()
+            # An event already queued still loses to an interrupt set before it is read.
+            kind, item = ("interrupt", None) if interrupt.is_set() else await queue.get()
+            if kind == "interrupt":
                 reply.interrupted = True
                 return
-            kind, item = getter.result()
             if kind == "error":
                 raise item
             if kind == "final":
@@ -109,5 +114,6 @@ async def stream_reply(
                 yield AgentEvent("message", message)
     finally:
         task.cancel()
+        watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.gather(task, watcher, return_exceptions=True)
