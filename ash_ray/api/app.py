@@ -30,6 +30,7 @@ from ash_ray.api import (
 from ash_ray.api.auth import Gatekeeper
 from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import fails, require_key
+from ash_ray.api.lane import TurnLane
 from ash_ray.api.uploads import upload_limits
 from ash_ray.console import console_router
 from ash_ray.sandbox import describe_isolation, detect_limit_mode
@@ -104,6 +105,7 @@ def create_api(ctx: IngressContext) -> FastAPI:
         BodyLimit, max_bytes=ctx.settings.max_body_bytes,
         limit_for=upload_limits(ctx.settings),
     )
+    app.add_middleware(TurnLane, ctx=ctx, gate=app.state.gate)  # outside BodyLimit
     app.include_router(routes_health.router)
     auth = {"dependencies": [Depends(require_key)], "responses": fails(401, 503)}
     for module in (

@@ -70,10 +70,15 @@ def install(app: FastAPI) -> None:
 
 
 async def _any(request: Request, exc: Exception) -> JSONResponse:
+    return answer(exc, request.method, request.url.path)
+
+
+def answer(exc: BaseException, method: str, path: str) -> JSONResponse:
+    """The answer to an error a route (or the ingress's lane) raised on ``method path``."""
     inner = _unwrap(exc)
     if isinstance(inner, AshError):
         return error_response(inner.http_status, inner.message)
     if isinstance(inner, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
         return error_response(503, "a cluster component is restarting; retry shortly")
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", method, path)
     return error_response(500, f"internal error: {type(inner).__name__}")

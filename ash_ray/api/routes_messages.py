@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from ash_ray.api import history, sse
+from ash_ray.api.context import IngressContext
 from ash_ray.api.deps import Ctx, SessionId, fails
 from ash_ray.api.schemas import EventList, MessageList
 from ash_ray.errors import InvalidInput
@@ -66,10 +67,15 @@ def _streaming(body: Any) -> EventStream:
 )
 async def send(sid: SessionId, body: MessageCreate, ctx: Ctx) -> EventStream:
     """Run a turn and stream its events as SSE (ends with ``done``)."""
-    options = body.options()
+    return await turn_stream(ctx, sid, body)
+
+
+async def turn_stream(ctx: IngressContext, sid: str, body: MessageCreate) -> EventStream:
+    """Start the turn, and its events as SSE: the route's answer, and the lane's
+    (:mod:`ash_ray.api.lane`, which takes most messages past the router)."""
     heartbeat = ctx.settings.sse_heartbeat_s
     session = await ctx.session(sid)  # a stale worker is re-attached by start_turn
-    turn = await sse.start_turn(session, body.content, options, heartbeat)
+    turn = await sse.start_turn(session, body.content, body.options(), heartbeat)
     return _streaming(sse.pump(session, ctx.registry, sid, 0, heartbeat, turn=turn))
 
 
