@@ -1,11 +1,13 @@
 """Overhead of ash-ray on one message: time to first token and to `done`.
 
 Baseline: the same streaming request made directly with the `anthropic` SDK to the same
-fake Messages API (same delays, same conversation length). ash-ray path: HTTP POST to the
-ingress replica (Serve direct ingress), session worker (agent loop + SDK), SSE back; the
-same through the Serve proxy, and the Ray-native path without HTTP, for comparison. The
-design floor (`_token_floor.py`): the same HTTP/SSE path through a Serve app and an actor
-with the SDK, nothing of ash-ray.
+fake Messages API (same delays, same conversation length): ash-ray's own request (its
+system prompt and tool definitions, taken from what it sent), and a minimal one (the design
+floor sends that; each path's overhead is over the direct call of its own request).
+ash-ray path: HTTP POST to the ingress replica (Serve direct ingress), session worker
+(agent loop + SDK), SSE back; the same through the Serve proxy, and the Ray-native path
+without HTTP, for comparison. The design floor (`_token_floor.py`): the same HTTP/SSE
+path through a Serve app and an actor with the SDK, nothing of ash-ray.
 
     python benchmarks/message_overhead.py [--n 50] [--first-token-ms 50] [--chunk-ms 2]
 """
@@ -31,7 +33,16 @@ from ash_ray.testing.fake_anthropic import FakeAnthropic
 PROMPT = "Please answer with a sentence of a reasonable length for the benchmark."
 
 
-async def direct(fake: FakeAnthropic, n: int) -> tuple[list[float], list[float]]:
+MINIMAL = {"model": "claude-sonnet-4-6", "max_tokens": 1024, "system": "bench"}
+
+
+def request_of(fake: FakeAnthropic) -> dict:
+    """The parameters of ash-ray's last model request, but its messages."""
+    body = fake.message_requests[-1]
+    return {k: body[k] for k in ("model", "max_tokens", "system", "tools") if k in body}
+
+
+async def direct(fake: FakeAnthropic, n: int, params: dict) -> tuple[list[float], list[float]]:
     client = anthropic.AsyncAnthropic(api_key="bench", base_url=fake.url, max_retries=0)
     conversation: list[dict] = []
     ttft, total = [], []
@@ -39,9 +50,7 @@ async def direct(fake: FakeAnthropic, n: int) -> tuple[list[float], list[float]]
         conversation.append({"role": "user", "content": PROMPT})
         t0 = time.perf_counter()
         first = None
-        async with client.messages.stream(
-            model="claude-sonnet-4-6", max_tokens=1024, system="bench", messages=conversation
-        ) as stream:
+        async with client.messages.stream(**params, messages=conversation) as stream:
             async for event in stream:
                 if first is None and event.type == "content_block_delta":
                     first = time.perf_counter()
@@ -163,10 +172,13 @@ def main() -> None:
         through_ash(url, sid, args.warmup)
         through_ash(proxy_url, sid_proxy, args.warmup)
         through_ray(sid_ray, settings.namespace, args.warmup)
-        asyncio.run(direct(fake, args.warmup))
+        own = request_of(fake)
+        asyncio.run(direct(fake, args.warmup, own))
+        asyncio.run(direct(fake, args.warmup, MINIMAL))
         # Interleave the paths in rounds so that machine noise hits all alike.
         paths = {
-            "direct": lambda k: asyncio.run(direct(fake, k)),
+            "direct": lambda k: asyncio.run(direct(fake, k, own)),
+            "minimal": lambda k: asyncio.run(direct(fake, k, MINIMAL)),
             "ash": lambda k: through_ash(url, sid, k),
             "proxy": lambda k: through_ash(proxy_url, sid_proxy, k),
             "ray": lambda k: through_ray(sid_ray, settings.namespace, k),
@@ -192,9 +204,12 @@ def main() -> None:
     fake.stop()
     print(f"\nmessage overhead: model first-token delay {args.first_token_ms} ms, "
           f"chunk delay {args.chunk_ms} ms, {len(total['ash'])} messages per path\n")
+    print(f"ash-ray's request: {len(own.get('tools', []))} tools, system prompt of "
+          f"{len(json.dumps(own.get('system')))} characters\n")
     print(HEADER)
     for label, values in (("first token", ttft), ("done", total)):
-        print(row(f"direct SDK -> fake: {label}", values["direct"]))
+        print(row(f"direct SDK, ash-ray's request: {label}", values["direct"]))
+        print(row(f"direct SDK, minimal request: {label}", values["minimal"]))
         print(row(f"ash-ray HTTP/SSE: {label}", values["ash"]))
         print(row(f"ash-ray via the Serve proxy: {label}", values["proxy"]))
         print(row(f"ray-native ask_stream (no HTTP): {label}", values["ray"]))
@@ -206,7 +221,10 @@ def main() -> None:
     print(json.dumps({
         "overhead_first_token_p50_ms": round(pct(ttft["ash"], 50) - pct(ttft["direct"], 50), 2),
         "design_floor_first_token_p50_ms": round(
-            pct(ttft["floor"], 50) - pct(ttft["direct"], 50), 2
+            pct(ttft["floor"], 50) - pct(ttft["minimal"], 50), 2
+        ),
+        "overhead_first_token_p50_ms_over_minimal": round(
+            pct(ttft["ash"], 50) - pct(ttft["minimal"], 50), 2
         ),
         "overhead_done_p50_ms": round(pct(total["ash"], 50) - pct(total["direct"], 50), 2),
         "overhead_done_p95_ms": round(pct(total["ash"], 95) - pct(total["direct"], 95), 2),

@@ -99,7 +99,10 @@ async def stream_reply(
     try:
         while True:
             # An event already queued still loses to an interrupt set before it is read.
-            kind, item = ("interrupt", None) if interrupt.is_set() else await queue.get()
+            got: tuple[str, Any] = ("interrupt", None)
+            if not interrupt.is_set():
+                got = await queue.get()
+            kind, item = got
             if kind == "interrupt":
                 reply.interrupted = True
                 return
