@@ -44,6 +44,54 @@ def estimate_tokens(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"))) // 4
 
 
+class ContextSize:
+    """How big the next call's input is, for the compaction threshold: the last call's
+    measured input plus an estimate of what came after it; without a measure (a cold
+    resume, right after a compaction), an estimate of the context and the fixed part."""
+
+    def __init__(self, limit_tokens: float) -> None:
+        self.limit_tokens = limit_tokens
+        # (history length, input tokens) of the last call: the base of the estimate.
+        self._measured: tuple[int, int] | None = None
+        # History length right after the last compaction: no second one until it grows,
+        # so a tail too big to shrink costs one summary, not one per call.
+        self._compacted_len = -1
+        # The turn's system prompt and tools, and their size (estimated when a size is
+        # needed, and again only when they change).
+        self._fixed: list[Any] = [None, None]
+        self._fixed_memo: tuple[list[Any], int] = ([None, None], 0)
+
+    def turn_fixed(self, system: Any, tools: Any) -> None:
+        self._fixed = [system, tools]
+
+    def fixed_tokens(self) -> int:
+        """The estimated size of the turn's system prompt and tools."""
+        parts, tokens = self._fixed_memo
+        if parts != self._fixed:
+            tokens = estimate_tokens(self._fixed)
+            self._fixed_memo = (self._fixed, tokens)
+        return tokens
+
+    def measured(self, history_len: int, used: Usage) -> None:
+        """A call with ``history_len`` messages used this input."""
+        total = used.input_tokens + used.cache_read_input_tokens + used.cache_creation_input_tokens
+        self._measured = (history_len, total)
+
+    def compacted(self, history_len: int) -> None:
+        self._measured, self._compacted_len = None, history_len
+
+    def over_threshold(self, conversation: list[dict[str, Any]]) -> bool:
+        """Whether the next call's input is estimated past the compaction threshold."""
+        if len(conversation) <= self._compacted_len + 1:
+            return False
+        measured = self._measured
+        if measured is not None and measured[0] <= len(conversation):
+            size = measured[1] + estimate_tokens(conversation[measured[0] :])
+        else:
+            size = self.fixed_tokens() + estimate_tokens(context_of(conversation)[0])
+        return size > self.limit_tokens
+
+
 def _kept_count(message: dict[str, Any]) -> int | None:
     """How many messages a boundary keeps, or None when ``message`` is no boundary."""
     content = message.get("content")

@@ -40,7 +40,7 @@ from typing import Any
 import anthropic
 
 from ash_ray.agent import cache, subagents
-from ash_ray.agent.compact import CompactResult, compact, context_of, estimate_tokens
+from ash_ray.agent.compact import CompactResult, ContextSize, compact, context_of
 from ash_ray.agent.messages import (
     AgentEvent,
     TurnOptions,
@@ -126,15 +126,7 @@ class AgentLoop:
         self.model: str = spec.model or settings.default_model
         self.last_usage = Usage()
         self.last_cost_usd = 0.0
-        # (history length, input tokens) of the last call: the base of the size estimate.
-        self._measured: tuple[int, int] | None = None
-        # The system prompt and tools of the turn, and their estimated size (estimated
-        # when a size is needed, and again only when they change).
-        self._overhead_parts: list[Any] = [None, None]
-        self._overhead_memo: tuple[list[Any], int] = ([None, None], 0)
-        # History length right after the last compaction: no second one until it grows,
-        # so a tail too big to shrink costs one summary, not one per call.
-        self._compacted_len = -1
+        self.size = ContextSize(settings.compact_threshold * settings.context_window_tokens)
         # agenttools: MCP, hooks, modes, todos, subagents; a subagent's loop shares its parent's.
         self.tools = tools or AgentTools(client, spec, settings, session_id)
 
@@ -180,7 +172,7 @@ class AgentLoop:
             params["output_config"] = {"effort": options.effort}
         if options.betas:
             params["betas"] = list(options.betas)
-        self._overhead_parts = [params.get("system"), params.get("tools")]
+        self.size.turn_fixed(params.get("system"), params.get("tools"))
         return _Turn(model, tools, policy, ctx, params, options.include_partial, calls)
 
     async def run_turn(
@@ -256,7 +248,7 @@ class AgentLoop:
     ) -> AsyncIterator[AgentEvent]:
         """One model call and the tools it asks for; ``p.finished`` once the turn is over."""
         p.calls += 1
-        if self._over_threshold(conversation):
+        if self.size.over_threshold(conversation):
             async for event in self._compact_event(turn, conversation, "auto"):
                 yield event
         reply = Reply()
@@ -268,7 +260,7 @@ class AgentLoop:
         if message is not None:
             used = usage_of(message.usage)
             turn.spend(used)
-            self._measured = (len(conversation), self._input_of(used))
+            self.size.measured(len(conversation), used)
             self.last_usage, self.last_cost_usd = turn.usage, turn.cost
         blocks = reply.kept_blocks()
         if blocks:
@@ -343,30 +335,6 @@ class AgentLoop:
         ):
             yield self._tagged(event)
 
-    @staticmethod
-    def _input_of(used: Usage) -> int:
-        return used.input_tokens + used.cache_read_input_tokens + used.cache_creation_input_tokens
-
-    def _overhead_tokens(self) -> int:
-        """The estimated size of the turn's system prompt and tools."""
-        parts, tokens = self._overhead_memo
-        if parts != self._overhead_parts:
-            tokens = estimate_tokens(self._overhead_parts)
-            self._overhead_memo = (self._overhead_parts, tokens)
-        return tokens
-
-    def _over_threshold(self, conversation: list[dict[str, Any]]) -> bool:
-        """Whether the next call's input is estimated past the compaction threshold."""
-        if len(conversation) <= self._compacted_len + 1:
-            return False
-        measured = self._measured
-        if measured is not None and measured[0] <= len(conversation):
-            size = measured[1] + estimate_tokens(conversation[measured[0] :])
-        else:
-            size = self._overhead_tokens() + estimate_tokens(context_of(conversation)[0])
-        limit = self.settings.compact_threshold * self.settings.context_window_tokens
-        return size > limit
-
     async def compact(
         self,
         conversation: list[dict[str, Any]],
@@ -380,7 +348,7 @@ class AgentLoop:
         """
         self.tools.restore(conversation)
         window = self.settings.context_window_tokens
-        keep = int(window * self.settings.compact_threshold / 2) - self._overhead_tokens()
+        keep = int(window * self.settings.compact_threshold / 2) - self.size.fixed_tokens()
         result = await compact(
             self.client,
             self.model,
@@ -390,12 +358,12 @@ class AgentLoop:
             keep_tokens=max(0, keep),
             max_chars=window * 2,  # half the window, at about 4 characters a token
             max_tokens=self.settings.max_tokens,
-            overhead_tokens=self._overhead_tokens(),
+            overhead_tokens=self.size.fixed_tokens(),
             betas=list(betas) if betas else None,
             note=todos_note(self.tools.todos),
         )
         if result is not None:
-            self._measured, self._compacted_len = None, len(conversation)
+            self.size.compacted(len(conversation))
         return result
 
     async def _compact_event(
