@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from typing import Any
+
 import psutil
 from ray.util import metrics
 
@@ -50,3 +54,22 @@ class SessionMetrics:
 def rss_mb() -> float:
     """This process's resident memory, MiB."""
     return float(psutil.Process().memory_info().rss) / 2**20
+
+
+@dataclasses.dataclass
+class TurnTally:
+    """What a turn's events add up to, for its metrics, usage row and stats."""
+
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    model_calls: int = 0
+    tool_calls: int = 0
+    first_ms: float | None = None
+
+    def see(self, type_: str, data: dict[str, Any], started: float) -> None:
+        if self.first_ms is None and type_ in ("text_delta", "message"):
+            self.first_ms = (time.perf_counter() - started) * 1000
+        if type_ == "tool_use":
+            self.tool_calls += 1
+        if type_ == "message" and data.get("type") == "result":
+            self.usage = Usage.model_validate(data.get("usage") or {})
+            self.model_calls = int(data.get("num_turns") or 0)

@@ -6,7 +6,6 @@ A turn runs as its own task, so that a client that goes away does not cancel it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -28,8 +27,8 @@ from ash_ray.errors import (
     WorkerReleasing,
 )
 from ash_ray.lifecycle_events import UNSAVED_SEQ_MARGIN
-from ash_ray.models import QueuedTurn, Usage, UsageRecord, new_id, utcnow
-from ash_ray.session.metrics import SessionMetrics
+from ash_ray.models import QueuedTurn, UsageRecord, new_id, utcnow
+from ash_ray.session.metrics import SessionMetrics, TurnTally
 from ash_ray.session.options import plain_options, turn_options
 from ash_ray.session.persist import Persister
 from ash_ray.session.recovery import (
@@ -326,7 +325,7 @@ class TurnRunner:
         s = self.session
         opts = turn_options(options, s.record.config, self.settings)
         started = time.perf_counter()
-        outcome = _Outcome()
+        outcome = TurnTally()
         try:
             async for ev in s.loop.run_turn(s.conversation, prompt, opts, self.interrupt_flag):
                 outcome.see(ev.type, ev.data, started)
@@ -359,7 +358,7 @@ class TurnRunner:
         finally:
             self._next()
 
-    async def _close(self, outcome: _Outcome, latency_ms: float) -> None:
+    async def _close(self, outcome: TurnTally, latency_ms: float) -> None:
         """Count the turn, then save it with ``done`` before any stream sees ``done``."""
         s = self.session
         repair_conversation(s.conversation)
@@ -388,20 +387,3 @@ class TurnRunner:
                 del self.ended[next(iter(self.ended))]
         await self.persist.save_now("the turn's end")
         s.log.publish(done)
-
-
-@dataclasses.dataclass
-class _Outcome:
-    usage: Usage = dataclasses.field(default_factory=Usage)
-    model_calls: int = 0
-    tool_calls: int = 0
-    first_ms: float | None = None
-
-    def see(self, type_: str, data: dict[str, Any], started: float) -> None:
-        if self.first_ms is None and type_ in ("text_delta", "message"):
-            self.first_ms = (time.perf_counter() - started) * 1000
-        if type_ == "tool_use":
-            self.tool_calls += 1
-        if type_ == "message" and data.get("type") == "result":
-            self.usage = Usage.model_validate(data.get("usage") or {})
-            self.model_calls = int(data.get("num_turns") or 0)
