@@ -39,41 +39,22 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _floors import RayFloor, direct_turns
-from _harness import make_agent, pct
+from _harness import make_agent
+from _load_report import Measured, Stats, floor_table, table
 from _server import MODEL_KEY, Profiles, Sampler, Server, memory_mb
 
 from ash_ray.testing.fake_anthropic import FakeAnthropic
-
-
-@dataclass
-class Stats:
-    create_ms: list[float] = field(default_factory=list)
-    warm_first_ms: list[float] = field(default_factory=list)  # --warm: each session's first turn
-    first_ms: list[float] = field(default_factory=list)
-    # (seconds since the first message was sent, its first event in ms): the timeline
-    first_at: list[tuple[float, float]] = field(default_factory=list)
-    done_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    sent: dict[str, list[str]] = field(default_factory=dict)  # acknowledged, by session
-    lost: int = 0
-    turns: int = 0
-
-    @property
-    def acked(self) -> int:
-        return sum(len(s) for s in self.sent.values())
-
 
 # ---------------------------------------------------------------------- the load
 
 
 async def turn(http: httpx.AsyncClient, sid: str, content: str, stats: Stats,
-               first_ms: list[float] | None = None) -> None:
+               first_ms: list[float] | None = None, also: list[float] | None = None) -> None:
     """One message over SSE; counted as sent when acknowledged (the stream started)."""
     t0 = time.perf_counter()
     first = None
@@ -94,6 +75,8 @@ async def turn(http: httpx.AsyncClient, sid: str, content: str, stats: Stats,
                     stats.errors.append(f"error event in session {sid}")
     if first is not None:
         (stats.first_ms if first_ms is None else first_ms).append((first - t0) * 1000)
+        if also is not None:
+            also.append((first - t0) * 1000)
         if first_ms is None:
             stats.first_at.append((t0, (first - t0) * 1000))
     if last != "done":
@@ -115,7 +98,8 @@ async def create(http: httpx.AsyncClient, stats: Stats) -> str | None:
 
 async def messages(http: httpx.AsyncClient, sid: str, count: int, stats: Stats) -> None:
     for i in range(count):
-        await turn(http, sid, f"load message {i} of {sid}", stats)
+        also = stats.later_ms if i else stats.opening_ms
+        await turn(http, sid, f"load message {i} of {sid}", stats, also=also)
 
 
 async def check_and_stop(http: httpx.AsyncClient, sid: str, keep: bool, stats: Stats) -> None:
@@ -203,88 +187,6 @@ async def finish(url: str, sids: list[str], args: argparse.Namespace, stats: Sta
                    lambda sid: check_and_stop(http, sid, args.keep, stats))
 
 
-# ---------------------------------------------------------------------- the table
-
-
-def _pair(mb: tuple[float, float]) -> str:
-    return f"{mb[0]:>6.0f} / {mb[1]:>5.0f}"
-
-
-def _timeline(stats: Stats, window_s: float = 10.0) -> list[str]:
-    """First event by when the message was sent: where in the run the slow ones were."""
-    if not stats.first_at:
-        return []
-    start = min(t for t, _ in stats.first_at)
-    buckets: dict[int, list[float]] = {}
-    for t, ms in stats.first_at:
-        buckets.setdefault(int((t - start) // window_s), []).append(ms)
-    lines = ["", "| sent at (s) | messages | first event p50 | p95 | max |",
-             "|---|---:|---:|---:|---:|"]
-    for k in sorted(buckets):
-        ms = buckets[k]
-        lines.append(f"| {k * window_s:.0f}-{(k + 1) * window_s:.0f} | {len(ms)} | "
-                     f"{pct(ms, 50):.0f} | {pct(ms, 95):.0f} | {max(ms):.0f} |")
-    return lines
-
-
-def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sampler,
-          mem_end: tuple[float, float], nprocs: int, direct: dict,
-          load: tuple[float, float]) -> str:
-    turns = max(stats.turns, 1)
-    cpu_s = sampler.cpu_used()
-    direct_ms = direct["cpu_s"] / max(len(direct["done"]), 1) * 1000
-    # --warm: the server's idle rate (measured before) times the measured wall.
-    busy_ms = (cpu_s - sampler.idle_cpus * wall_s) / turns * 1000
-    client_ms = sampler.client_s / turns * 1000
-    lines = [
-        f"load: {args.sessions} sessions x {args.messages} messages at concurrency "
-        f"{args.concurrency}{' (warm: measured after one turn each)' if args.warm else ''}, "
-        f"store {'postgres' if args.database_url else 'sqlite'}, fake model, loopback; "
-        f"measured wall {wall_s:.1f}s, {stats.turns / wall_s:.1f} turns/s; "
-        f"{os.cpu_count()} CPUs, load average before {load[0]:.2f} after {load[1]:.2f}",
-        "",
-        f"| {'measurement':<40} |     n |     p50 |     p95 |     p99 |     max |",
-        f"|{'-' * 42}|------:|--------:|--------:|--------:|--------:|",
-    ]
-    rows = [("create session (ms)", stats.create_ms)]
-    if args.warm:
-        rows.append(("warm-up turn: first event (ms)", stats.warm_first_ms))
-    rows += [
-        ("message: first event (ms)", stats.first_ms),
-        ("message: done (ms)", stats.done_ms),
-        ("floor: SDK straight to model, first (ms)", direct["first"]),
-        ("floor: SDK straight to model, done (ms)", direct["done"]),
-    ]
-    for name, values in rows:
-        cells = " | ".join(f"{pct(values, q):>7.1f}" for q in (50, 95, 99, 100))
-        lines.append(f"| {name:<40} | {len(values):>5} | {cells} |")
-    lines += [
-        "",
-        "| figure                                     |        value |",
-        "|--------------------------------------------|-------------:|",
-        f"| errors                                     | {len(stats.errors):>12} |",
-        f"| acknowledged messages                      | {stats.acked:>12} |",
-        f"| lost messages                              | {stats.lost:>12} |",
-        f"| turns measured                             | {stats.turns:>12} |",
-        f"| server CPU ms per turn                     | {cpu_s / turns * 1000:>12.1f} |",
-        f"| same, less the idle server's CPU           | {busy_ms:>12.1f} |",
-        f"| floor: SDK CPU ms per turn, straight       | {direct_ms:>12.1f} |",
-        f"| load client + fake model CPU ms per turn   | {client_ms:>12.1f} |",
-        f"| server CPU seconds total                   | {cpu_s:>12.1f} |",
-        f"| server memory at peak, RSS / PSS (MB)      | {_pair(sampler.peak)} |",
-        f"| server memory at end, RSS / PSS (MB)       | {_pair(mem_end)} |",
-        f"| server processes at end                    | {nprocs:>12} |",
-        f"| session worker processes started           | {sampler.session_workers():>12} |",
-    ]
-    lines += _timeline(stats)
-    lines += ["", "server CPU seconds by process (measured phase):"]
-    for name, seconds in sampler.by_name()[:8]:
-        lines.append(f"  {seconds:8.2f}  {name}")
-    if stats.errors:
-        lines += ["", "first errors:", *(f"  {e}" for e in stats.errors[:5])]
-    return "\n".join(lines)
-
-
 def run(
     server: Server, args: argparse.Namespace, stats: Stats, profile: bool
 ) -> tuple[float, Sampler]:
@@ -333,17 +235,8 @@ def main() -> int:
     print(table(args, ash.stats, ash.wall, ash.sampler, ash.end, ash.nprocs, direct,
                 (load_before, os.getloadavg()[0])))
     if floor is not None:
-        print(floor_table(ash, floor, direct))
+        print(floor_table(ash, floor, direct, cold=not args.warm))
     return 1 if ash.stats.errors or ash.stats.lost else 0
-
-
-@dataclass
-class Measured:
-    stats: Stats
-    wall: float
-    sampler: Sampler
-    end: tuple[float, float]  # memory at the end, RSS / PSS (MB)
-    nprocs: int
 
 
 def measure(server: Server, args: argparse.Namespace, profile: bool) -> Measured:
@@ -361,48 +254,6 @@ def measure(server: Server, args: argparse.Namespace, profile: bool) -> Measured
         return Measured(stats, wall, sampler, memory_mb(procs), len(procs))
     finally:
         server.stop()
-
-
-def _top(m: Measured) -> str:
-    top = m.sampler.by_name()[:3]
-    return ", ".join(f"{name.removeprefix('ray::').rsplit('/', 1)[-1]} {s:.1f}" for name, s in top)
-
-
-def floor_table(ash: Measured, floor: Measured, direct: dict) -> str:
-    """ash-ray beside the Ray floor (same load, same run) and the SDK alone."""
-
-    def cpu_ms(m: Measured) -> str:
-        turns = max(m.stats.turns, 1)
-        busy = m.sampler.cpu_used() - m.sampler.idle_cpus * m.wall
-        return f"{m.sampler.cpu_used() / turns * 1000:.1f} ({busy / turns * 1000:.1f})"
-
-    def cells(values: list[float]) -> str:
-        return f"{pct(values, 50):.0f} / {pct(values, 95):.0f}"
-
-    def tail(values: list[float]) -> str:  # the opening wave of worker starts shows here
-        return f"{pct(values, 99):.0f} / {max(values, default=0):.0f}"
-
-    sdk_cpu = direct["cpu_s"] / max(len(direct["done"]), 1) * 1000
-    rows = [
-        ("first event p50 / p95 (ms)", cells(ash.stats.first_ms), cells(floor.stats.first_ms),
-         cells(direct["first"])),
-        ("first event p99 / max (ms)", tail(ash.stats.first_ms), tail(floor.stats.first_ms),
-         tail(direct["first"])),
-        ("done p50 / p95 (ms)", cells(ash.stats.done_ms), cells(floor.stats.done_ms),
-         cells(direct["done"])),
-        ("server CPU ms a turn (less idle)", cpu_ms(ash), cpu_ms(floor), f"{sdk_cpu:.1f}"),
-        ("of it, CPU s by process (top 3)", _top(ash), _top(floor), ""),
-        ("turns per second", f"{ash.stats.turns / ash.wall:.1f}",
-         f"{floor.stats.turns / floor.wall:.1f}", ""),
-        ("errors, lost", f"{len(ash.stats.errors)}, {ash.stats.lost}",
-         f"{len(floor.stats.errors)}, {floor.stats.lost}", ""),
-    ]
-    lines = ["", "| same load, same run | ash-ray | Ray floor: Serve + an actor a session "
-             "| SDK straight to the model |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {a} | {f} | {d} |" for name, a, f, d in rows]
-    if floor.stats.errors:
-        lines += ["", "Ray floor's first errors:", *(f"  {e}" for e in floor.stats.errors[:5])]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
