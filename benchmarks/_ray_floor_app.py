@@ -14,7 +14,10 @@ store (nothing is saved: a crash loses it all), no sandbox, no agent loop, no au
 `load.py --ray-floor` runs the same load against it in the same run, so the table shows
 what the design itself costs on this machine beside what ash-ray costs.
 
-    python benchmarks/_ray_floor_app.py PORT PROXY_PORT MODEL_URL API_KEY
+A session's requests carry the fixed part of ash-ray's own (its model, system prompt and
+tool definitions: REQUEST, a JSON file) when given, so both send the model the same bytes.
+
+    python benchmarks/_ray_floor_app.py PORT PROXY_PORT MODEL_URL API_KEY [REQUEST]
 """
 
 
@@ -33,6 +36,8 @@ from fastapi.responses import StreamingResponse
 from ray import serve
 
 app = FastAPI()
+# A model request's fixed part when no REQUEST is given.
+MINIMAL: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 1024}
 
 
 def frame(type_: str, data: dict[str, Any]) -> bytes:
@@ -43,9 +48,10 @@ def frame(type_: str, data: dict[str, Any]) -> bytes:
 class Session:
     """A session: the conversation and a model client, in an actor of its own."""
 
-    def __init__(self, model_url: str, api_key: str) -> None:
+    def __init__(self, model_url: str, api_key: str, request: dict[str, Any]) -> None:
         import anthropic
 
+        self.request = request
         os.nice(max(0, 19 - os.nice(0)))  # below the ingress, as ash-ray's session workers
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=model_url,
                                                max_retries=0)
@@ -58,7 +64,7 @@ class Session:
         yield frame("session_start", {})
         frames = []
         async with self.client.messages.stream(
-            model="claude-sonnet-4-6", max_tokens=1024, messages=self.conversation
+            **self.request, messages=self.conversation
         ) as stream:
             async for text in stream.text_stream:
                 frames.append(frame("text_delta", {"text": text}))
@@ -89,13 +95,15 @@ WARM_POOL = 2
 )
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, model_url: str, api_key: str) -> None:
-        self.model_url, self.api_key = model_url, api_key
+    def __init__(self, model_url: str, api_key: str, request: dict[str, Any]) -> None:
+        self.model_url, self.api_key, self.request = model_url, api_key, request
         self.sessions: dict[str, Any] = {}
         self.idle = [self._start() for _ in range(WARM_POOL)]
 
     def _start(self) -> Any:
-        return Session.remote(self.model_url, self.api_key)  # type: ignore[attr-defined]
+        return Session.remote(  # type: ignore[attr-defined]
+            self.model_url, self.api_key, self.request
+        )
 
     def _session(self, sid: str) -> Any:
         if sid not in self.sessions:
@@ -148,6 +156,10 @@ def main() -> None:
     port, proxy_port, model_url, api_key = (
         int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     )
+    request = MINIMAL
+    if len(sys.argv) > 5:
+        with open(sys.argv[5]) as f:
+            request = json.load(f)
     # Serve as ash-ray runs it: the replica answers PORT itself (direct ingress), the
     # proxy listens beside it.
     os.environ.update({
@@ -160,7 +172,7 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(),
              log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
-    serve.run(Ingress.bind(model_url, api_key), name="floor", route_prefix="/")
+    serve.run(Ingress.bind(model_url, api_key, request), name="floor", route_prefix="/")
 
     stop = asyncio.Event()
 

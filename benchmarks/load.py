@@ -14,7 +14,9 @@ after. The server's CPU per turn is then the turns' own, without worker start-up
 worker with py-spy during the measured phase and prints their top functions (the
 profiler costs CPU: take the CPU figures from a run without it). --ray-floor then runs
 the same load against the Ray floor (`_ray_floor_app.py`: Serve set up as ash-ray's and an
-actor a session, nothing else) and prints both side by side.
+actor a session, nothing else) and prints both side by side. The floor's sessions, and the
+SDK floor's turns, send the fixed part of ash-ray's own model request (its system prompt
+and tool definitions) with their conversations: the model gets the same bytes from all.
 
     python benchmarks/load.py [--sessions 40] [--messages 5] [--concurrency 8]
                               [--database-url postgresql://...] [--keep]
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _floors import RayFloor, direct_turns
+from _floors import RayFloor, direct_turns, request_params
 from _harness import make_agent
 from _load_report import Measured, Stats, floor_table, table
 from _server import MODEL_KEY, Profiles, Sampler, Server, memory_mb
@@ -230,8 +232,9 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     with FakeAnthropic(port=0, api_key=MODEL_KEY) as fake:
         ash = measure(Server(fake.url, args.database_url), args, bool(args.py_spy))
-        floor = measure(RayFloor(fake.url, ""), args, False) if args.ray_floor else None
-        direct = direct_turns(fake.url, max(ash.stats.turns, 1), args.concurrency)
+        request = request_params(fake.message_requests)  # what ash-ray's sessions sent
+        floor = measure(RayFloor(fake.url, request), args, False) if args.ray_floor else None
+        direct = direct_turns(fake.url, max(ash.stats.turns, 1), args.concurrency, request)
     print(table(args, ash.stats, ash.wall, ash.sampler, ash.end, ash.nprocs, direct,
                 (load_before, os.getloadavg()[0])))
     if floor is not None:

@@ -25,6 +25,7 @@ import _token_floor
 import anthropic
 import httpx
 import ray
+from _floors import request_params
 from _harness import HEADER, local_ash, make_agent, pct, row
 
 from ash_ray.names import REGISTRY_NAME
@@ -34,12 +35,6 @@ PROMPT = "Please answer with a sentence of a reasonable length for the benchmark
 
 
 MINIMAL = {"model": "claude-sonnet-4-6", "max_tokens": 1024, "system": "bench"}
-
-
-def request_of(fake: FakeAnthropic) -> dict:
-    """The parameters of ash-ray's last model request, but its messages."""
-    body = fake.message_requests[-1]
-    return {k: body[k] for k in ("model", "max_tokens", "system", "tools") if k in body}
 
 
 async def direct(fake: FakeAnthropic, n: int, params: dict) -> tuple[list[float], list[float]]:
@@ -172,7 +167,7 @@ def main() -> None:
         through_ash(url, sid, args.warmup)
         through_ash(proxy_url, sid_proxy, args.warmup)
         through_ray(sid_ray, settings.namespace, args.warmup)
-        own = request_of(fake)
+        own = request_params(fake.message_requests)
         asyncio.run(direct(fake, args.warmup, own))
         asyncio.run(direct(fake, args.warmup, MINIMAL))
         # Interleave the paths in rounds so that machine noise hits all alike.
