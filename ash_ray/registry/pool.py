@@ -146,8 +146,11 @@ class Demand:
     def returned(self) -> None:
         self.returns.append(time.monotonic())
 
-    def started(self, seconds: float) -> None:
-        self.start_s = 0.7 * self.start_s + 0.3 * seconds
+    def started(self, seconds: float, per_core: float = 1.0) -> None:
+        """A worker answered ``seconds`` after its start, while ``per_core`` starts (itself
+        included) shared each core: a burst of 24 on 2 cores takes 12 times one start's
+        time each, which is not how long the next pooled worker takes."""
+        self.start_s = 0.7 * self.start_s + 0.3 * seconds / max(1.0, per_core)
 
     def target(self) -> int:
         horizon = time.monotonic() - DEMAND_WINDOW_S
@@ -195,6 +198,7 @@ class WorkerPool:
         """Wait until a spawned worker answers; kill it and raise Unavailable if it never does."""
         t0 = time.monotonic()
         self.starting += 1
+        sharing = self.starting  # starts that share the cores with this one, itself included
         try:
             timeout = READY_TIMEOUT_S + READY_PER_START_S * self.starting
             async with asyncio.timeout(timeout):
@@ -208,7 +212,8 @@ class WorkerPool:
         finally:
             self.starting -= 1
             self.refill_soon()  # spares wait while the cores start workers sessions wait for
-        self.demand.started(time.monotonic() - t0)
+        cores = max(1.0, self.placement.cpus_total)
+        self.demand.started(time.monotonic() - t0, max(sharing, self.starting + 1) / cores)
 
     async def give_back(
         self, sandbox_id: str, worker: WorkerClient, session_id: str, reusable: bool = True

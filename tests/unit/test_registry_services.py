@@ -352,6 +352,22 @@ def test_the_pool_follows_the_create_rate_within_its_bounds(settings: Settings) 
     assert demand.target() == 1
 
 
+def test_a_burst_of_starts_sharing_the_cores_does_not_inflate_the_pool(settings: Settings) -> None:
+    """24 creates at once on 2 cores: each start waits behind the others (about 12 times
+    one start's 4 s); the pool sizes its spares by one start's time, not by the queue's."""
+    bounds = {"warm_pool_size": 2, "warm_pool_max": 8}
+    shared, alone = (Demand(settings.model_copy(update=bounds)) for _ in range(2))
+    for demand in (shared, alone):
+        demand.start_s = 4.0
+        for _ in range(24):
+            demand.took()
+    for _ in range(24):
+        shared.started(48.0, per_core=12)
+        alone.started(48.0)
+    assert shared.target() == 4  # 0.8 creates/s over the window x 4 s a start
+    assert alone.target() == 8  # 48 s a start would have filled the pool to its maximum
+
+
 def test_the_default_session_limit_follows_the_cluster_memory(settings: Settings) -> None:
     auto = Placement(settings.model_copy(update={"max_sandboxes": 0}), FakeRayOps())  # type: ignore[arg-type]
     auto.memory_total = 4 * 2**30
