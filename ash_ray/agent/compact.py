@@ -56,21 +56,20 @@ class ContextSize:
         # History length right after the last compaction: no second one until it grows,
         # so a tail too big to shrink costs one summary, not one per call.
         self._compacted_len = -1
-        # The turn's system prompt and tools, and their size (estimated when a size is
-        # needed, and again only when they change).
+        # The turn's system prompt and tools, and their size: estimated when a size is
+        # needed, and again only after they changed (None: not estimated yet).
         self._fixed: list[Any] = [None, None]
-        self._fixed_memo: tuple[list[Any], int] = ([None, None], 0)
+        self._fixed_tokens: int | None = 0
 
     def turn_fixed(self, system: Any, tools: Any) -> None:
-        self._fixed = [system, tools]
+        if [system, tools] != self._fixed:
+            self._fixed, self._fixed_tokens = [system, tools], None
 
     def fixed_tokens(self) -> int:
         """The estimated size of the turn's system prompt and tools."""
-        parts, tokens = self._fixed_memo
-        if parts != self._fixed:
-            tokens = estimate_tokens(self._fixed)
-            self._fixed_memo = (self._fixed, tokens)
-        return tokens
+        if self._fixed_tokens is None:
+            self._fixed_tokens = estimate_tokens(self._fixed)
+        return self._fixed_tokens
 
     def measured(self, history_len: int, used: Usage) -> None:
         """A call with ``history_len`` messages used this input."""

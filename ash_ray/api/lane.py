@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,7 +113,7 @@ def _json_size(scope: Scope, max_bytes: int) -> int | None:
 
 def _bearer_token(scope: Scope) -> str:
     """The key as the route's HTTPBearer and require_key read it ("" for none)."""
-    scheme, _, key = (_header(scope, b"authorization") or "").partition(" ")
+    scheme, key = get_authorization_scheme_param(_header(scope, b"authorization"))
     return key.strip() if scheme.lower() == "bearer" else ""
 
 
