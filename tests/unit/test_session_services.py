@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -167,6 +168,51 @@ async def test_follow_pushes_batches_heartbeats_and_ends_with_done() -> None:
     types = [[e[1] for e in batch] for batch in got]
     assert types[0] == ["session_start"] and types[-1] == ["done"]
     assert [] in types  # a heartbeat when nothing happened
+
+
+class _WatchedLog(EventLog):
+    """An event log that says when a reader waits for events after a given number."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.waiting_after: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def wait(self, after: int, timeout_s: float, limit: int = 1000) -> list[Any]:
+        self.waiting_after[after].set()
+        return await super().wait(after, timeout_s, limit)
+
+
+async def test_a_turns_last_events_wait_for_its_done_and_go_in_one_batch() -> None:
+    log = _WatchedLog("s")
+    log.emit("session_start", {})
+    got: list[list[str]] = []
+
+    async def reader() -> None:
+        async for batch in follow(log, 0, heartbeat_s=5):
+            got.append([e[1] for e in batch])
+
+    reading = asyncio.ensure_future(reader())
+    await asyncio.wait_for(log.waiting_after[1].wait(), 5)
+    log.emit("turn_complete", {})
+    await asyncio.wait_for(log.waiting_after[2].wait(), 5)  # the reader has it
+    log.emit("done", {})  # the turn's end saved
+    await asyncio.wait_for(reading, 5)
+    assert got == [["session_start"], ["turn_complete", "done"]]
+
+
+async def test_a_turns_end_not_saved_within_the_heartbeat_still_reaches_the_reader() -> None:
+    log = EventLog("s")
+    log.emit("error", {"error": "model API error"})
+    got: list[list[str]] = []
+
+    async def reader() -> None:
+        async for batch in follow(log, 0, heartbeat_s=0.01):
+            got.append([e[1] for e in batch])
+            if len(got) == 2:
+                log.emit("done", {})
+
+    await asyncio.wait_for(reader(), 5)
+    assert got[0] == ["error"] and got[-1] == ["done"]
 
 
 async def test_events_yields_one_by_one_up_to_done() -> None:
