@@ -42,7 +42,7 @@ from ash_ray.store.agent_dialects import PostgresAgentData
 from ash_ray.store.extras_postgres import PostgresExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
 from ash_ray.store.tenancy import TenancyStore, numbered
-from ash_ray.store.turn_queue import PostgresTurnQueue, write_turns_postgres
+from ash_ray.store.turn_queue import PostgresTurnQueue, turn_statements
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,8 @@ class PostgresStore(PostgresAgentData, PostgresExtras, PostgresTurnQueue, Tenanc
                 return
             async with conn.transaction():
                 await conn.execute(WRITE_BATCH, *arrays)
-                await write_turns_postgres(conn, batch)
+                for sql, args in turn_statements(batch, "postgres"):
+                    await conn.executemany(sql, args)
 
         await self._run("write", fn)
 

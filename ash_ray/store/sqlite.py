@@ -39,8 +39,9 @@ from ash_ray.store import _valid as valid
 from ash_ray.store.agent_dialects import SqliteAgentData
 from ash_ray.store.extras_sqlite import SqliteExtras
 from ash_ray.store.schema import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending, statements
+from ash_ray.store.sqlite_writer import BatchWriter
 from ash_ray.store.tenancy import TenancyStore
-from ash_ray.store.turn_queue import SqliteTurnQueue, write_turns_sqlite
+from ash_ray.store.turn_queue import SqliteTurnQueue, turn_statements
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
         self.busy_timeout_ms = busy_timeout_ms
         self.retry_timeout_s = retry_timeout_s
         self._db: aiosqlite.Connection | None = None
+        self._batches: BatchWriter | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------ lifecycle
@@ -129,8 +131,12 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
                 await db.execute("PRAGMA journal_mode = WAL")
 
             await self._retry("open", wal)
-            await db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            pragmas = (f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
+                       f"PRAGMA synchronous = {self.synchronous}")
+            await db.execute(pragmas[1])
             await self._retry("migrate", self._migrate)
+            self._batches = BatchWriter(self.path, pragmas)
+            await self._batches.open()
         except BaseException:
             await self.close()
             raise
@@ -139,6 +145,9 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
         db, self._db = self._db, None
+        batches, self._batches = self._batches, None
+        if batches is not None:
+            await batches.close()
         if db is not None:
             await db.close()
 
@@ -286,18 +295,22 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
         if batch.empty():
             return
         sessions, messages, events, usage = rows.batch_rows(batch, _ts_out)
+        work = [
+            (sql, params)
+            for sql, params in (
+                (_UPSERT_SESSION, sessions),
+                (_INSERT_MESSAGE, messages),
+                (_INSERT_EVENT, events),
+                (_INSERT_USAGE, usage),
+            )
+            if params
+        ] + turn_statements(batch, "sqlite")
 
         async def op() -> None:
-            async with self._tx() as tx:
-                for sql, params in (
-                    (_UPSERT_SESSION, sessions),
-                    (_INSERT_MESSAGE, messages),
-                    (_INSERT_EVENT, events),
-                    (_INSERT_USAGE, usage),
-                ):
-                    if params:
-                        await tx.executemany(sql, params)
-                await write_turns_sqlite(tx, batch)
+            if self._batches is None:
+                raise StoreError("the SQLite store is not open; call `await store.open()` first")
+            async with self._lock:
+                await self._batches.transaction(work)
 
         await self._retry("write", op)
 

@@ -37,21 +37,16 @@ def _item(row: Any) -> QueuedTurn:
     )
 
 
-async def write_turns_sqlite(tx: Any, batch: WriteBatch) -> None:
-    """The batch's turn-queue rows, inside the caller's transaction (upserts first)."""
+def turn_statements(batch: WriteBatch, dialect: str) -> list[tuple[str, Any]]:
+    """The batch's turn-queue rows as statements for its transaction (upserts first)."""
+    marks = "?, ?, ?, ?, ?, ?" if dialect == "sqlite" else "$1, $2, $3, $4, $5, $6"
+    p, q = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
+    out: list[tuple[str, Any]] = []
     if batch.turns:
-        await tx.executemany(_UPSERT.format(marks="?, ?, ?, ?, ?, ?"), map(_args, batch.turns))
+        out.append((_UPSERT.format(marks=marks), [_args(i) for i in batch.turns]))
     if batch.turns_done:
-        await tx.executemany(_DELETE.format(p="?", q="?"), batch.turns_done)
-
-
-async def write_turns_postgres(conn: Any, batch: WriteBatch) -> None:
-    """The batch's turn-queue rows, inside the caller's transaction (upserts first)."""
-    if batch.turns:
-        upsert = _UPSERT.format(marks="$1, $2, $3, $4, $5, $6")
-        await conn.executemany(upsert, [_args(i) for i in batch.turns])
-    if batch.turns_done:
-        await conn.executemany(_DELETE.format(p="$1", q="$2"), batch.turns_done)
+        out.append((_DELETE.format(p=p, q=q), batch.turns_done))
+    return out
 
 
 class SqliteTurnQueue:
