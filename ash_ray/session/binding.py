@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from ash_ray import priority
 from ash_ray.agent.spec import agent_network, load_agent
 from ash_ray.config import Settings
 from ash_ray.errors import Conflict
@@ -95,6 +96,7 @@ class WorkerBinding(WorkerFiles):
         # interrupted turn is (saved with the next flush); then the queue runs.
         self.turns.recover(stored, turn_open, prompt_saved)
         self.guard.settle(session)
+        priority.serving(True)
         return node_id()
 
     async def _left_over(
@@ -167,6 +169,7 @@ class WorkerBinding(WorkerFiles):
         self.guard.reset()
         self.turns = self.persist = self.logbook = None
         self.client = self.server_client  # a session's own key stays with it
+        priority.serving(False)
         return not grown_past(self.settings.worker_max_rss_mb)
 
     @bound

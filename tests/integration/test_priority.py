@@ -2,9 +2,11 @@
 
 Ray starts every worker at nice 15, the registry and the ingress replica included, so 50
 session workers starting at once (seconds of CPU each) starved the processes that answer
-creates and health probes (a burst's creates took seconds). Session workers, and the tool
-commands they run, now run at nice 19; the registry and the ingress at 0 where the OS
-allows it (root here), else at Ray's 15.
+creates and health probes (a burst's creates took seconds). Session workers starting or
+waiting in the pool now run at nice 19; bound to a session, they (and the tool commands
+they run) run at 10, ahead of the ones starting; the registry and the ingress at 0. Where
+the OS does not allow raising a priority (not root, no CAP_SYS_NICE), the registry and
+the ingress stay at Ray's 15 and session workers at 19.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from pathlib import Path
 
 import httpx
 import psutil
+import ray
 
-from ash_ray.priority import CONTROL_NICE, SESSION_NICE
+from ash_ray.config import Settings
+from ash_ray.names import REGISTRY_NAME
+from ash_ray.priority import CONTROL_NICE, SERVING_NICE, SESSION_NICE
+from tests.helpers import wait_for
 from tests.integration.sse import new_session
 
 
 def thread_nices(pid: int) -> set[int]:
     """The nice value of every thread of ``pid`` (Linux keeps one per thread)."""
-    out = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    out: set[int] = set()
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir() if tasks.is_dir() else ():  # (none: the process ended)
         try:
             stat = (task / "stat").read_text()
         except OSError:
@@ -41,19 +48,28 @@ def processes_titled(needle: str) -> list[psutil.Process]:
 
 
 def test_session_work_runs_below_the_registry_and_the_ingress(
-    http: httpx.Client, agent: str
+    http: httpx.Client, agent: str, settings: Settings
 ) -> None:
+    root = os.geteuid() == 0  # root may raise a priority
+    serving = SERVING_NICE if root else SESSION_NICE
     sid = new_session(http, agent)
     r = http.post(f"/api/sessions/{sid}/exec", json={"command": "nice", "timeout": 20000})
     assert r.status_code == 200, r.text
-    assert r.json()["stdout"].strip() == str(SESSION_NICE), r.json()
+    assert r.json()["stdout"].strip() == str(serving), r.json()
 
-    workers = processes_titled("SessionWorker")
-    assert workers, "no session worker process found"
-    for proc in workers:
-        assert thread_nices(proc.pid) == {SESSION_NICE}, proc.pid
+    registry = ray.get_actor(REGISTRY_NAME, namespace=settings.namespace)
+    handle = ray.get(registry.live_handle.remote(sid))
+    bound = int(ray.get(handle.describe.remote())["pid"])
+    assert thread_nices(bound) == {serving}, bound
+    http.delete(f"/api/sessions/{sid}")  # its worker goes back to the pool, and to 19
+    wait_for(lambda: thread_nices(bound) in ({SESSION_NICE}, set()), what="back to 19")
+    # No worker of no session (starting, or waiting in the pool) runs ahead.
+    live = {int(v["pid"]) for v in ray.get(registry.describe_all.remote()) if "pid" in v}
+    for proc in processes_titled("SessionWorker"):
+        if proc.pid not in live:
+            assert thread_nices(proc.pid) in ({SESSION_NICE}, set()), proc.pid
 
-    control = CONTROL_NICE if os.geteuid() == 0 else 15  # root may raise a priority
+    control = CONTROL_NICE if root else 15
     for role in ("Registry", "AshIngress"):
         procs = processes_titled(role)
         assert procs, f"no {role} process found"
