@@ -3,7 +3,8 @@ nothing of ash-ray.
 
 One FastAPI ingress replica of Ray Serve, set up as ash-ray's (direct ingress: the
 replica answers HTTP itself; up to 1000 requests at once; handlers on its own loop); one
-Ray actor a session (at nice 19, below the ingress, as ash-ray's session workers),
+Ray actor a session (at nice 19 while it starts or waits in the pool, 10 while it serves
+a session, below the ingress, as ash-ray's session workers),
 holding an `anthropic` client and the conversation; each message streamed back over a
 Ray streaming generator in two items, the fewest a stream can have (``session_start``
 before the model call; the reply's ``text_delta`` frames with ``done``). Actors are pooled
@@ -40,6 +41,15 @@ app = FastAPI()
 MINIMAL: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 1024}
 
 
+def renice(value: int) -> None:
+    """Every thread of this process to ``value`` (as ash-ray's session workers)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), value)
+        except OSError:
+            pass  # a thread that ended, or no right to raise it
+
+
 def frame(type_: str, data: dict[str, Any]) -> bytes:
     return f"event: {type_}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -52,7 +62,8 @@ class Session:
         import anthropic
 
         self.request = request
-        os.nice(max(0, 19 - os.nice(0)))  # below the ingress, as ash-ray's session workers
+        renice(19)  # starting, then pooled: below the sessions being served
+        self.serving = False
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=model_url,
                                                max_retries=0)
         self.conversation: list[dict[str, Any]] = []
@@ -60,6 +71,9 @@ class Session:
     async def turn(self, content: str) -> AsyncIterator[bytes]:
         """Two items a turn, the fewest a stream can have: ``session_start`` at once,
         then the reply's frames and ``done`` together."""
+        if not self.serving:
+            self.serving = True
+            renice(10)
         self.conversation.append({"role": "user", "content": content})
         yield frame("session_start", {})
         frames = []
@@ -79,6 +93,8 @@ class Session:
 
     def reset(self) -> None:
         self.conversation = []
+        self.serving = False
+        renice(19)
 
 
 # Pre-started actors, as ash-ray's default ASH_WARM_POOL_SIZE.
