@@ -713,6 +713,10 @@ async def test_the_registry_numbers_lifecycle_events_of_sessions_without_a_worke
     await svc.lifecycle.resume(sid)  # a new worker, from the stored snapshot
     second = svc.core.live[sid].worker
     assert (await svc.core.record_of(sid)).last_seq == 2
+    for _ in range(1000):  # its bind is not awaited: poll (10 s deadline)
+        if svc.core.live[sid].node_id:
+            break
+        await asyncio.sleep(0.01)
     await svc.lifecycle.stop(sid)
     await svc.lifecycle.end(sid)  # a stopped session: no worker
     rows = await lifecycle_rows(svc, sid)
