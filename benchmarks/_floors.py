@@ -5,7 +5,8 @@
 - The Ray floor (``_ray_floor_app.py``): one Ray Serve ingress replica set up as ash-ray's, one
   Ray actor a session with the SDK, the reply streamed over a Ray streaming generator:
   the parts ash-ray's design puts on a turn's path, without ash-ray's own work (saving,
-  sandbox, agent loop, registry).
+  sandbox, agent loop, registry). With ``saves``, plus the two saves a turn the contract
+  needs (a store actor committing to SQLite): the floor of any design that keeps it.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ class RayFloor(Server):
     """The Ray floor app in its own process tree and Ray cluster, like `ash-ray start`;
     its sessions send ``request`` (see request_params) with their conversations."""
 
-    def __init__(self, model_url: str, request: dict[str, Any]) -> None:
+    def __init__(self, model_url: str, request: dict[str, Any], saves: bool = False) -> None:
         super().__init__(model_url, "")
+        self.saves = saves
         self.request_file = self.root / "request.json"
         self.request_file.write_text(json.dumps(request))
 
     def command(self) -> list[str]:
         return [sys.executable, str(APP), str(self.port), self.env["ASH_PROXY_PORT"],
-                self.env["ANTHROPIC_BASE_URL"], MODEL_KEY, str(self.request_file)]
+                self.env["ANTHROPIC_BASE_URL"], MODEL_KEY, str(self.request_file),
+                "saves" if self.saves else "none"]
 
 
 _DIRECT = """

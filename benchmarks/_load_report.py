@@ -126,8 +126,10 @@ def _top(m: Measured) -> str:
     return ", ".join(f"{name.removeprefix('ray::').rsplit('/', 1)[-1]} {s:.1f}" for name, s in top)
 
 
-def floor_table(ash: Measured, floor: Measured, direct: dict, cold: bool) -> str:
-    """ash-ray beside the Ray floor (same load, same run) and the SDK alone."""
+def floor_table(
+    ash: Measured, floors: list[tuple[str, Measured]], direct: dict, cold: bool
+) -> str:
+    """ash-ray beside the Ray floors (same load, same run) and the SDK alone."""
 
     def cpu_ms(m: Measured) -> str:
         turns = max(m.stats.turns, 1)
@@ -140,32 +142,33 @@ def floor_table(ash: Measured, floor: Measured, direct: dict, cold: bool) -> str
     def tail(values: list[float]) -> str:  # the opening wave of worker starts shows here
         return f"{pct(values, 99):.0f} / {max(values, default=0):.0f}"
 
+    servers = [ash, *(m for _, m in floors)]
     sdk_cpu = direct["cpu_s"] / max(len(direct["done"]), 1) * 1000
     rows = [
-        ("first event p50 / p95 (ms)", cells(ash.stats.first_ms), cells(floor.stats.first_ms),
+        ("first event p50 / p95 (ms)", [cells(m.stats.first_ms) for m in servers],
          cells(direct["first"])),
-        ("first event p99 / max (ms)", tail(ash.stats.first_ms), tail(floor.stats.first_ms),
+        ("first event p99 / max (ms)", [tail(m.stats.first_ms) for m in servers],
          tail(direct["first"])),
-        ("done p50 / p95 (ms)", cells(ash.stats.done_ms), cells(floor.stats.done_ms),
+        ("done p50 / p95 (ms)", [cells(m.stats.done_ms) for m in servers],
          cells(direct["done"])),
         *([
-            ("first event p50 / p95, a session's 1st message", cells(ash.stats.opening_ms),
-             cells(floor.stats.opening_ms), ""),
-            ("first event p50 / p95, its later messages", cells(ash.stats.later_ms),
-             cells(floor.stats.later_ms), ""),
+            ("first event p50 / p95, a session's 1st message",
+             [cells(m.stats.opening_ms) for m in servers], ""),
+            ("first event p50 / p95, its later messages",
+             [cells(m.stats.later_ms) for m in servers], ""),
         ] if cold else []),
-        ("server CPU ms a turn (less idle)", cpu_ms(ash), cpu_ms(floor), f"{sdk_cpu:.1f}"),
-        ("of it, CPU s by process (top 3)", _top(ash), _top(floor), ""),
-        ("turns per second", f"{ash.stats.turns / ash.wall:.1f}",
-         f"{floor.stats.turns / floor.wall:.1f}", ""),
-        ("errors, lost", f"{len(ash.stats.errors)}, {ash.stats.lost}",
-         f"{len(floor.stats.errors)}, {floor.stats.lost}", ""),
+        ("server CPU ms a turn (less idle)", [cpu_ms(m) for m in servers], f"{sdk_cpu:.1f}"),
+        ("of it, CPU s by process (top 3)", [_top(m) for m in servers], ""),
+        ("turns per second", [f"{m.stats.turns / m.wall:.1f}" for m in servers], ""),
+        ("errors, lost", [f"{len(m.stats.errors)}, {m.stats.lost}" for m in servers], ""),
     ]
-    lines = ["", "| same load, same run | ash-ray | Ray floor: Serve + an actor a session "
-             "| SDK straight to the model |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {a} | {f} | {d} |" for name, a, f, d in rows]
-    if floor.stats.errors:
-        lines += ["", "Ray floor's first errors:", *(f"  {e}" for e in floor.stats.errors[:5])]
+    heads = ["ash-ray", *(label for label, _ in floors), "SDK straight to the model"]
+    lines = ["", "| same load, same run | " + " | ".join(heads) + " |",
+             "|---|" + "---:|" * len(heads)]
+    lines += [f"| {name} | " + " | ".join([*cols, d]) + " |" for name, cols, d in rows]
+    for label, m in floors:
+        if m.stats.errors:
+            lines += ["", f"{label}, first errors:", *(f"  {e}" for e in m.stats.errors[:5])]
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 nothing of ash-ray.
 
 One FastAPI ingress replica of Ray Serve, set up as ash-ray's (direct ingress: the
-replica answers HTTP itself; up to 1000 requests at once; handlers on its own loop); one
+replica answers HTTP itself; up to 1000 requests at once; handlers on its own loop; at
+nice 0 where the OS allows it); one
 Ray actor a session (at nice 19 while it starts or waits in the pool, 10 while it serves
 a session, below the ingress, as ash-ray's session workers),
 holding an `anthropic` client and the conversation; each message streamed back over a
@@ -18,7 +19,15 @@ what the design itself costs on this machine beside what ash-ray costs.
 A session's requests carry the fixed part of ash-ray's own (its model, system prompt and
 tool definitions: REQUEST, a JSON file) when given, so both send the model the same bytes.
 
-    python benchmarks/_ray_floor_app.py PORT PROXY_PORT MODEL_URL API_KEY [REQUEST]
+With SAVES (``saves``), the floor also makes the two saves a turn that ash-ray's contract
+needs (a session resumes with its conversation after a crash, nothing acknowledged is
+lost), and nothing more: the prompt sent to one store actor when the turn starts (it
+commits while the model answers), the reply committed before ``done``. The store actor
+commits each call to SQLite (WAL, ``synchronous=FULL``, ash-ray's default) in a thread.
+ash-ray's registry does this and more (the session index, the event log, usage, the
+turn queue), with the same two calls a turn.
+
+    python benchmarks/_ray_floor_app.py PORT PROXY_PORT MODEL_URL API_KEY [REQUEST [SAVES]]
 """
 
 
@@ -26,7 +35,9 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,13 +65,39 @@ def frame(type_: str, data: dict[str, Any]) -> bytes:
     return f"event: {type_}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+@ray.remote(num_cpus=0)
+class Store:
+    """The saves, and nothing else of a registry: each call commits before it returns."""
+
+    def __init__(self, path: str) -> None:
+        renice(0)  # ahead of the sessions, as ash-ray's registry
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute("CREATE TABLE rows (session TEXT, seq INTEGER, body TEXT, "
+                        "PRIMARY KEY (session, seq))")
+        self.lock = asyncio.Lock()
+
+    async def save(self, session: str, rows: list[tuple[int, str]]) -> None:
+        async with self.lock:
+            await asyncio.to_thread(self._commit, [(session, *row) for row in rows])
+
+    def _commit(self, rows: list[tuple[str, int, str]]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)", rows)
+        self.db.execute("COMMIT")
+
+
 @ray.remote(num_cpus=0.01)
 class Session:
     """A session: the conversation and a model client, in an actor of its own."""
 
-    def __init__(self, model_url: str, api_key: str, request: dict[str, Any]) -> None:
+    def __init__(
+        self, model_url: str, api_key: str, request: dict[str, Any], store: Any = None
+    ) -> None:
         import anthropic
 
+        self.store = store
         self.request = request
         renice(19)  # starting, then pooled: below the sessions being served
         self.serving = False
@@ -68,13 +105,14 @@ class Session:
                                                max_retries=0)
         self.conversation: list[dict[str, Any]] = []
 
-    async def turn(self, content: str) -> AsyncIterator[bytes]:
+    async def turn(self, content: str, sid: str = "") -> AsyncIterator[bytes]:
         """Two items a turn, the fewest a stream can have: ``session_start`` at once,
-        then the reply's frames and ``done`` together."""
+        then the reply's frames and ``done`` together (after the reply's save)."""
         if not self.serving:
             self.serving = True
             renice(10)
         self.conversation.append({"role": "user", "content": content})
+        saved = self._save(sid)  # in flight while the model answers
         yield frame("session_start", {})
         frames = []
         async with self.client.messages.stream(
@@ -86,7 +124,17 @@ class Session:
         self.conversation.append(
             {"role": "assistant", "content": [b.model_dump() for b in final.content]}
         )
+        if saved is not None:
+            await saved
+            await self._save(sid)
         yield b"".join([*frames, frame("done", {})])
+
+    def _save(self, sid: str) -> Any:
+        """The conversation's last message to the store (None: no store)."""
+        if self.store is None:
+            return None
+        n = len(self.conversation)
+        return self.store.save.remote(sid, [(n, json.dumps(self.conversation[-1]))])
 
     def messages(self) -> list[dict[str, Any]]:
         return self.conversation
@@ -111,14 +159,18 @@ WARM_POOL = 2
 )
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, model_url: str, api_key: str, request: dict[str, Any]) -> None:
+    def __init__(
+        self, model_url: str, api_key: str, request: dict[str, Any], store_path: str
+    ) -> None:
+        renice(0)  # ahead of the sessions, as ash-ray's ingress
         self.model_url, self.api_key, self.request = model_url, api_key, request
+        self.store = Store.remote(store_path) if store_path else None  # type: ignore[attr-defined]
         self.sessions: dict[str, Any] = {}
         self.idle = [self._start() for _ in range(WARM_POOL)]
 
     def _start(self) -> Any:
         return Session.remote(  # type: ignore[attr-defined]
-            self.model_url, self.api_key, self.request
+            self.model_url, self.api_key, self.request, self.store
         )
 
     def _session(self, sid: str) -> Any:
@@ -145,7 +197,7 @@ class Ingress:
     @app.post("/api/sessions/{sid}/messages")
     async def message(self, sid: str, request: Request) -> StreamingResponse:
         content = (await request.json())["content"]
-        batches = self._session(sid).turn.options(num_returns="streaming").remote(content)
+        batches = self._session(sid).turn.options(num_returns="streaming").remote(content, sid)
 
         async def frames() -> AsyncIterator[bytes]:
             async for ref in batches:
@@ -176,6 +228,8 @@ def main() -> None:
     if len(sys.argv) > 5:
         with open(sys.argv[5]) as f:
             request = json.load(f)
+    saves = len(sys.argv) > 6 and sys.argv[6] == "saves"
+    store_path = os.path.join(tempfile.mkdtemp(), "floor.db") if saves else ""
     # Serve as ash-ray runs it: the replica answers PORT itself (direct ingress), the
     # proxy listens beside it.
     os.environ.update({
@@ -188,7 +242,8 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(),
              log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
-    serve.run(Ingress.bind(model_url, api_key, request), name="floor", route_prefix="/")
+    serve.run(Ingress.bind(model_url, api_key, request, store_path), name="floor",
+              route_prefix="/")
 
     stop = asyncio.Event()
 

@@ -17,10 +17,13 @@ the same load against the Ray floor (`_ray_floor_app.py`: Serve set up as ash-ra
 actor a session, nothing else) and prints both side by side. The floor's sessions, and the
 SDK floor's turns, send the fixed part of ash-ray's own model request (its system prompt
 and tool definitions) with their conversations: the model gets the same bytes from all.
+--saves-floor also runs it making the two saves a turn that ash-ray's contract needs (the
+prompt as the turn starts, the reply before ``done``, each committed by one store actor
+to SQLite): the floor of any design that keeps a session's conversation through a crash.
 
     python benchmarks/load.py [--sessions 40] [--messages 5] [--concurrency 8]
                               [--database-url postgresql://...] [--keep]
-                              [--warm] [--py-spy DIR] [--ray-floor]
+                              [--warm] [--py-spy DIR] [--ray-floor] [--saves-floor]
 
 Figures: errors (HTTP errors, failed streams, ``error`` events), lost messages
 (acknowledged user messages missing from GET .../messages), latency percentiles of
@@ -228,17 +231,26 @@ def main() -> int:
                         help="with --warm: profile the measured phase into DIR")
     parser.add_argument("--ray-floor", action="store_true",
                         help="also run the same load against the Ray floor app (_floors.py)")
+    parser.add_argument("--saves-floor", action="store_true",
+                        help="also against the Ray floor app making a turn's two saves")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with FakeAnthropic(port=0, api_key=MODEL_KEY) as fake:
         ash = measure(Server(fake.url, args.database_url), args, bool(args.py_spy))
         request = request_params(fake.message_requests)  # what ash-ray's sessions sent
-        floor = measure(RayFloor(fake.url, request), args, False) if args.ray_floor else None
+        floors = [
+            (label, measure(RayFloor(fake.url, request, saves), args, False))
+            for label, saves, wanted in (
+                ("Ray floor: Serve + an actor a session", False, args.ray_floor),
+                ("Ray floor + a turn's two saves", True, args.saves_floor),
+            )
+            if wanted
+        ]
         direct = direct_turns(fake.url, max(ash.stats.turns, 1), args.concurrency, request)
     print(table(args, ash.stats, ash.wall, ash.sampler, ash.end, ash.nprocs, direct,
                 (load_before, os.getloadavg()[0])))
-    if floor is not None:
-        print(floor_table(ash, floor, direct, cold=not args.warm))
+    if floors:
+        print(floor_table(ash, floors, direct, cold=not args.warm))
     return 1 if ash.stats.errors or ash.stats.lost else 0
 
 
