@@ -8,11 +8,13 @@ resumes and health probes. Here:
 - a session worker moves to nice 19 as soon as its actor class is loaded, before its
   heavy imports (:func:`yield_if_session_worker`, called from ``ash_ray.session``), and
   stays there while it starts and while it waits in the warm pool;
-- bound to a session it runs at nice 10 (:func:`serving`), its agent loop and sandboxed
-  tools ahead of the workers starting beside it: in a burst of creates on 2 cores, the
-  sessions already up answered in 43-65 ms (p50) instead of 165-173 ms while 22 workers
-  started; released, it goes back to 19. Raising a process needs root or
-  ``CAP_SYS_NICE`` (the chart's default, privileged, has it); without it, 19 throughout;
+- from its bind until its session's release (once the last turn has stopped) it runs
+  at nice 10 (:func:`serving`), its agent loop and sandboxed tools ahead of the workers
+  starting beside it: in a burst of creates on 2 cores, the sessions already up
+  answered in 43-65 ms (p50) instead of 165-173 ms while 22 workers started. The rest
+  of a release (snapshot, cleanup) and the wait in the pool are at 19 again. Raising a
+  process needs root or ``CAP_SYS_NICE`` (the chart's default, privileged, has it);
+  without it, 19 throughout;
 - the registry and the ingress replica ask for nice 0 (:func:`favour_control_plane`),
   which needs root or ``CAP_SYS_NICE``; without it they stay at Ray's 15, still ahead of
   the session workers.

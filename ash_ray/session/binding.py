@@ -71,6 +71,7 @@ class WorkerBinding(WorkerFiles):
         if current is not None and current.record.id != record.id:
             raise Conflict(f"worker {self.sandbox_id} already serves {current.record.id}")
         self.guard.expect(record.id)
+        priority.serving(True)  # the session's first message waits for this bind
         from ash_ray.session.model_client import credential_client
         from ash_ray.session.turns import TurnRunner
 
@@ -96,7 +97,6 @@ class WorkerBinding(WorkerFiles):
         # interrupted turn is (saved with the next flush); then the queue runs.
         self.turns.recover(stored, turn_open, prompt_saved)
         self.guard.settle(session)
-        priority.serving(True)
         return node_id()
 
     async def _left_over(
@@ -169,7 +169,6 @@ class WorkerBinding(WorkerFiles):
         self.guard.reset()
         self.turns = self.persist = self.logbook = None
         self.client = self.server_client  # a session's own key stays with it
-        priority.serving(False)
         return not grown_past(self.settings.worker_max_rss_mb)
 
     @bound
@@ -202,6 +201,7 @@ class WorkerBinding(WorkerFiles):
     async def _release(self, s: Bound, status: str) -> SessionRecord:
         assert self.turns is not None and self.persist is not None
         await self.turns.stop(self.settings.drain_timeout_s)
+        priority.serving(False)  # no turn waits for the rest: behind the serving workers
         s.record = s.record.model_copy(update={"status": status})
         s.log.emit(LIFECYCLE, lifecycle_entry(status))  # after the stopped turn's done
         # Ended sessions keep their last snapshot too: their files stay readable.
