@@ -21,8 +21,9 @@ tool definitions: REQUEST, a JSON file) when given, so both send the model the s
 
 With SAVES (``saves``), the floor also makes the two saves a turn that ash-ray's contract
 needs (a session resumes with its conversation after a crash, nothing acknowledged is
-lost), and nothing more: the prompt sent to one store actor when the turn starts (it
-commits while the model answers), the reply committed before ``done``. The store actor
+lost), in ash-ray's order, and nothing more: the model request goes out, the prompt is
+committed by one store actor before ``session_start`` (the acknowledgment), the reply
+before ``done``. The store actor
 commits each call to SQLite (WAL, ``synchronous=FULL``, ash-ray's default) in a thread.
 ash-ray's registry does this and more (the session index, the event log, usage, the
 turn queue), with the same two calls a turn.
@@ -106,26 +107,30 @@ class Session:
         self.conversation: list[dict[str, Any]] = []
 
     async def turn(self, content: str, sid: str = "") -> AsyncIterator[bytes]:
-        """Two items a turn, the fewest a stream can have: ``session_start`` at once,
-        then the reply's frames and ``done`` together (after the reply's save)."""
+        """Two items a turn, the fewest a stream can have: ``session_start``, then the
+        reply's frames and ``done`` together. With a store, as ash-ray: the model request
+        goes out first, ``session_start`` once the prompt is saved (an acknowledged
+        message is never lost), ``done`` once the reply is."""
         if not self.serving:
             self.serving = True
             renice(10)
         self.conversation.append({"role": "user", "content": content})
-        saved = self._save(sid)  # in flight while the model answers
-        yield frame("session_start", {})
+        if self.store is None:
+            yield frame("session_start", {})
         frames = []
         async with self.client.messages.stream(
             **self.request, messages=self.conversation
         ) as stream:
+            if self.store is not None:
+                await self._save(sid)
+                yield frame("session_start", {})
             async for text in stream.text_stream:
                 frames.append(frame("text_delta", {"text": text}))
             final = await stream.get_final_message()
         self.conversation.append(
             {"role": "assistant", "content": [b.model_dump() for b in final.content]}
         )
-        if saved is not None:
-            await saved
+        if self.store is not None:
             await self._save(sid)
         yield b"".join([*frames, frame("done", {})])
 

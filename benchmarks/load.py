@@ -18,8 +18,8 @@ actor a session, nothing else) and prints both side by side. The floor's session
 SDK floor's turns, send the fixed part of ash-ray's own model request (its system prompt
 and tool definitions) with their conversations: the model gets the same bytes from all.
 --saves-floor also runs it making the two saves a turn that ash-ray's contract needs (the
-prompt as the turn starts, the reply before ``done``, each committed by one store actor
-to SQLite): the floor of any design that keeps a session's conversation through a crash.
+prompt committed before ``session_start`` acknowledges it, the reply before ``done``, by
+one store actor on SQLite): the floor of any design that keeps what it acknowledged.
 
     python benchmarks/load.py [--sessions 40] [--messages 5] [--concurrency 8]
                               [--database-url postgresql://...] [--keep]
