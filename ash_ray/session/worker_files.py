@@ -54,15 +54,25 @@ class WorkerFiles(HasGuard):
     ) -> tuple[bytes, files.FileInfo]:
         return await asyncio.to_thread(files.read_file, s.sandbox.workspace, path, max_bytes)
 
+    async def _snapshot_to_store(self, s: Bound, force: bool = False) -> None:
+        raise NotImplementedError  # the worker's (see WorkerBinding)
+
     @bound
     async def files_write(
         self, s: Bound, items: list[tuple[str, bytes]], target: str
     ) -> list[files.WriteResult]:
-        return await asyncio.to_thread(files.write_files, s.sandbox.workspace, items, target)
+        written = await asyncio.to_thread(
+            files.write_files, s.sandbox.workspace, items, target
+        )
+        # Answered once in the store: a worker lost before the turn's end keeps it.
+        await self._snapshot_to_store(s)
+        return written
 
     @bound
     async def file_delete(self, s: Bound, path: str) -> str:
-        return await asyncio.to_thread(files.delete_file, s.sandbox.workspace, path)
+        deleted = await asyncio.to_thread(files.delete_file, s.sandbox.workspace, path)
+        await self._snapshot_to_store(s)
+        return deleted
 
     @bound
     async def workspace_bundle(self, s: Bound) -> bytes:
@@ -72,9 +82,11 @@ class WorkerFiles(HasGuard):
 
     @bound
     async def workspace_restore(self, s: Bound, data: bytes) -> int:
-        return await asyncio.to_thread(
+        count = await asyncio.to_thread(
             files.restore, s.sandbox.workspace, data, self.settings.max_bundle_bytes
         )
+        await self._snapshot_to_store(s)
+        return count
 
     @bound
     async def logs(self, s: Bound, after: int, limit: int) -> list[LogLine]:

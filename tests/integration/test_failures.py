@@ -167,3 +167,25 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_file_written_to_a_live_session_survives_its_worker(target: Target) -> None:
+    """What the files API acknowledged is in the store: the session's next worker has it,
+    though no turn ended after the upload."""
+    http, agent = target.http, target.agent
+    sid = new_session(http, agent)
+    body = {"files": [{"path": "kept.txt", "content": "a2VwdAo="}], "targetPath": "in"}
+    assert http.post(f"/api/sessions/{sid}/files", json=body).status_code == 200
+    assert http.delete(f"/api/sessions/{sid}/files/notes.txt").status_code == 200
+    pid = _worker_pid(sid, target.namespace)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(pid), what=f"worker {pid} to exit")
+
+    # Read from its snapshot while cold, or from a new worker's workspace once resumed.
+    kept = wait_for(lambda: (r := http.get(f"/api/sessions/{sid}/files/in/kept.txt"))
+                    .status_code == 200 and r, timeout_s=30, what="the uploaded file")
+    assert kept.content == b"kept\n", kept.headers
+    assert http.get(f"/api/sessions/{sid}/files/notes.txt").status_code == 404
+    assert send(http, sid, "still here?")[-1][1] == "done"  # and it goes on
+    r = http.get(f"/api/sessions/{sid}/files/in/kept.txt")
+    assert r.content == b"kept\n" and r.headers["x-ash-source"] == "sandbox"
