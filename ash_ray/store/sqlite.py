@@ -1,6 +1,7 @@
-"""SQLite store: one aiosqlite connection in WAL mode, the embedded default.
+"""SQLite store: one aiosqlite connection in WAL mode, the embedded default, and one for
+sessions' batches (:mod:`.sqlite_writer`: a whole batch in one thread hop).
 
-Every call takes one lock, so transactions never interleave on the shared connection.
+Every call takes one lock, so transactions never interleave on either connection.
 ``synchronous=FULL`` (the default) makes each commit durable across power loss, which
 is what ``write`` promises; ``NORMAL`` trades that for speed (still safe on crashes).
 Snapshots are files under ``snapshot_dir`` written atomically (tmp + fsync + rename);
@@ -76,6 +77,10 @@ _UPSERT_SESSION = _insert(
 _INSERT_MESSAGE = _insert("messages", rows.MESSAGE_COLS)
 _INSERT_EVENT = _insert("events", rows.EVENT_COLS)
 _INSERT_USAGE = _insert("usage", rows.USAGE_COLS)
+_BATCH_SQL = (_UPSERT_SESSION, _INSERT_MESSAGE, _INSERT_EVENT, _INSERT_USAGE)  # batch_rows's
+
+
+_NOT_OPEN = "the SQLite store is not open; call `await store.open()` first"
 
 
 def _transient(exc: BaseException) -> bool:
@@ -86,7 +91,7 @@ def _transient(exc: BaseException) -> bool:
 
 
 class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
-    """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one connection)."""
+    """The :class:`~ash_ray.store.base.Store` on one SQLite file (WAL, one lock)."""
 
     kind = "sqlite"
 
@@ -193,7 +198,7 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
 
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
-            raise StoreError("the SQLite store is not open; call `await store.open()` first")
+            raise StoreError(_NOT_OPEN)
         return self._db
 
     @asynccontextmanager
@@ -294,21 +299,13 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
         """Apply the whole batch in one transaction; a repeated batch changes nothing."""
         if batch.empty():
             return
-        sessions, messages, events, usage = rows.batch_rows(batch, _ts_out)
-        work = [
-            (sql, params)
-            for sql, params in (
-                (_UPSERT_SESSION, sessions),
-                (_INSERT_MESSAGE, messages),
-                (_INSERT_EVENT, events),
-                (_INSERT_USAGE, usage),
-            )
-            if params
-        ] + turn_statements(batch, "sqlite")
+        tables = zip(_BATCH_SQL, rows.batch_rows(batch, _ts_out), strict=True)
+        work = [(sql, params) for sql, params in tables if params]
+        work += turn_statements(batch, "sqlite")
 
         async def op() -> None:
             if self._batches is None:
-                raise StoreError("the SQLite store is not open; call `await store.open()` first")
+                raise StoreError(_NOT_OPEN)
             async with self._lock:
                 await self._batches.transaction(work)
 
