@@ -61,13 +61,10 @@ def test_session_work_runs_below_the_registry_and_the_ingress(
     handle = ray.get(registry.live_handle.remote(sid))
     bound = int(ray.get(handle.describe.remote())["pid"])
     assert thread_nices(bound) == {serving}, bound
-    http.delete(f"/api/sessions/{sid}")  # its worker goes back to the pool, and to 19
+    # Released, its worker waits in the pool (or is retired) behind the serving ones.
+    # (Other tests' registries have workers of their own: only this one is checked.)
+    http.delete(f"/api/sessions/{sid}")
     wait_for(lambda: thread_nices(bound) in ({SESSION_NICE}, set()), what="back to 19")
-    # No worker of no session (starting, or waiting in the pool) runs ahead.
-    live = {int(v["pid"]) for v in ray.get(registry.describe_all.remote()) if "pid" in v}
-    for proc in processes_titled("SessionWorker"):
-        if proc.pid not in live:
-            assert thread_nices(proc.pid) in ({SESSION_NICE}, set()), proc.pid
 
     control = CONTROL_NICE if root else 15
     for role in ("Registry", "AshIngress"):
