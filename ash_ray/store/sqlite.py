@@ -78,8 +78,6 @@ _INSERT_MESSAGE = _insert("messages", rows.MESSAGE_COLS)
 _INSERT_EVENT = _insert("events", rows.EVENT_COLS)
 _INSERT_USAGE = _insert("usage", rows.USAGE_COLS)
 _BATCH_SQL = (_UPSERT_SESSION, _INSERT_MESSAGE, _INSERT_EVENT, _INSERT_USAGE)  # batch_rows's
-
-
 _NOT_OPEN = "the SQLite store is not open; call `await store.open()` first"
 
 
@@ -127,8 +125,11 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         db.row_factory = aiosqlite.Row
         self._db = db
+        # The batch writer's connection gets the same (WAL is the file's, set once).
+        pragmas = (f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
+                   f"PRAGMA synchronous = {self.synchronous}")
         try:
-            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await db.execute(pragmas[0])
 
             async def wal() -> None:
                 # Switching to WAL takes an exclusive lock and skips the busy handler: a
@@ -136,8 +137,6 @@ class SqliteStore(SqliteAgentData, SqliteExtras, SqliteTurnQueue, TenancyStore):
                 await db.execute("PRAGMA journal_mode = WAL")
 
             await self._retry("open", wal)
-            pragmas = (f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
-                       f"PRAGMA synchronous = {self.synchronous}")
             await db.execute(pragmas[1])
             await self._retry("migrate", self._migrate)
             self._batches = BatchWriter(self.path, pragmas)
