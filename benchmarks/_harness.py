@@ -6,7 +6,6 @@ Benchmarks print tables; they are scripts, not tests. Each keeps a baseline in t
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -23,25 +22,12 @@ import ray
 
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ash_ray.testing.ports import free_port
 
 
 def free_port_run(count: int) -> int:
     """A free port p with p+1 .. p+count-1 free too (one direct-ingress port an app)."""
-    while True:
-        port = free_port()
-        try:
-            for k in range(1, count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + k))
-        except OSError:
-            continue
-        return port
+    return free_port(run=count)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from ash_ray.testing.ports import free_port
+
+__all__ = ["free_port"]
 
 T = TypeVar("T")
 
@@ -71,13 +74,6 @@ async def wait_for_async(
         if time.monotonic() > deadline:
             raise _timed_out(what or repr(predicate), timeout_s, last)
         await asyncio.sleep(interval_s)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Sandboxes show only the host's system dirs; the test interpreter (and the `mcp` SDK that

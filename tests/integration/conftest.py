@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +30,7 @@ CREDENTIAL_KEY = "test-credential-key-seals-stored-model-keys"
 
 def free_port_pair() -> int:
     """A free port p with p + 1 free too (direct ingress takes consecutive ports)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+    return free_port(run=2)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from ash_ray.agent import AgentEvent, AgentLoop, TurnOptions, load_agent
 from ash_ray.config import load_settings
 from ash_ray.sandbox import create_sandbox
 from ash_ray.testing.fake_anthropic import FakeAnthropic, tool_use
+from ash_ray.testing.ports import free_port
 from tests.helpers import PYTHON_DIRS
 
 SERVER = Path(__file__).with_name("mcp_demo_server.py")
@@ -146,14 +147,8 @@ async def test_hanging_server_times_out(make_loop: Any, fake: FakeAnthropic) -> 
     assert error["server"] == "slow" and "did not start" in error["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(*args: str) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, str(SERVER), str(port), *args],
         stdout=subprocess.DEVNULL,

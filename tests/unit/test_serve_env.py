@@ -10,6 +10,7 @@ import pytest
 from ash_ray import app
 from ash_ray.config import load_settings
 from ash_ray.errors import AshError
+from ash_ray.testing.ports import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -18,14 +19,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(key, raising=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_direct_ingress_gives_the_replica_exactly_ash_port() -> None:
-    port = _free_port()
+    port = free_port()
     settings = load_settings(port=port)
     app.prepare_ray_env(settings)
     assert os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
@@ -39,7 +34,7 @@ def test_values_inherited_from_another_instance_are_replaced(
 ) -> None:
     monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "1")
     monkeypatch.setenv("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")
-    port = _free_port()
+    port = free_port()
     app.prepare_ray_env(load_settings(port=port))
     assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == str(port)
     app.prepare_ray_env(load_settings(port=port, direct_ingress=False))
