@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 from _harness import pct
@@ -44,20 +45,30 @@ def _pair(mb: tuple[float, float]) -> str:
     return f"{mb[0]:>6.0f} / {mb[1]:>5.0f}"
 
 
-def _timeline(stats: Stats, window_s: float = 10.0) -> list[str]:
-    """First event by when the message was sent: where in the run the slow ones were."""
+TIMELINE_ROLES = ("ingress", "registry", "session", "start", "ray")
+
+
+def _timeline(stats: Stats, sampler: Sampler, window_s: float = 5.0) -> list[str]:
+    """First event by when the message was sent, beside the CPUs each role of the server
+    used in that window: where in the run the slow ones were, and what was busy then."""
     if not stats.first_at:
         return []
     start = min(t for t, _ in stats.first_at)
     buckets: dict[int, list[float]] = {}
     for t, ms in stats.first_at:
         buckets.setdefault(int((t - start) // window_s), []).append(ms)
-    lines = ["", "| sent at (s) | messages | first event p50 | p95 | max |",
-             "|---|---:|---:|---:|---:|"]
+    cpus: dict[int, Counter[str]] = {}
+    for t, used in sampler.seconds:
+        if t >= start:
+            cpus.setdefault(int((t - start) // window_s), Counter()).update(used)
+    roles = " | ".join(TIMELINE_ROLES)
+    lines = ["", f"| sent at (s) | messages | first event p50 | p95 | max | CPUs: {roles} |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(TIMELINE_ROLES)]
     for k in sorted(buckets):
-        ms = buckets[k]
+        ms, used = buckets[k], cpus.get(k, Counter())
+        load = " | ".join(f"{used[r] / window_s:.2f}" for r in TIMELINE_ROLES)
         lines.append(f"| {k * window_s:.0f}-{(k + 1) * window_s:.0f} | {len(ms)} | "
-                     f"{pct(ms, 50):.0f} | {pct(ms, 95):.0f} | {max(ms):.0f} |")
+                     f"{pct(ms, 50):.0f} | {pct(ms, 95):.0f} | {max(ms):.0f} | {load} |")
     return lines
 
 
@@ -112,7 +123,7 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sample
         f"| server processes at end                    | {nprocs:>12} |",
         f"| session worker processes started           | {sampler.session_workers():>12} |",
     ]
-    lines += _timeline(stats)
+    lines += _timeline(stats, sampler)
     lines += ["", "server CPU seconds by process (measured phase):"]
     for name, seconds in sampler.by_name()[:8]:
         lines.append(f"  {seconds:8.2f}  {name}")
@@ -167,6 +178,9 @@ def floor_table(
              "|---|" + "---:|" * len(heads)]
     lines += [f"| {name} | " + " | ".join([*cols, d]) + " |" for name, cols, d in rows]
     for label, m in floors:
+        if cold:
+            lines += ["", f"{label}, by when each message was sent:",
+                      *_timeline(m.stats, m.sampler)[1:]]
         if m.stats.errors:
             lines += ["", f"{label}, first errors:", *(f"  {e}" for e in m.stats.errors[:5])]
     return "\n".join(lines)

@@ -132,18 +132,25 @@ class Sampler:
         self.names: dict[int, str] = {}
         self.idle_cpus = 0.0  # the server's CPU use doing nothing, when measured
         self.client_s = 0.0  # --warm: the load client's and the fake model's CPU (one process)
+        # every second: (perf_counter, CPU seconds used since the last sample by role)
+        self.seconds: list[tuple[float, Counter[str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
         with contextlib.suppress(psutil.Error):
             procs = self.server.processes()
+            now, last = time.perf_counter(), dict(self.cpu)
             self.cpu.update(cpu_seconds(procs))
+            used: Counter[str] = Counter()
             for p in procs:
                 # The latest title: a worker process is `python ...`, then `ray::IDLE`,
                 # then its actor's name.
                 with contextlib.suppress(psutil.Error):
-                    self.names[p.pid] = _kind(" ".join(p.cmdline())) or p.name()
+                    title = " ".join(p.cmdline())
+                    self.names[p.pid] = _kind(title) or p.name()
+                    used[_role(title)] += self.cpu.get(p.pid, 0.0) - last.get(p.pid, 0.0)
+            self.seconds.append((now, used))
             rss, pss = memory_mb(procs)
             self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
 
@@ -187,6 +194,20 @@ def _kind(cmdline: str) -> str:
         return name
     name = name.split(".")[0]  # ray::<Actor>.<method>: the actor
     return "ray::" + name.rsplit(":", 1)[-1] if name.count(":") > 2 else name
+
+
+def _role(title: str) -> str:
+    """What a process is doing, for the timeline: a session worker starting (a new
+    process, ``ray::IDLE``, or its actor's ``__init__``) is apart from one serving."""
+    name = title.split(" ")[0]
+    if not name.startswith("ray::") or name == "ray::IDLE" or name.endswith(".__init__"):
+        return "start" if "default_worker" in title or name.startswith("ray::") else "ray"
+    for role, needle in ROLES.items():
+        if needle in name:
+            return role
+    # the floors' actors (_ray_floor_app.py): a session each, and one store
+    actor = name.split(".")[0].rsplit(":", 1)[-1]
+    return {"Session": "session", "Store": "registry"}.get(actor, "ray")
 
 
 # Ray names a worker process after its actor: `ray::<Class>...` (Serve: ServeReplica).
