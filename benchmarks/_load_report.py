@@ -22,6 +22,9 @@ class Stats:
     opening_ms: list[float] = field(default_factory=list)
     later_ms: list[float] = field(default_factory=list)
     done_ms: list[float] = field(default_factory=list)
+    # from the message's start to its request's first byte out: the client's own wait,
+    # part of every latency above (the load client's share of the CPU shows here)
+    client_wait_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     sent: dict[str, list[str]] = field(default_factory=dict)  # acknowledged, by session
     lost: int = 0
@@ -86,7 +89,8 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sample
         f"{args.concurrency}{' (warm: measured after one turn each)' if args.warm else ''}, "
         f"store {'postgres' if args.database_url else 'sqlite'}, fake model, loopback; "
         f"measured wall {wall_s:.1f}s, {stats.turns / wall_s:.1f} turns/s; "
-        f"{os.cpu_count()} CPUs, load average before {load[0]:.2f} after {load[1]:.2f}",
+        f"{os.cpu_count()} CPUs, load average before {load[0]:.2f} after {load[1]:.2f}; "
+        f"{args.client}",
         "",
         f"| {'measurement':<40} |     n |     p50 |     p95 |     p99 |     max |",
         f"|{'-' * 42}|------:|--------:|--------:|--------:|--------:|",
@@ -99,6 +103,7 @@ def table(args: argparse.Namespace, stats: Stats, wall_s: float, sampler: Sample
         *([("  a session's 1st message (ms)", stats.opening_ms),
            ("  its later messages (ms)", stats.later_ms)] if not args.warm else []),
         ("message: done (ms)", stats.done_ms),
+        ("  of it, waiting in the load client (ms)", stats.client_wait_ms),
         ("floor: SDK straight to model, first (ms)", direct["first"]),
         ("floor: SDK straight to model, done (ms)", direct["done"]),
     ]
@@ -162,6 +167,8 @@ def floor_table(
          tail(direct["first"])),
         ("done p50 / p95 (ms)", [cells(m.stats.done_ms) for m in servers],
          cells(direct["done"])),
+        ("of it, waiting in the load client p50 / p95 (ms)",
+         [cells(m.stats.client_wait_ms) for m in servers], ""),
         *([
             ("first event p50 / p95, a session's 1st message",
              [cells(m.stats.opening_ms) for m in servers], ""),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _harness import free_port, free_port_run
+from _harness import free_port, free_port_run, server_priority
 
 MODEL_KEY = "sk-ant-load-model-key"
 
@@ -54,6 +54,7 @@ class Server:
             self.proc = subprocess.Popen(
                 self.command(), env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=server_priority,
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

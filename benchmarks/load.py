@@ -21,9 +21,15 @@ and tool definitions) with their conversations: the model gets the same bytes fr
 prompt committed before ``session_start`` acknowledges it, the reply before ``done``, by
 one store actor on SQLite): the floor of any design that keeps what it acknowledged.
 
+The load client and the fake model (one process) run at nice -10 (--client-nice; its
+Linux autogroup too), the server at the default: they stand for clients and a model API
+on other machines. At the server's priority on 2 shared cores the client waited for a
+CPU most of a run, and that wait was most of the measured first-event tail.
+
     python benchmarks/load.py [--sessions 40] [--messages 5] [--concurrency 8]
                               [--database-url postgresql://...] [--keep]
                               [--warm] [--py-spy DIR] [--ray-floor] [--saves-floor]
+                              [--client-nice -10]
 
 Figures: errors (HTTP errors, failed streams, ``error`` events), lost messages
 (acknowledged user messages missing from GET .../messages), latency percentiles of
@@ -49,7 +55,7 @@ from typing import Any
 
 import httpx
 from _floors import RayFloor, direct_turns, request_params
-from _harness import make_agent
+from _harness import CLIENT_NICE, client_ahead, make_agent
 from _load_report import Measured, Stats, floor_table, table
 from _server import MODEL_KEY, Profiles, Sampler, Server, memory_mb
 
@@ -63,9 +69,18 @@ async def turn(http: httpx.AsyncClient, sid: str, content: str, stats: Stats,
     """One message over SSE; counted as sent when acknowledged (the stream started)."""
     t0 = time.perf_counter()
     first = None
+    sent: list[float] = []
+
+    async def trace(event: str, _info: object) -> None:  # httpcore's request trace
+        if event == "http11.send_request_headers.started":
+            sent.append(time.perf_counter())
+
     async with http.stream(
-        "POST", f"/api/sessions/{sid}/messages", json={"content": content}
+        "POST", f"/api/sessions/{sid}/messages", json={"content": content},
+        extensions={"trace": trace},
     ) as r:
+        if sent:  # how long the request waited in this process before it went out
+            stats.client_wait_ms.append((sent[0] - t0) * 1000)
         if r.status_code != 200:
             stats.errors.append(f"message {r.status_code}: {(await r.aread())[:200]!r}")
             return
@@ -233,7 +248,11 @@ def main() -> int:
                         help="also run the same load against the Ray floor app (_floors.py)")
     parser.add_argument("--saves-floor", action="store_true",
                         help="also against the Ray floor app making a turn's two saves")
+    parser.add_argument("--client-nice", type=int, default=CLIENT_NICE,
+                        help="the load client's and fake model's nice (0: the server's)")
     args = parser.parse_args()
+    args.client = client_ahead(args.client_nice) if args.client_nice else "load client at nice 0"
+    print(args.client, file=sys.stderr)
     load_before = os.getloadavg()[0]
     with FakeAnthropic(port=0, api_key=MODEL_KEY) as fake:
         ash = measure(Server(fake.url, args.database_url), args, bool(args.py_spy))
