@@ -14,10 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ash_ray.testing.ports import free_port
-
-__all__ = ["free_port"]
-
 T = TypeVar("T")
 
 

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from tests.helpers import free_port
+from ash_ray.testing.ports import free_port
 
 
 class PostgresUnavailable(RuntimeError):

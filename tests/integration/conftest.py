@@ -17,20 +17,16 @@ import ray
 from ash_ray import app
 from ash_ray.config import Settings, load_settings
 from ash_ray.testing.fake_anthropic import FakeAnthropic
-from tests.helpers import PYTHON_DIRS, free_port, wait_for
+from ash_ray.testing.ports import free_port
+from tests.helpers import PYTHON_DIRS, wait_for
 from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 
 # test modules import these
-__all__ = ["API_KEY", "CREDENTIAL_KEY", "MODEL_KEY", "Target", "free_port", "wait_for"]
+__all__ = ["API_KEY", "CREDENTIAL_KEY", "MODEL_KEY", "Target", "wait_for"]
 
 API_KEY = "test-ash-key"
 MODEL_KEY = "sk-ant-test-model-key"
 CREDENTIAL_KEY = "test-credential-key-seals-stored-model-keys"
-
-
-def free_port_pair() -> int:
-    """A free port p with p + 1 free too (direct ingress takes consecutive ports)."""
-    return free_port(run=2)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +41,7 @@ def fake_model() -> Iterator[FakeAnthropic]:
 def settings(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeAnthropic) -> Settings:
     return load_settings(
         data_dir=tmp_path_factory.mktemp("ash-data"),
-        port=free_port_pair(),
+        port=free_port(run=2),  # direct ingress takes consecutive ports
         proxy_port=free_port(),
         api_key=API_KEY,
         credential_key=CREDENTIAL_KEY,

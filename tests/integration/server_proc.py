@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.helpers import free_port, wait_for
+from ash_ray.testing.ports import free_port
+from tests.helpers import wait_for
 
 
 class AshProcess:

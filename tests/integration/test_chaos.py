@@ -32,7 +32,8 @@ import pytest
 
 from ash_ray.config import Settings
 from ash_ray.store import SqliteStore
-from tests.integration.conftest import MODEL_KEY, free_port_pair, wait_for
+from ash_ray.testing.ports import free_port
+from tests.integration.conftest import MODEL_KEY, wait_for
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import frames, new_session, send
 from tests.pg import TempPostgres
@@ -107,7 +108,7 @@ class Ledger:
 def _server(tmp_path: Path, fake_model: Any, **env: str) -> AshProcess:
     return AshProcess(
         tmp_path / "data",
-        free_port_pair(),
+        free_port(run=2),
         {
             "ANTHROPIC_BASE_URL": fake_model.url,
             "ANTHROPIC_API_KEY": MODEL_KEY,

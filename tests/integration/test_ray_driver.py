@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from ash_ray import cluster_file
+from ash_ray.testing.ports import free_port
 from tests.helpers import wait_for
-from tests.integration.conftest import MODEL_KEY, free_port_pair
+from tests.integration.conftest import MODEL_KEY
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import new_session
 
@@ -59,7 +60,7 @@ def proc(home: Path, fake_model) -> Iterator[AshProcess]:  # type: ignore[no-unt
         "ASH_WARM_POOL_SIZE": "0",
     }
     # The default data dir of a process whose HOME is `home`: found with no ASH_DATA_DIR.
-    p = AshProcess(home / ".ash-ray", free_port_pair(), env)
+    p = AshProcess(home / ".ash-ray", free_port(run=2), env)
     yield p
     p.kill()
 

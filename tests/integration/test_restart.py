@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import MODEL_KEY, free_port_pair
+from ash_ray.testing.ports import free_port
+from tests.integration.conftest import MODEL_KEY
 from tests.integration.server_proc import AshProcess
 from tests.integration.sse import frames, new_session, send
 
@@ -25,7 +26,7 @@ def proc(tmp_path: Path, fake_model) -> Iterator[AshProcess]:  # type: ignore[no
         "ASH_NAMESPACE": "ash-restart",
         "ASH_DRAIN_TIMEOUT_S": "20",
     }
-    p = AshProcess(tmp_path / "data", free_port_pair(), env)
+    p = AshProcess(tmp_path / "data", free_port(run=2), env)
     yield p
     p.kill()
 

@@ -24,7 +24,8 @@ from ash_ray.testing.fake_anthropic import (
     thinking,
     tool_use,
 )
-from tests.helpers import free_port, wait_for
+from ash_ray.testing.ports import free_port
+from tests.helpers import wait_for
 
 KEY = "sk-ant-test"
 USER_HI = [{"role": "user", "content": "hi"}]

@@ -14,7 +14,7 @@ from ash_ray.errors import StoreError
 from ash_ray.models import EventRecord, SessionRecord, WriteBatch, utcnow
 from ash_ray.store import PostgresStore
 from ash_ray.store.postgres import redact
-from tests.helpers import free_port
+from ash_ray.testing.ports import free_port
 from tests.pg import TempPostgres
 
 pytestmark = pytest.mark.postgres
