@@ -64,11 +64,6 @@ def server_priority() -> None:
     os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
-def free_port_run(count: int) -> int:
-    """A free port p with p+1 .. p+count-1 free too (one direct-ingress port an app)."""
-    return free_port(run=count)
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -98,7 +93,8 @@ def local_ash(apps: int = 1, **overrides: Any) -> Iterator[tuple[str, Settings]]
     """
     data = Path(tempfile.mkdtemp(prefix="ash-bench-"))
     settings = load_settings(
-        data_dir=data, port=free_port_run(apps), proxy_port=free_port(), dashboard=False,
+        # one direct-ingress port an app
+        data_dir=data, port=free_port(run=apps), proxy_port=free_port(), dashboard=False,
         session_num_cpus=0.01, **overrides,
     )
     app.prepare_ray_env(settings)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _harness import free_port, free_port_run, server_priority
+from _harness import free_port, server_priority
 
 MODEL_KEY = "sk-ant-load-model-key"
 
@@ -28,7 +28,7 @@ class Server:
 
     def __init__(self, model_url: str, database_url: str) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="ash-load-"))
-        self.port = free_port_run(2)
+        self.port = free_port(run=2)
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
@@ -201,8 +201,13 @@ def _role(title: str) -> str:
     """What a process is doing, for the timeline: a session worker starting (a new
     process, ``ray::IDLE``, or its actor's ``__init__``) is apart from one serving."""
     name = title.split(" ")[0]
-    if not name.startswith("ray::") or name == "ray::IDLE" or name.endswith(".__init__"):
-        return "start" if "default_worker" in title or name.startswith("ray::") else "ray"
+    ray_titled = name.startswith("ray::")
+    if name == "ray::IDLE" or name.endswith(".__init__") or (
+        not ray_titled and "default_worker" in title
+    ):
+        return "start"
+    if not ray_titled:  # Ray's daemons, the driver
+        return "ray"
     for role, needle in ROLES.items():
         if needle in name:
             return role

@@ -251,7 +251,7 @@ def main() -> int:
     parser.add_argument("--client-nice", type=int, default=CLIENT_NICE,
                         help="the load client's and fake model's nice (0: the server's)")
     args = parser.parse_args()
-    args.client = client_ahead(args.client_nice) if args.client_nice else "load client at nice 0"
+    args.client = client_ahead(args.client_nice)
     print(args.client, file=sys.stderr)
     load_before = os.getloadavg()[0]
     with FakeAnthropic(port=0, api_key=MODEL_KEY) as fake:
